@@ -1,0 +1,202 @@
+"""Start and stop the SMTP/POP3 listeners of one persona over one data directory.
+
+`MailServers` is reactor-agnostic and used by `maillab serve` (reactor in the main thread).
+`EmbeddedServers` runs the reactor in a daemon thread for the TUI and the lesson linter, which
+live in another event loop (../DESIGN: Twisted beside Textual).
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable
+
+from twisted.internet import defer, endpoints
+from twisted.protocols.tls import TLSMemoryBIOFactory
+
+from . import auth
+from .pop3 import POP3Factory
+from .profile import Account, Profile
+from .session import EventHub, ServerContext, log
+from .smtp import SMTPFactory
+from .store import MailStore
+
+
+@dataclass(frozen=True)
+class Listening:
+    """One bound listener: what the CLI prints and what clients connect to."""
+
+    name: str  # "SMTP", "POP3", "SMTPS", "POP3S"
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{self.name} listening on {host}:{self.port}"
+
+
+class MailServers:
+    """The listeners of one persona, sharing one store, portal and event hub."""
+
+    def __init__(
+        self,
+        profile: Profile,
+        data_dir: Path,
+        *,
+        host: str = "127.0.0.1",
+        smtp_port: int | None = 2525,
+        pop3_port: int | None = 2110,
+        smtps_port: int | None = None,
+        pop3s_port: int | None = None,
+        extra_accounts: Iterable[Account] = (),
+        events: EventHub | None = None,
+        reactor: Any = None,
+        tls: bool = True,
+        record_transcripts: bool = True,
+    ) -> None:
+        self.profile = profile.with_accounts(extra_accounts)
+        self.data_dir = Path(data_dir)
+        self.host = host
+        self.ports = {"SMTP": smtp_port, "POP3": pop3_port, "SMTPS": smtps_port, "POP3S": pop3s_port}
+        self.events = events or EventHub()
+        if reactor is None:
+            from twisted.internet import reactor as global_reactor
+
+            reactor = global_reactor
+        self.reactor = reactor
+        self.store = MailStore(self.data_dir)
+        for account in self.profile.accounts:
+            self.store.ensure_mailbox(account.address)
+        self.tls_files = None
+        tls_options = None
+        if tls:
+            from .tls import ensure_certificates, server_tls_options
+
+            self.tls_files = ensure_certificates(
+                self.data_dir, [self.profile.hostname, self.profile.pop3_hostname]
+            )
+            tls_options = server_tls_options(self.tls_files)
+        self.context = ServerContext(
+            profile=self.profile,
+            store=self.store,
+            portal=auth.make_portal(self.profile.find_account),
+            events=self.events,
+            transcripts_dir=self.data_dir / "transcripts",
+            tls_options=tls_options,
+            record_transcripts=record_transcripts,
+        )
+        self.listening: list[Listening] = []
+        self._ports: list[Any] = []
+
+    def _endpoint(self, port: int) -> Any:
+        if ":" in self.host:
+            return endpoints.TCP6ServerEndpoint(self.reactor, port, interface=self.host)
+        return endpoints.TCP4ServerEndpoint(self.reactor, port, interface=self.host)
+
+    def _factory(self, name: str) -> Any:
+        """SMTPS/POP3S are the plain protocols inside TLS from the first byte (RFC 8314)."""
+        implicit_tls = name in ("SMTPS", "POP3S")
+        factory: Any = (SMTPFactory if name.startswith("SMTP") else POP3Factory)(self.context, implicit_tls=implicit_tls)
+        if implicit_tls:
+            if self.context.tls_options is None:
+                raise RuntimeError(f"{name} needs TLS certificates")
+            factory = TLSMemoryBIOFactory(self.context.tls_options, False, factory)
+        return factory
+
+    @defer.inlineCallbacks
+    def start(self) -> Any:
+        """Bind every configured listener; on any failure, unbind the ones already bound."""
+        try:
+            for name, port in self.ports.items():
+                if port is None:
+                    continue
+                listening_port = yield self._endpoint(port).listen(self._factory(name))
+                self._ports.append(listening_port)
+                address = listening_port.getHost()
+                self.listening.append(Listening(name, address.host, address.port))
+        except Exception:
+            yield self.stop()
+            raise
+        return self.listening
+
+    def stop(self) -> defer.Deferred:
+        ports, self._ports = self._ports, []
+        self.listening = []
+        return defer.gatherResults([defer.maybeDeferred(p.stopListening) for p in ports], consumeErrors=True)
+
+    def port_of(self, name: str) -> int:
+        for item in self.listening:
+            if item.name == name:
+                return item.port
+        raise KeyError(name)
+
+
+class _ReactorThread:
+    """The one Twisted reactor of the process, run in a daemon thread on first use."""
+
+    _lock = threading.Lock()
+    _thread: threading.Thread | None = None
+
+    @classmethod
+    def ensure(cls) -> Any:
+        from twisted.internet import reactor
+
+        with cls._lock:
+            if cls._thread is None:
+                started = threading.Event()
+                reactor.callWhenRunning(started.set)
+                cls._thread = threading.Thread(
+                    target=reactor.run, kwargs={"installSignalHandlers": False}, name="twisted-reactor", daemon=True
+                )
+                cls._thread.start()
+                if not started.wait(10):
+                    raise RuntimeError("the Twisted reactor did not start")
+        return reactor
+
+
+class EmbeddedServers:
+    """MailServers on free loopback ports, driven from a non-Twisted thread (TUI, linter, tests)."""
+
+    def __init__(self, profile: Profile, data_dir: Path, **options: Any) -> None:
+        options.setdefault("smtp_port", 0)
+        options.setdefault("pop3_port", 0)
+        self.reactor = _ReactorThread.ensure()
+        self._options = options
+        self._profile = profile
+        self._data_dir = data_dir
+        self.servers: MailServers | None = None
+
+    def start(self) -> list[Listening]:
+        from twisted.internet.threads import blockingCallFromThread
+
+        def build() -> defer.Deferred:
+            self.servers = MailServers(self._profile, self._data_dir, reactor=self.reactor, **self._options)
+            return self.servers.start()
+
+        return blockingCallFromThread(self.reactor, build)
+
+    def stop(self) -> None:
+        from twisted.internet.threads import blockingCallFromThread
+
+        if self.servers is not None:
+            blockingCallFromThread(self.reactor, self.servers.stop)
+            self.servers = None
+
+    def port_of(self, name: str) -> int:
+        assert self.servers is not None
+        return self.servers.port_of(name)
+
+    def subscribe(self, callback: Any) -> Any:
+        assert self.servers is not None
+        return self.servers.events.subscribe(callback)
+
+    def __enter__(self) -> "EmbeddedServers":
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+__all__ = ["Listening", "MailServers", "EmbeddedServers", "log"]

@@ -1,0 +1,273 @@
+"""What SMTP and POP3 sessions share: line framing, ordered replies, transcripts, idle timeouts.
+
+`LineSession` frames input itself (rather than with `basic.LineReceiver`) because a teaching server
+must survive what LineReceiver does not: a command line over the limit is answered and the session
+goes on, bare-LF lines from `nc` are accepted, and a command whose answer is not ready yet (a
+message being fsynced, a password being checked, a tarpit delay) holds back the commands pipelined
+behind it, so replies always leave in order.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from twisted.internet import defer, protocol
+from twisted.logger import Logger
+from twisted.protocols.policies import TimeoutMixin
+
+from .profile import Profile
+from .store import MailStore
+from .transcripts import TranscriptWriter
+
+log = Logger(namespace="maillab")
+
+_session_numbers = itertools.count(1)
+
+
+@dataclass(frozen=True)
+class ServerEvent:
+    """One thing worth seeing in the server log or the TUI: a connection, a login, a message."""
+
+    protocol: str
+    session: str
+    kind: str
+    peer: str
+    detail: str = ""
+    fields: dict[str, Any] = field(default_factory=dict)
+    time: float = field(default_factory=time.time)
+
+    def __str__(self) -> str:
+        stamp = time.strftime("%H:%M:%S", time.localtime(self.time))
+        text = f"{stamp} {self.protocol} {self.session} {self.peer} {self.kind}"
+        return f"{text}: {self.detail}" if self.detail else text
+
+
+class EventHub:
+    """Fan-out of server events to subscribers (the CLI printer, the TUI, tests)."""
+
+    def __init__(self) -> None:
+        self._subscribers: list[Callable[[ServerEvent], None]] = []
+
+    def subscribe(self, callback: Callable[[ServerEvent], None]) -> Callable[[], None]:
+        self._subscribers.append(callback)
+        return lambda: self._subscribers.remove(callback) if callback in self._subscribers else None
+
+    def publish(self, event: ServerEvent) -> None:
+        for callback in list(self._subscribers):
+            try:
+                callback(event)
+            except Exception:  # a broken subscriber must not break a mail session
+                log.failure("event subscriber failed")
+
+
+@dataclass
+class ServerContext:
+    """Everything a session needs from the server it belongs to."""
+
+    profile: Profile
+    store: MailStore
+    portal: Any
+    events: EventHub
+    transcripts_dir: Path | None = None
+    tls_options: Any = None
+    clock: Any = None  # an IReactorTime; the global reactor when None
+    record_transcripts: bool = True
+    synchronous_io: bool = False  # tests with fake transports: run store calls inline
+
+    def run_blocking(self, function: Callable[..., Any], *args: Any) -> defer.Deferred:
+        """Run blocking store work (fsync) off the reactor thread, so other sessions go on."""
+        if self.synchronous_io:
+            return defer.maybeDeferred(function, *args)
+        from twisted.internet import threads
+
+        return threads.deferToThread(function, *args)
+
+    def reactor_time(self) -> Any:
+        if self.clock is None:
+            from twisted.internet import reactor
+
+            return reactor
+        return self.clock
+
+
+class LineSession(protocol.Protocol, TimeoutMixin):
+    """Base of the SMTP and POP3 sessions."""
+
+    protocol_name = "?"
+    #: raw handler: called with (data, position), returns the new position; set by DATA/BDAT.
+    _raw_handler: Callable[[bytes, int], int] | None = None
+
+    def __init__(self, context: ServerContext) -> None:
+        self.context = context
+        self.profile = context.profile
+        self.session_id = f"{self.protocol_name.lower()}-{int(time.time())}-{next(_session_numbers)}"
+        self.peer = "?"
+        self.tls_active = False
+        self._pending = b""
+        self._pos = 0
+        self._discarding = False
+        self._busy: defer.Deferred | None = None
+        self._closed = False
+        self._paused_transport = False
+        self.transcript: TranscriptWriter | None = None
+
+    # --- limits the subclass decides ---------------------------------------------------------
+
+    def line_limit(self) -> int:
+        """Octets a command line may take, CRLF included."""
+        raise NotImplementedError
+
+    def idle_timeout(self) -> float:
+        raise NotImplementedError
+
+    def line_received(self, line: bytes) -> defer.Deferred | None:
+        raise NotImplementedError
+
+    def line_too_long(self) -> None:
+        raise NotImplementedError
+
+    def timed_out(self) -> None:
+        raise NotImplementedError
+
+    def internal_error(self) -> None:
+        raise NotImplementedError
+
+    # --- connection --------------------------------------------------------------------------
+
+    def connectionMade(self) -> None:  # noqa: N802
+        clock = self.context.reactor_time()
+        self.callLater = clock.callLater
+        peer = self.transport.getPeer()
+        self.peer = f"{getattr(peer, 'host', '?')}:{getattr(peer, 'port', '?')}"
+        self.client_ip = getattr(peer, "host", "?")
+        if self.context.record_transcripts and self.context.transcripts_dir is not None:
+            self.transcript = TranscriptWriter(
+                self.context.transcripts_dir, self.session_id, self.protocol_name, self.peer, self.profile.name
+            )
+        self.event("connected")
+        self.setTimeout(self.idle_timeout())
+        self.session_started()
+
+    def session_started(self) -> None:
+        """Send the greeting."""
+
+    def connectionLost(self, reason: object = None) -> None:  # noqa: N802
+        self._closed = True
+        self.setTimeout(None)
+        self.session_ended()
+        self.event("disconnected")
+        if self.transcript is not None:
+            self.transcript.close()
+
+    def session_ended(self) -> None:
+        """Release what the session holds (POP3 maildrop lock)."""
+
+    def timeoutConnection(self) -> None:  # noqa: N802
+        self.event("idle timeout", f"{self.idle_timeout():g} s without a command")
+        self.timed_out()
+        self.close()
+
+    def close(self) -> None:
+        """Close after the replies already written have left."""
+        self._closed = True
+        self._raw_handler = None
+        self.transport.loseConnection()
+
+    # --- output ------------------------------------------------------------------------------
+
+    def send_lines(self, lines: list[str]) -> None:
+        if self._closed and not self.transport.connected:
+            return
+        self.transport.write(("\r\n".join(lines) + "\r\n").encode("utf-8", "surrogateescape"))
+        if self.transcript is not None:
+            for line in lines:
+                self.transcript.server(line)
+
+    def record_client(self, text: str) -> None:
+        if self.transcript is not None:
+            self.transcript.client(text)
+
+    def event(self, kind: str, detail: str = "", **fields: Any) -> None:
+        if self.transcript is not None and kind not in ("connected", "disconnected"):
+            self.transcript.event(kind, detail=detail, **fields)
+        self.context.events.publish(
+            ServerEvent(self.protocol_name, self.session_id, kind, self.peer, detail, fields)
+        )
+
+    # --- input framing -----------------------------------------------------------------------
+
+    def dataReceived(self, data: bytes) -> None:  # noqa: N802
+        if self._closed:
+            return
+        self.resetTimeout()
+        if self._pos:
+            self._pending = self._pending[self._pos :]
+            self._pos = 0
+        self._pending = self._pending + data if self._pending else data
+        self._process()
+
+    def _process(self) -> None:
+        while self._busy is None and not self._closed:
+            data, pos = self._pending, self._pos
+            if pos >= len(data):
+                self._pending, self._pos = b"", 0
+                return
+            if self._raw_handler is not None:
+                self._pos = self._raw_handler(data, pos)
+                continue
+            newline = data.find(b"\n", pos)
+            limit = self.line_limit()
+            if newline < 0:
+                if self._discarding or len(data) - pos > limit:
+                    self._discarding = True  # drop, keep nothing of an overlong line
+                    self._pending, self._pos = b"", 0
+                else:
+                    self._pending, self._pos = data[pos:], 0
+                return
+            self._pos = newline + 1
+            if self._discarding:
+                self._discarding = False
+                self._guarded(self.line_too_long)
+                continue
+            end = newline - 1 if newline > pos and data[newline - 1] == 13 else newline
+            if end - pos + 2 > limit:
+                self._guarded(self.line_too_long)
+                continue
+            self._guarded(self.line_received, data[pos:end])
+
+    def _guarded(self, handler: Callable[..., Any], *args: Any) -> None:
+        """Run a handler; a Deferred result holds back later input until it fires."""
+        try:
+            result = handler(*args)
+        except Exception:
+            log.failure("{protocol} session {session} failed", protocol=self.protocol_name, session=self.session_id)
+            self.internal_error()
+            return
+        if isinstance(result, defer.Deferred):
+            self.wait_for(result)
+
+    def wait_for(self, deferred: defer.Deferred) -> None:
+        """Hold input processing until `deferred` fires (replies stay in order)."""
+        self._busy = deferred
+        if not self._paused_transport and self.transport is not None:
+            self._paused_transport = True
+            self.transport.pauseProducing()
+        deferred.addErrback(self._failed)
+        deferred.addBoth(self._resume)
+
+    def _failed(self, failure: Any) -> None:
+        log.failure("{protocol} session {session} failed", failure, protocol=self.protocol_name, session=self.session_id)
+        if not self._closed:
+            self.internal_error()
+
+    def _resume(self, _: object) -> None:
+        self._busy = None
+        if self._paused_transport and not self._closed:
+            self._paused_transport = False
+            self.transport.resumeProducing()
+        if not self._closed:
+            self._process()

@@ -1,0 +1,739 @@
+"""The SMTP server (RFC 5321 with PIPELINING, SIZE, 8BITMIME, SMTPUTF8, STARTTLS, AUTH,
+ENHANCEDSTATUSCODES, DSN, CHUNKING, ETRN), one `do_VERB` method per command.
+
+Every reply text comes from the profile by key; this module decides only *which* reply.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import hashlib
+import re
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from twisted.cred.error import UnauthorizedLogin
+from twisted.internet import defer, protocol
+
+from . import auth
+from .addresses import AddressSyntaxError, PathArgument, parse_path, split_keyword
+from .session import LineSession, ServerContext, log
+from .store import StoreError
+from . import sasl
+
+#: Command grammar, beside the handlers, for HELP and for learners.
+SYNTAX = {
+    "HELO": "HELO <domain>",
+    "EHLO": "EHLO <domain>",
+    "MAIL": "MAIL FROM:<address> [SIZE=n] [BODY=7BIT|8BITMIME] [SMTPUTF8] [RET=FULL|HDRS] [ENVID=id] [AUTH=<address>]",
+    "RCPT": "RCPT TO:<address> [NOTIFY=NEVER|SUCCESS,FAILURE,DELAY] [ORCPT=rfc822;address]",
+    "DATA": "DATA",
+    "BDAT": "BDAT <octets> [LAST]",
+    "RSET": "RSET",
+    "NOOP": "NOOP [string]",
+    "VRFY": "VRFY <user or address>",
+    "EXPN": "EXPN <mailing list>",
+    "HELP": "HELP [command]",
+    "QUIT": "QUIT",
+    "STARTTLS": "STARTTLS",
+    "AUTH": "AUTH <PLAIN|LOGIN|CRAM-MD5> [initial-response]",
+    "ETRN": "ETRN <domain> | @<domain> | #<queue>",
+    "TURN": "TURN",
+    "ATRN": "ATRN [domain[,domain...]]",
+}
+
+#: Commands a client may send before HELO/EHLO when the persona requires a greeting first.
+_BEFORE_HELO = {"HELO", "EHLO", "NOOP", "RSET", "QUIT", "HELP", "VRFY", "EXPN", "TURN"}
+
+
+@dataclass
+class Envelope:
+    """The mail transaction in progress: one MAIL, its accepted RCPTs, the message data."""
+
+    sender: str
+    params: dict[str, str | None]
+    local: list[str] = field(default_factory=list)
+    relay: list[str] = field(default_factory=list)
+    rcpt_attempts: int = 0
+    chunks: list[bytes] = field(default_factory=list)
+    size: int = 0
+    too_big: bool = False
+    bdat_used: bool = False
+    bdat_failed: bool = False
+
+    @property
+    def recipients(self) -> list[str]:
+        return self.local + self.relay
+
+
+class SMTPSession(LineSession):
+    """One SMTP conversation."""
+
+    protocol_name = "SMTP"
+
+    def __init__(self, context: ServerContext) -> None:
+        super().__init__(context)
+        self.helo: str | None = None
+        self.esmtp = False
+        self.authenticated_as: str | None = None
+        self.envelope: Envelope | None = None
+        self.exchange: auth.SASLExchange | None = None
+        self._data_held = b""
+        self._data_skip = 0
+        self._bdat_remaining = 0
+        self._bdat_last = False
+        self._bdat_error: str | None = None
+
+    # --- LineSession hooks -------------------------------------------------------------------
+
+    def line_limit(self) -> int:
+        policies = self.profile.policies
+        return policies.max_auth_line if self.exchange else policies.max_command_line
+
+    def idle_timeout(self) -> float:
+        return self.profile.policies.smtp_idle_timeout
+
+    def session_started(self) -> None:
+        self.reply("greeting")
+
+    def timed_out(self) -> None:
+        self.reply("timeout")
+
+    def line_too_long(self) -> None:
+        self.record_client("<line over the limit, discarded>")
+        if self.exchange is not None:
+            self.exchange = None
+            self.reply("auth_line_too_long")
+        else:
+            self.reply("line_too_long")
+
+    def internal_error(self) -> None:
+        self.envelope = None
+        self.exchange = None
+        self._raw_handler = None
+        self.reply("storage_failed")
+
+    def reply(self, key: str, **values: Any) -> None:
+        self.send_lines(self.profile.smtp(key, **values))
+
+    # --- dispatch ----------------------------------------------------------------------------
+
+    def line_received(self, line: bytes) -> defer.Deferred | None:
+        if self.exchange is not None:
+            self.record_client(sasl_redacted(line))
+            return self.auth_line(line)
+        if b"\0" in line:
+            self.record_client(line.decode("utf-8", "replace"))
+            self.reply("bad_characters")
+            return None
+        try:
+            text = line.decode("utf-8")
+        except UnicodeDecodeError:
+            self.record_client(line.decode("utf-8", "replace"))
+            self.reply("bad_characters")
+            return None
+        self.record_client(redact_command(text))
+        verb, _, argument = text.strip().partition(" ")
+        verb = verb.upper()
+        handler = getattr(self, f"do_{verb}", None) if verb.isalpha() else None
+        if handler is None:
+            self.reply("unknown_command")
+            return None
+        argument = argument.strip()
+        policies = self.profile.policies
+        if policies.require_helo and self.helo is None and verb not in _BEFORE_HELO:
+            self.reply("need_helo")
+            return None
+        return handler(argument)
+
+    # --- greeting ----------------------------------------------------------------------------
+
+    def do_HELO(self, argument: str) -> None:  # noqa: N802
+        if not argument or " " in argument:
+            self.reply("helo_syntax")
+            return
+        self._greeted(argument, esmtp=False)
+        self.reply("helo", client=argument, client_ip=self.client_ip)
+
+    def do_EHLO(self, argument: str) -> None:  # noqa: N802
+        if not argument or " " in argument:
+            self.reply("ehlo_syntax")
+            return
+        self._greeted(argument, esmtp=True)
+        self.send_lines(self.profile.ehlo_reply(self.tls_active, client=argument, client_ip=self.client_ip))
+
+    def _greeted(self, name: str, esmtp: bool) -> None:
+        """A new HELO/EHLO resets the transaction like RSET (RFC 5321 4.1.4)."""
+        self.helo = name
+        self.esmtp = esmtp
+        self.envelope = None
+
+    # --- simple commands ---------------------------------------------------------------------
+
+    def do_NOOP(self, argument: str) -> None:  # noqa: N802
+        self.reply("noop")
+
+    def do_RSET(self, argument: str) -> None:  # noqa: N802
+        if argument:
+            self.reply("no_arguments", verb="RSET")
+            return
+        self.envelope = None
+        self.reply("rset")
+
+    def do_QUIT(self, argument: str) -> None:  # noqa: N802
+        if argument:
+            self.reply("no_arguments", verb="QUIT")
+            return
+        self.reply("quit")
+        self.close()
+
+    def do_HELP(self, argument: str) -> None:  # noqa: N802
+        if not argument:
+            self.reply("help", commands=" ".join(self.available_commands()))
+            return
+        topic = argument.split()[0].upper()
+        if topic in SYNTAX and topic in self.available_commands():
+            self.reply("help_topic", topic=topic, syntax=SYNTAX[topic])
+        else:
+            self.reply("help_unknown", topic=argument)
+
+    def available_commands(self) -> list[str]:
+        extensions = self.profile.smtp_extensions(self.tls_active)
+        hidden = set()
+        if "CHUNKING" not in extensions:
+            hidden.add("BDAT")
+        if "ETRN" not in extensions:
+            hidden.add("ETRN")
+        if not self.profile.smtp_auth_mechanisms(self.tls_active):
+            hidden.add("AUTH")
+        if "STARTTLS" not in extensions:
+            hidden.add("STARTTLS")
+        if not self.profile.policies.atrn:
+            hidden.add("ATRN")
+        hidden.add("TURN")
+        return [verb for verb in SYNTAX if verb not in hidden]
+
+    def do_TURN(self, argument: str) -> None:  # noqa: N802
+        self.reply("turn_refused")
+
+    def do_VRFY(self, argument: str) -> None:  # noqa: N802
+        self._verify(argument, "vrfy", self.profile.policies.vrfy)
+
+    def do_EXPN(self, argument: str) -> None:  # noqa: N802
+        self._verify(argument, "expn", self.profile.policies.expn)
+
+    def _verify(self, argument: str, kind: str, mode: str) -> None:
+        if mode == "disabled":
+            self.reply(f"{kind}_disabled")
+            return
+        if not argument:
+            self.reply(f"{kind}_syntax")
+            return
+        address = argument.strip("<>").strip()
+        if mode == "252":
+            self.reply(f"{kind}_cannot", address=address)
+            return
+        account = self.profile.find_account(address)
+        if account is None:
+            self.reply(f"{kind}_unknown", address=address)
+        else:
+            self.reply(f"{kind}_ok", address=account.address)
+
+    # --- STARTTLS ----------------------------------------------------------------------------
+
+    def do_STARTTLS(self, argument: str) -> None:  # noqa: N802
+        if self.tls_active:
+            self.reply("tls_already")
+            return
+        if "STARTTLS" not in self.profile.smtp_extensions(False):
+            self.reply("unknown_command")
+            return
+        if argument:
+            self.reply("starttls_syntax")
+            return
+        if self.context.tls_options is None:
+            self.reply("starttls_unavailable")
+            return
+        self.reply("starttls_ready")
+        # Input pipelined after STARTTLS belongs to the plain-text session: discard it (RFC 3207 5).
+        self._pending, self._pos = b"", 0
+        self.transport.startTLS(self.context.tls_options)
+        self.tls_active = True
+        self.helo = None
+        self.esmtp = False
+        self.authenticated_as = None
+        self.envelope = None
+        self.event("tls", "TLS started")
+
+    # --- AUTH --------------------------------------------------------------------------------
+
+    def do_AUTH(self, argument: str) -> defer.Deferred | None:  # noqa: N802
+        mechanisms = self.profile.smtp_auth_mechanisms(self.tls_active)
+        if not mechanisms:
+            self.reply("auth_not_enabled")
+            return None
+        if self.profile.policies.require_tls_for_auth and not self.tls_active:
+            self.reply("tls_required")
+            return None
+        if self.authenticated_as is not None:
+            self.reply("auth_already")
+            return None
+        if self.envelope is not None:
+            self.reply("auth_in_transaction")
+            return None
+        parts = argument.split()
+        if not parts or len(parts) > 2:
+            self.reply("auth_syntax")
+            return None
+        mechanism = parts[0].upper()
+        if mechanism not in mechanisms:
+            self.reply("auth_unknown_mechanism", mechanism=parts[0])
+            return None
+        self.exchange = auth.SASLExchange(mechanism, self.profile.hostname)
+        return self._auth_step(self.exchange.start(parts[1] if len(parts) > 1 else None))
+
+    def auth_line(self, line: bytes) -> defer.Deferred | None:
+        assert self.exchange is not None
+        return self._auth_step(self.exchange.respond(line.decode("ascii", "replace")))
+
+    def _auth_step(self, step: auth.Step) -> defer.Deferred | None:
+        if step.kind == "challenge":
+            self.reply(step.reply, **step.values)
+            return None
+        self.exchange = None
+        if step.kind == "error":
+            self.reply(step.reply, **step.values)
+            return None
+        d = auth.login(self.context.portal, step.creds)
+        d.addCallbacks(self._auth_ok, self._auth_failed, errbackArgs=(step.username,))
+        return d
+
+    def _auth_ok(self, address: str) -> None:
+        self.authenticated_as = address
+        self.event("authenticated", address, user=address)
+        self.reply("auth_ok", user=address)
+
+    def _auth_failed(self, failure: Any, username: str) -> None:
+        failure.trap(UnauthorizedLogin)
+        self.event("authentication failed", f"{username}: {failure.getErrorMessage()}", user=username)
+        self.reply("auth_failed", user=username)
+
+    # --- the transaction ---------------------------------------------------------------------
+
+    def _mail_gate(self) -> bool:
+        policies = self.profile.policies
+        if policies.require_auth_for_mail and self.authenticated_as is None:
+            self.reply("auth_required")
+            return False
+        return True
+
+    def do_MAIL(self, argument: str) -> None:  # noqa: N802
+        if self.envelope is not None:
+            self.reply("nested_mail")
+            return
+        if not self._mail_gate():
+            return
+        strict = self.profile.policies.strict_syntax
+        split = split_keyword(argument, "FROM", strict=strict)
+        if split is None:
+            self.reply("mail_syntax")
+            return
+        try:
+            path = parse_path(split[0], strict=strict, allow_null=True)
+        except AddressSyntaxError as problem:
+            self.reply("bad_sender_syntax", reason=str(problem))
+            return
+        if not self._check_mail_params(path):
+            return
+        if (
+            self.profile.policies.sender_must_match_auth
+            and self.authenticated_as is not None
+            and path.address.lower() != self.authenticated_as
+        ):
+            self.reply("sender_not_owned", address=path.address, user=self.authenticated_as)
+            return
+        self.envelope = Envelope(path.address, path.params)
+        self.reply("mail_ok", address=path.address)
+
+    def _check_mail_params(self, path: PathArgument) -> bool:
+        extensions = self.profile.smtp_extensions(self.tls_active)
+        for key, value in path.params.items():
+            problem = mail_parameter_problem(key, value, extensions, self.profile.policies.max_message_size)
+            if problem is not None:
+                reply, values = problem
+                self.reply(reply, **values)
+                return False
+        if path.non_ascii and "SMTPUTF8" not in path.params:
+            self.reply("utf8_not_declared")
+            return False
+        return True
+
+    def do_RCPT(self, argument: str) -> None:  # noqa: N802
+        strict = self.profile.policies.strict_syntax
+        split = split_keyword(argument, "TO", strict=strict)
+        if split is None:
+            self.reply("rcpt_syntax")
+            return
+        envelope = self.envelope
+        if envelope is None:
+            self.reply("need_mail")
+            return
+        envelope.rcpt_attempts += 1
+        try:
+            path = parse_path(split[0], strict=strict, allow_null=False)
+        except AddressSyntaxError as problem:
+            self.reply("bad_recipient_syntax", reason=str(problem))
+            return
+        extensions = self.profile.smtp_extensions(self.tls_active)
+        for key, value in path.params.items():
+            problem = rcpt_parameter_problem(key, value, extensions)
+            if problem is not None:
+                self.reply(problem[0], **problem[1])
+                return
+        if path.non_ascii and "SMTPUTF8" not in envelope.params:
+            self.reply("utf8_not_declared")
+            return
+        if len(envelope.recipients) >= self.profile.policies.max_recipients:
+            self.reply("too_many_recipients", address=path.address)
+            return
+        address = path.address
+        if self.profile.is_local_domain(path.domain):
+            account = self.profile.find_account(address)
+            if account is None:
+                self.reply("unknown_user", address=address)
+                return
+            if account.address not in envelope.local:
+                envelope.local.append(account.address)
+            self.reply("rcpt_ok", address=address)
+            return
+        relay = self.profile.policies.relay
+        if relay == "open" or (relay == "authenticated" and self.authenticated_as is not None):
+            if address.lower() not in envelope.relay:
+                envelope.relay.append(address.lower())
+            self.reply("rcpt_relay_ok", address=address)
+            return
+        self.event("relay denied", address, address=address)
+        self.reply("relay_denied", address=address)
+
+    def _transaction_ready(self, verb: str) -> bool:
+        envelope = self.envelope
+        if envelope is None:
+            self.reply("need_mail")
+            return False
+        if not envelope.recipients:
+            self.reply("no_valid_recipients" if envelope.rcpt_attempts else "need_rcpt")
+            return False
+        return True
+
+    def do_DATA(self, argument: str) -> None:  # noqa: N802
+        if argument:
+            self.reply("no_arguments", verb="DATA")
+            return
+        if not self._transaction_ready("DATA"):
+            return
+        assert self.envelope is not None
+        if self.envelope.bdat_used:
+            self.reply("data_after_bdat")
+            return
+        self.reply("data_start")
+        self._data_held = b"\r\n"  # the CRLF that ended the DATA line: a '.' line may follow at once
+        self._data_skip = 2
+        self._raw_handler = self._data_received
+
+    def _data_received(self, data: bytes, pos: int) -> int:
+        """Scan for CRLF.CRLF without splitting lines: bare LF never ends a message."""
+        buffer = self._data_held + (data[pos:] if pos else data)
+        end = buffer.find(b"\r\n.\r\n")
+        if end < 0:
+            keep = min(4, len(buffer))
+            self._commit(buffer[: len(buffer) - keep])
+            self._data_held = buffer[len(buffer) - keep :]
+            return len(data)
+        self._commit(buffer[: end + 2])
+        consumed_from_data = end + 5 - len(self._data_held)
+        self._data_held = b""
+        self._raw_handler = None
+        self.record_message()
+        self.record_client(".")
+        self.wait_for(self._finish_message(dot_stuffed=True))
+        return pos + consumed_from_data
+
+    def record_message(self, limit: int = 200) -> None:
+        """Put the message's first lines in the transcript: reviewers and the TUI show them."""
+        if self.transcript is None or self.envelope is None:
+            return
+        content = b"".join(self.envelope.chunks)[: 64 * 1024]
+        lines = content.decode("utf-8", "replace").split("\r\n")
+        if lines and lines[-1] == "":
+            lines.pop()
+        for line in lines[:limit]:
+            self.record_client(line)
+        if len(lines) > limit or self.envelope.size > len(content):
+            self.record_client(f"<... {self.envelope.size} octets in all>")
+
+    def _commit(self, chunk: bytes) -> None:
+        if self._data_skip:
+            chunk, self._data_skip = chunk[self._data_skip :], max(0, self._data_skip - len(chunk))
+        if not chunk or self.envelope is None:
+            return
+        envelope = self.envelope
+        envelope.size += len(chunk)
+        if envelope.too_big:
+            return
+        if envelope.size > self.profile.policies.max_message_size:
+            envelope.too_big = True
+            envelope.chunks.clear()  # never hold more than the limit
+            return
+        envelope.chunks.append(chunk)
+
+    def do_BDAT(self, argument: str) -> None:  # noqa: N802
+        if "CHUNKING" not in self.profile.smtp_extensions(self.tls_active):
+            self.reply("unknown_command")
+            return
+        match = re.fullmatch(r"(\d{1,18})(?: +(LAST))?", argument, re.IGNORECASE)
+        if not match:
+            self.reply("bdat_syntax")
+            return
+        size, last = int(match.group(1)), match.group(2) is not None
+        error = None
+        envelope = self.envelope
+        if envelope is None:
+            error = "need_mail"
+        elif not envelope.recipients:
+            error = "no_valid_recipients" if envelope.rcpt_attempts else "need_rcpt"
+        elif envelope.bdat_failed:
+            error = "bdat_after_failure"
+        self._bdat_error = error
+        self._bdat_remaining = size
+        self._bdat_last = last
+        if envelope is not None and error is None:
+            envelope.bdat_used = True
+        # RFC 3030 3: the chunk is read even when the command is refused.
+        self._raw_handler = self._bdat_received
+        if size == 0:
+            self._raw_handler = None
+            self._bdat_done()
+
+    def _bdat_received(self, data: bytes, pos: int) -> int:
+        take = min(self._bdat_remaining, len(data) - pos)
+        if self._bdat_error is None:
+            self._commit(data[pos : pos + take])
+        self._bdat_remaining -= take
+        if self._bdat_remaining == 0:
+            self._raw_handler = None
+            self._bdat_done()
+        return pos + take
+
+    def _bdat_done(self) -> None:
+        envelope = self.envelope
+        self.record_client(f"<BDAT chunk{' LAST' if self._bdat_last else ''}>")
+        if self._bdat_error is not None:
+            if envelope is not None and self._bdat_error != "need_mail":
+                envelope.bdat_failed = True
+            self.reply(self._bdat_error)
+            return
+        assert envelope is not None
+        if envelope.too_big:
+            envelope.bdat_failed = True
+            self.reply("size_exceeded")
+            return
+        if self._bdat_last:
+            self.wait_for(self._finish_message(dot_stuffed=False))
+        else:
+            self.reply("bdat_ok", size=envelope.size)
+
+    def _finish_message(self, dot_stuffed: bool) -> defer.Deferred:
+        envelope = self.envelope
+        assert envelope is not None
+        self.envelope = None
+        if envelope.too_big:
+            self.event("message refused", f"{envelope.size} octets over the {self.profile.policies.max_message_size} limit")
+            self.reply("size_exceeded", size=envelope.size)
+            return defer.succeed(None)
+        content = b"".join(envelope.chunks)
+        envelope.chunks.clear()
+        if dot_stuffed:
+            content = unstuff(content)
+        message = self.trace_headers(envelope) + content
+        d = self.context.run_blocking(self._store, envelope, message)
+        d.addCallbacks(self._stored, self._store_failed, callbackArgs=(envelope, len(content)))
+        return d
+
+    def _store(self, envelope: Envelope, message: bytes) -> str:
+        store = self.context.store
+        message_id = ""
+        if envelope.local:
+            message_id = store.deliver(envelope.local, message)
+        if envelope.relay:
+            relay_id = store.queue_outbound(envelope.sender, envelope.relay, message)
+            message_id = message_id or relay_id
+        return message_id
+
+    def _stored(self, message_id: str, envelope: Envelope, size: int) -> None:
+        digest = hashlib.sha1(message_id.encode()).hexdigest()
+        queue_id = digest[:10].upper()
+        self.event(
+            "message accepted",
+            f"{envelope.sender or '<>'} -> {', '.join(envelope.recipients)} ({size} octets, id {queue_id})",
+            sender=envelope.sender,
+            recipients=envelope.recipients,
+            size=size,
+            id=message_id,
+        )
+        self.reply("data_ok", id=message_id, queue_id=queue_id, number=int(digest[:8], 16), size=size)
+
+    def _store_failed(self, failure: Any, *_: Any) -> None:
+        error = failure.check(StoreError, OSError)
+        if error is None:
+            return failure
+        log.failure("storing a message failed", failure)
+        self.event("storage failed", failure.getErrorMessage())
+        full = getattr(failure.value, "errno", None) in (28, 122)  # ENOSPC, EDQUOT
+        self.reply("storage_full" if full else "storage_failed")
+        return None
+
+    def trace_headers(self, envelope: Envelope) -> bytes:
+        """Return-Path and Received, as a real MTA adds them: learners see them in RETR."""
+        with_ = "ESMTP" if self.esmtp else "SMTP"
+        if self.tls_active:
+            with_ += "S"
+        if self.authenticated_as:
+            with_ += "A"
+        date = email.utils.formatdate(localtime=True)
+        first = envelope.recipients[0]
+        received = (
+            f"Received: from {self.helo or 'unknown'} ({self.client_ip})\r\n"
+            f"\tby {self.profile.hostname} (maillab {self.profile.name}) with {with_}\r\n"
+            f"\tfor <{first}>; {date}\r\n"
+        )
+        return f"Return-Path: <{envelope.sender}>\r\n{received}".encode("utf-8")
+
+    # --- ETRN / ATRN -------------------------------------------------------------------------
+
+    def do_ETRN(self, argument: str) -> defer.Deferred | None:  # noqa: N802
+        if "ETRN" not in self.profile.smtp_extensions(self.tls_active):
+            self.reply("unknown_command")
+            return None
+        if self.envelope is not None:
+            self.reply("transaction_in_progress")
+            return None
+        node = argument.strip()
+        domain = node.lstrip("@#")
+        if not node or " " in node or not domain:
+            self.reply("etrn_syntax")
+            return None
+        d = self.context.run_blocking(self.context.store.queued_count, domain)
+
+        def answer(count: int) -> None:
+            if count == 0:
+                self.reply("etrn_no_mail", node=node)
+            else:
+                self.reply("etrn_started", node=node, count=count)
+
+        return d.addCallback(answer)
+
+    def do_ATRN(self, argument: str) -> None:  # noqa: N802
+        if not self.profile.policies.atrn:
+            self.reply("atrn_refused")
+            return
+        if self.authenticated_as is None:
+            self.reply("atrn_auth_required")
+            return
+        domains = [d for d in argument.replace(",", " ").split() if d] or [self.authenticated_as.rpartition("@")[2]]
+        if not any(self.context.store.queued_count(d) for d in domains):
+            self.reply("atrn_no_mail")
+            return
+        self.reply("atrn_unable")
+
+
+# --- helpers shared with the simulator's validator ----------------------------------------------
+
+_NOTIFY = {"SUCCESS", "FAILURE", "DELAY"}
+
+
+def mail_parameter_problem(
+    key: str, value: str | None, extensions: frozenset[str], max_size: int
+) -> tuple[str, dict[str, Any]] | None:
+    """The reply key (and values) a MAIL parameter earns, or None when it is fine."""
+    option = f"{key}={value}" if value is not None else key
+    if key == "SIZE" and "SIZE" in extensions:
+        if value is None or not value.isdigit() or len(value) > 20:
+            return "bad_parameter", {"parameter": "SIZE"}
+        if max_size and int(value) > max_size:
+            return "size_exceeded_declared", {"size": value}
+        return None
+    if key == "BODY" and "8BITMIME" in extensions:
+        if value is None or value.upper() not in ("7BIT", "8BITMIME"):
+            return ("bad_parameter", {"parameter": "BODY"}) if value is None or value.upper() != "BINARYMIME" else (
+                "unsupported_option",
+                {"option": option},
+            )
+        return None
+    if key == "SMTPUTF8" and "SMTPUTF8" in extensions:
+        return None if value is None else ("bad_parameter", {"parameter": "SMTPUTF8"})
+    if key == "RET" and "DSN" in extensions:
+        return None if value is not None and value.upper() in ("FULL", "HDRS") else ("bad_parameter", {"parameter": "RET"})
+    if key == "ENVID" and "DSN" in extensions:
+        ok = value is not None and 0 < len(value) <= 100 and sasl.is_xtext(value)
+        return None if ok else ("bad_parameter", {"parameter": "ENVID"})
+    if key == "AUTH" and "AUTH" in extensions:
+        if value is None or not sasl.is_xtext(value):
+            return "bad_parameter", {"parameter": "AUTH"}
+        return None
+    return "unsupported_option", {"option": option}
+
+
+def rcpt_parameter_problem(key: str, value: str | None, extensions: frozenset[str]) -> tuple[str, dict[str, Any]] | None:
+    """The reply key (and values) an RCPT parameter earns, or None when it is fine."""
+    option = f"{key}={value}" if value is not None else key
+    if key == "NOTIFY" and "DSN" in extensions:
+        items = [v.upper() for v in (value or "").split(",")]
+        if not value or (items != ["NEVER"] and (not set(items) <= _NOTIFY or len(set(items)) != len(items))):
+            return "bad_parameter", {"parameter": "NOTIFY"}
+        return None
+    if key == "ORCPT" and "DSN" in extensions:
+        addr_type, sep, xtext = (value or "").partition(";")
+        if not sep or not re.fullmatch(r"[A-Za-z0-9\-]+", addr_type) or not xtext or not sasl.is_xtext(xtext):
+            return "bad_parameter", {"parameter": "ORCPT"}
+        return None
+    return "unsupported_option", {"option": option}
+
+
+def unstuff(content: bytes) -> bytes:
+    """Normalise bare CR/LF to CRLF, then undo dot-stuffing exactly once (RFC 5321 4.5.2)."""
+    if content.count(b"\n") != content.count(b"\r\n") or content.count(b"\r") != content.count(b"\r\n"):
+        content = re.sub(rb"\r\n|\r|\n", b"\r\n", content)
+    if b"\r\n." in content or content.startswith(b"."):
+        content = (b"\r\n" + content).replace(b"\r\n.", b"\r\n")[2:]
+    return content
+
+
+def redact_command(text: str) -> str:
+    """Never write an AUTH initial response to a transcript."""
+    verb, _, rest = text.partition(" ")
+    if verb.upper() == "AUTH":
+        parts = rest.split()
+        if len(parts) > 1:
+            return f"{verb} {parts[0]} ***"
+    return text
+
+
+def sasl_redacted(line: bytes) -> str:
+    """Lines inside an AUTH exchange are secrets (or cancel with `*`)."""
+    return "*" if line.strip() == b"*" else "***"
+
+
+class SMTPFactory(protocol.Factory):
+    """Builds SMTP sessions that share one server context."""
+
+    noisy = False
+
+    def __init__(self, context: ServerContext, implicit_tls: bool = False) -> None:
+        self.context = context
+        self.implicit_tls = implicit_tls
+
+    def buildProtocol(self, addr: object) -> SMTPSession:  # noqa: N802
+        session = SMTPSession(self.context)
+        session.tls_active = self.implicit_tls
+        session.factory = self
+        return session

@@ -1,0 +1,91 @@
+"""The `maillab` command: one entry point, one small module per subcommand's job.
+
+Subcommands import their heavy dependencies lazily, so `maillab --help` and the TUI start fast
+and Twisted is only imported by what runs servers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import Sequence
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+
+
+def default_data_dir() -> Path:
+    """Where mailboxes, transcripts and certificates live unless --data says otherwise."""
+    override = os.environ.get("MAILLAB_DATA")
+    if override:
+        return Path(override)
+    from platformdirs import user_data_dir
+
+    return Path(user_data_dir("maillab", appauthor=False))
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"port must be a number, got {text!r}") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"port must be between 0 and 65535, got {value}")
+    return value
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a usage error as one clear line and exit status 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(EXIT_USAGE, f"maillab: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="maillab", description="Learn SMTP and POP3 on mock mail servers that explain every reply.")
+    sub = parser.add_subparsers(dest="command", parser_class=_Parser)
+
+    serve = sub.add_parser("serve", help="run the mock SMTP and POP3 servers")
+    serve.add_argument("--profile", default="rfc", help="persona name (rfc, qq, sina, ...) or a profile .toml path")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    serve.add_argument("--smtp-port", type=_port, default=2525, help="SMTP port (0 picks a free one; default 2525)")
+    serve.add_argument("--pop3-port", type=_port, default=2110, help="POP3 port (0 picks a free one; default 2110)")
+    serve.add_argument("--smtps-port", type=_port, default=None, help="SMTP over implicit TLS (off unless given)")
+    serve.add_argument("--pop3s-port", type=_port, default=None, help="POP3 over implicit TLS (off unless given)")
+    serve.add_argument("--data", type=Path, default=None, help="data directory (default: the user data directory)")
+    serve.add_argument(
+        "--account", action="append", default=[], metavar="ADDRESS:SECRET",
+        help="add a mailbox and its login secret (repeatable); its domain becomes local",
+    )
+    serve.add_argument("--quiet", action="store_true", help="print only the listening lines")
+
+    cert = sub.add_parser("cert", help="print the path of maillab's local CA certificate")
+    cert.add_argument("--data", type=Path, default=None)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        # The TUI takes this place; until then the bare command serves the textbook persona.
+        args = parser.parse_args(["serve", *([] if argv is None else argv)])
+    if args.command == "serve":
+        from .serve import run_serve
+
+        return run_serve(args)
+    if args.command == "cert":
+        from mockservers.tls import ensure_certificates
+
+        files = ensure_certificates(args.data or default_data_dir())
+        print(files.ca_cert)
+        return EXIT_OK
+    parser.print_help()
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())
