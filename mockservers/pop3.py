@@ -17,6 +17,7 @@ from . import auth
 from .session import LineSession, ServerContext
 from .store import StoredMessage
 from .smtp import sasl_redacted
+from .transcripts import redact
 
 AUTHORIZATION = "AUTHORIZATION"
 TRANSACTION = "TRANSACTION"
@@ -109,7 +110,7 @@ class POP3Session(LineSession):
             self.record_client(line.decode("utf-8", "replace"))
             self.reply("bad_characters")
             return None
-        self.record_client(redact_pop3(text))
+        self.record_client(redact(text))
         verb, _, argument = text.strip().partition(" ")
         verb = verb.upper()
         if verb not in _ALL_COMMANDS:
@@ -363,11 +364,13 @@ class POP3Session(LineSession):
             remaining = len(maildrop.messages) - len(maildrop.deleted)
             if uids:
                 self.event("messages deleted", f"{len(uids)} from {address}", count=len(uids))
+            self.session_ended()  # UPDATE releases the maildrop lock (RFC 1939 6)
             self.reply("quit_update" if remaining else "quit_update_empty", remaining=remaining)
             self.close()
 
         def failed(failure: Any) -> None:
             failure.trap(OSError)
+            self.session_ended()
             self.reply("quit_failed")
             self.close()
 
@@ -394,20 +397,6 @@ def top_of(content: bytes, body_lines: int) -> bytes:
     if body_lines and kept and len(lines) > body_lines:
         kept += b"\r\n"
     return head + sep + kept
-
-
-def redact_pop3(text: str) -> str:
-    """PASS secrets, APOP digests and AUTH initial responses never reach a transcript."""
-    verb, _, rest = text.partition(" ")
-    upper = verb.upper()
-    if upper == "PASS" and rest:
-        return f"{verb} ***"
-    if upper == "APOP":
-        name = rest.split()[0] if rest.split() else ""
-        return f"{verb} {name} ***".replace("  ", " ")
-    if upper == "AUTH" and len(rest.split()) > 1:
-        return f"{verb} {rest.split()[0]} ***"
-    return text
 
 
 class POP3Factory(protocol.Factory):

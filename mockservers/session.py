@@ -113,6 +113,7 @@ class LineSession(protocol.Protocol, TimeoutMixin):
         self._busy: defer.Deferred | None = None
         self._closed = False
         self._paused_transport = False
+        self._processing = False
         self.transcript: TranscriptWriter | None = None
 
     # --- limits the subclass decides ---------------------------------------------------------
@@ -211,6 +212,13 @@ class LineSession(protocol.Protocol, TimeoutMixin):
         self._process()
 
     def _process(self) -> None:
+        self._processing = True
+        try:
+            self._process_input()
+        finally:
+            self._processing = False
+
+    def _process_input(self) -> None:
         while self._busy is None and not self._closed:
             data, pos = self._pending, self._pos
             if pos >= len(data):
@@ -252,12 +260,14 @@ class LineSession(protocol.Protocol, TimeoutMixin):
 
     def wait_for(self, deferred: defer.Deferred) -> None:
         """Hold input processing until `deferred` fires (replies stay in order)."""
+        deferred.addErrback(self._failed)
+        if self._closed:
+            return
         self._busy = deferred
-        if not self._paused_transport and self.transport is not None:
+        deferred.addBoth(self._resume)
+        if self._busy is deferred and not self._paused_transport:
             self._paused_transport = True
             self.transport.pauseProducing()
-        deferred.addErrback(self._failed)
-        deferred.addBoth(self._resume)
 
     def _failed(self, failure: Any) -> None:
         log.failure("{protocol} session {session} failed", failure, protocol=self.protocol_name, session=self.session_id)
@@ -269,5 +279,5 @@ class LineSession(protocol.Protocol, TimeoutMixin):
         if self._paused_transport and not self._closed:
             self._paused_transport = False
             self.transport.resumeProducing()
-        if not self._closed:
+        if not self._closed and not self._processing:
             self._process()

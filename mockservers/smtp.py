@@ -19,6 +19,7 @@ from . import auth
 from .addresses import AddressSyntaxError, PathArgument, parse_path, split_keyword
 from .session import LineSession, ServerContext, log
 from .store import StoreError
+from .transcripts import redact
 from . import sasl
 
 #: Command grammar, beside the handlers, for HELP and for learners.
@@ -132,7 +133,7 @@ class SMTPSession(LineSession):
             self.record_client(line.decode("utf-8", "replace"))
             self.reply("bad_characters")
             return None
-        self.record_client(redact_command(text))
+        self.record_client(redact(text))
         verb, _, argument = text.strip().partition(" ")
         verb = verb.upper()
         handler = getattr(self, f"do_{verb}", None) if verb.isalpha() else None
@@ -700,22 +701,15 @@ def rcpt_parameter_problem(key: str, value: str | None, extensions: frozenset[st
 
 
 def unstuff(content: bytes) -> bytes:
-    """Normalise bare CR/LF to CRLF, then undo dot-stuffing exactly once (RFC 5321 4.5.2)."""
-    if content.count(b"\n") != content.count(b"\r\n") or content.count(b"\r") != content.count(b"\r\n"):
-        content = re.sub(rb"\r\n|\r|\n", b"\r\n", content)
+    """Undo dot-stuffing exactly once (RFC 5321 4.5.2), then normalise bare CR/LF to CRLF.
+
+    Only a dot after a real CRLF was stuffed; a `.` after a bare LF is data (SMTP smuggling).
+    """
     if b"\r\n." in content or content.startswith(b"."):
         content = (b"\r\n" + content).replace(b"\r\n.", b"\r\n")[2:]
+    if content.count(b"\n") != content.count(b"\r\n") or content.count(b"\r") != content.count(b"\r\n"):
+        content = re.sub(rb"\r\n|\r|\n", b"\r\n", content)
     return content
-
-
-def redact_command(text: str) -> str:
-    """Never write an AUTH initial response to a transcript."""
-    verb, _, rest = text.partition(" ")
-    if verb.upper() == "AUTH":
-        parts = rest.split()
-        if len(parts) > 1:
-            return f"{verb} {parts[0]} ***"
-    return text
 
 
 def sasl_redacted(line: bytes) -> str:

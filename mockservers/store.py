@@ -1,0 +1,451 @@
+"""Mailboxes on disk: one Maildir per account plus an outbound queue that never leaves the machine.
+
+Pure standard library and free of Twisted, so the servers (which call `deliver` from worker
+threads), the simulator and instructors' scripts share one store. Messages are kept with CRLF line
+endings exactly as they travel over the wire, so the size POP3 reports equals the file size.
+
+Layout under ROOT::
+
+    mailboxes/<address>/{tmp,new,cur}/<unique name>[:2,<flags>]
+    queue/<unique name>.eml  + queue/<unique name>.json
+"""
+
+from __future__ import annotations
+
+import errno
+import itertools
+import json
+import os
+import re
+import socket
+import threading
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = [
+    "AddressError",
+    "MailStore",
+    "StoreError",
+    "StoredMessage",
+    "normalize_address",
+]
+
+MAX_ADDRESS_OCTETS = 254
+MAX_LOCAL_PART_OCTETS = 64
+MAX_UID_LENGTH = 70
+
+_MAILDIR_SUBDIRS = ("tmp", "new", "cur")
+_INFO_SEPARATOR = ":2,"
+_UID_PATTERN = re.compile(r"[\x21-\x7e]{1,%d}" % MAX_UID_LENGTH)
+_HOST_UNSAFE = re.compile(r"[^A-Za-z0-9.-]")
+# os.link failures that mean "this filesystem cannot hard-link", not "the disk is broken".
+_LINK_UNSUPPORTED = frozenset(
+    code
+    for code in (
+        errno.EXDEV,
+        errno.EPERM,
+        errno.EMLINK,
+        errno.EACCES,
+        getattr(errno, "ENOTSUP", None),
+        getattr(errno, "EOPNOTSUPP", None),
+        getattr(errno, "ENOSYS", None),
+    )
+    if code is not None
+)
+
+
+class AddressError(ValueError):
+    """An address cannot name a mailbox (it is malformed or could escape the store's directory)."""
+
+
+class StoreError(OSError):
+    """The store could not keep a message durably; nothing was made visible to any recipient."""
+
+
+@dataclass(frozen=True)
+class StoredMessage:
+    """One message in a mailbox, as POP3 lists it."""
+
+    uid: str
+    size: int
+    path: Path
+
+
+def normalize_address(address: str) -> str:
+    """Return the canonical form of a mailbox address, or raise `AddressError` saying what is wrong.
+
+    The result is used as a directory name, so anything that could change the meaning of a path
+    (separators, NUL, dot names, control characters) is refused rather than escaped.
+    """
+    if not isinstance(address, str):
+        raise AddressError(f"address must be text, not {type(address).__name__}")
+    text = address.strip().lower()
+    if not text:
+        raise AddressError("address is empty")
+    for bad, label in (("/", "'/'"), ("\\", "'\\\\'"), ("\0", "NUL")):
+        if bad in text:
+            raise AddressError(f"address contains {label}")
+    for char in text:
+        if ord(char) < 0x20 or ord(char) == 0x7F or 0x80 <= ord(char) < 0xA0:
+            raise AddressError(f"address contains control character {char!r}")
+        if char.isspace():
+            raise AddressError("address contains whitespace")
+    local, at, domain = text.rpartition("@")
+    if not at:
+        raise AddressError("address has no '@'")
+    if not local:
+        raise AddressError("address has an empty local part")
+    if not domain:
+        raise AddressError("address has an empty domain")
+    for part, label in ((local, "local part"), (domain, "domain")):
+        if part in (".", ".."):
+            raise AddressError(f"{label} is {part!r}")
+        if part.startswith("."):
+            raise AddressError(f"{label} starts with '.'")
+    if len(text.encode("utf-8")) > MAX_ADDRESS_OCTETS:
+        raise AddressError(f"address is longer than {MAX_ADDRESS_OCTETS} octets")
+    if len(local.encode("utf-8")) > MAX_LOCAL_PART_OCTETS:
+        raise AddressError(f"local part is longer than {MAX_LOCAL_PART_OCTETS} octets")
+    return text
+
+
+def _check_uid(uid: str) -> str:
+    """Refuse uids that are not Maildir unique names, so they can never act as paths."""
+    if not isinstance(uid, str) or not _UID_PATTERN.fullmatch(uid):
+        raise ValueError(f"invalid message uid {uid!r}")
+    if "/" in uid or "\\" in uid or uid.startswith(".") or _INFO_SEPARATOR in uid:
+        raise ValueError(f"invalid message uid {uid!r}")
+    return uid
+
+
+def _uid_of(filename: str) -> str | None:
+    """The unique name of a Maildir file name, or None for files that are not messages."""
+    uid = filename.split(_INFO_SEPARATOR, 1)[0]
+    try:
+        return _check_uid(uid)
+    except ValueError:
+        return None
+
+
+def _sort_key(uid: str) -> tuple[int, str]:
+    """Delivery order: the leading nanosecond timestamp first, the full name as tie-break."""
+    head = uid.split(".", 1)[0]
+    return (int(head) if head.isdigit() else 0, uid)
+
+
+def _fsync_dir(directory: Path) -> None:
+    """Make a directory's entries (new links, unlinks) survive a crash or power loss."""
+    flags = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0)
+    try:
+        fd = os.open(directory, flags)
+    except (PermissionError, IsADirectoryError):  # Windows cannot open directories
+        return
+    try:
+        os.fsync(fd)
+    except OSError as error:
+        if error.errno not in (errno.EINVAL, errno.EBADF, errno.EACCES):
+            raise
+    finally:
+        os.close(fd)
+
+
+def _write_new_file(path: Path, content: bytes, mode: int = 0o600) -> None:
+    """Create `path` (never overwriting), write everything and fsync it."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), mode)
+    try:
+        view = memoryview(content)
+        while view:
+            written = os.write(fd, view)
+            view = view[written:]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _unlink_quietly(path: Path) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+
+
+def _safe_hostname() -> str:
+    """The host part of unique names: printable, no path or info separators, short."""
+    name = _HOST_UNSAFE.sub("_", socket.gethostname() or "localhost")
+    return name[:20] or "localhost"
+
+
+class MailStore:
+    """Maildir mailboxes and the outbound queue under one root directory.
+
+    Safe to share between threads: unique names come from a locked counter and every file is
+    created with O_EXCL, so concurrent deliveries never collide.
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        self._mailboxes = self.root / "mailboxes"
+        self._queue = self.root / "queue"
+        self._mailboxes.mkdir(parents=True, exist_ok=True)
+        self._queue.mkdir(parents=True, exist_ok=True)
+        self._name_lock = threading.Lock()
+        self._counter = itertools.count(1)
+        self._last_ns = 0
+        self._host = _safe_hostname()
+        self._locks_guard = threading.Lock()
+        self._locked: set[str] = set()
+
+    # -- naming -------------------------------------------------------------------------------
+
+    def _unique_name(self) -> str:
+        """A Maildir unique name, sortable by time and unique across threads and processes."""
+        with self._name_lock:
+            now = max(time.time_ns(), self._last_ns + 1)
+            self._last_ns = now
+            count = next(self._counter)
+        micro = (now // 1000) % 1_000_000
+        name = f"{now:019d}.M{micro:06d}P{os.getpid()}Q{count}.{self._host}"
+        return name[:MAX_UID_LENGTH]
+
+    # -- mailboxes ----------------------------------------------------------------------------
+
+    def mailbox_dir(self, address: str) -> Path:
+        """The Maildir of `address` (which need not exist yet)."""
+        return self._mailboxes / normalize_address(address)
+
+    def ensure_mailbox(self, address: str) -> None:
+        """Create the Maildir of `address` if missing; durable, idempotent, race-free."""
+        box = self.mailbox_dir(address)
+        if all((box / sub).is_dir() for sub in _MAILDIR_SUBDIRS):
+            return
+        created_box = not box.exists()
+        box.mkdir(exist_ok=True)
+        for sub in _MAILDIR_SUBDIRS:
+            (box / sub).mkdir(exist_ok=True)
+        _fsync_dir(box)
+        if created_box:
+            _fsync_dir(self._mailboxes)
+
+    def has_mailbox(self, address: str) -> bool:
+        """Whether `address` has a mailbox; an invalid address simply has none."""
+        try:
+            box = self.mailbox_dir(address)
+        except AddressError:
+            return False
+        return (box / "new").is_dir() and (box / "cur").is_dir()
+
+    def mailbox_addresses(self) -> list[str]:
+        """Every address that has a mailbox, sorted."""
+        found = []
+        for entry in os.scandir(self._mailboxes):
+            if not entry.is_dir():
+                continue
+            try:
+                if normalize_address(entry.name) == entry.name:
+                    found.append(entry.name)
+            except AddressError:
+                continue
+        return sorted(found)
+
+    # -- delivery -----------------------------------------------------------------------------
+
+    def deliver(self, recipients: Sequence[str], content: bytes) -> str:
+        """Durably store one message for every recipient; returns the unique name (message id).
+
+        The file is written and fsynced once in the first recipient's tmp/, hard-linked (or copied
+        where links are impossible) into each recipient's new/, and every new/ directory is fsynced
+        before returning, so the SMTP server may say 250 only after this returns. On any error
+        every link already made is removed: either all recipients get the message or none does,
+        and a client retrying after a 4xx never causes duplicates.
+        """
+        if isinstance(recipients, str):
+            raise TypeError("recipients must be a sequence of addresses, not one string")
+        boxes: list[Path] = []
+        for address in recipients:
+            box = self.mailbox_dir(address)
+            if box not in boxes:
+                boxes.append(box)
+        if not boxes:
+            raise ValueError("deliver() needs at least one recipient")
+        content = bytes(content)
+        name = self._unique_name()
+        staging = boxes[0] / "tmp" / name
+        extra_tmp: list[Path] = []
+        placed: list[Path] = []
+        try:
+            for box in boxes:
+                self.ensure_mailbox(box.name)
+            _write_new_file(staging, content)
+            for box in boxes:
+                target = box / "new" / name
+                try:
+                    os.link(staging, target)
+                except OSError as error:
+                    if error.errno not in _LINK_UNSUPPORTED:
+                        raise
+                    copy = box / "tmp" / f"{name}.copy"
+                    extra_tmp.append(copy)
+                    _write_new_file(copy, content)
+                    os.rename(copy, target)
+                    extra_tmp.remove(copy)
+                placed.append(target)
+            for box in boxes:
+                _fsync_dir(box / "new")
+        except OSError as error:
+            for path in (*placed, *extra_tmp, staging):
+                _unlink_quietly(path)
+            for box in boxes:
+                try:
+                    _fsync_dir(box / "new")
+                except OSError:
+                    pass
+            if isinstance(error, StoreError):
+                raise
+            raise StoreError(error.errno, f"could not store message: {error}") from error
+        _unlink_quietly(staging)
+        return name
+
+    def queue_outbound(self, sender: str, recipients: Sequence[str], content: bytes) -> str:
+        """Keep mail accepted for relay in ROOT/queue/; returns its id. Nothing leaves the machine.
+
+        The .eml is written and fsynced first; the .json that makes the entry count is renamed
+        into place last, so a crash never leaves a half-written entry that is counted.
+        """
+        if isinstance(recipients, str):
+            raise TypeError("recipients must be a sequence of addresses, not one string")
+        rcpts = [str(r).strip() for r in recipients]
+        if not rcpts or not all(rcpts):
+            raise ValueError("queue_outbound() needs non-empty recipient addresses")
+        name = self._unique_name()
+        eml = self._queue / f"{name}.eml"
+        meta = self._queue / f"{name}.json"
+        staging = self._queue / f".{name}.json.tmp"
+        now = time.time()
+        record = {
+            "id": name,
+            "sender": sender.strip(),
+            "recipients": rcpts,
+            "time": now,
+            "received": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now)),
+            "size": len(content),
+        }
+        try:
+            _write_new_file(eml, bytes(content), 0o644)
+            _write_new_file(staging, json.dumps(record, ensure_ascii=False).encode("utf-8"), 0o644)
+            os.replace(staging, meta)
+            _fsync_dir(self._queue)
+        except OSError as error:
+            for path in (staging, meta, eml):
+                _unlink_quietly(path)
+            raise StoreError(error.errno, f"could not queue message: {error}") from error
+        return name
+
+    def queued_count(self, domain: str) -> int:
+        """How many queued messages have at least one recipient in `domain` (case-insensitive)."""
+        wanted = domain.strip().lstrip("@").lower()
+        count = 0
+        for entry in os.scandir(self._queue):
+            if entry.name.startswith(".") or not entry.name.endswith(".json"):
+                continue
+            try:
+                with open(entry.path, "rb") as handle:
+                    record = json.loads(handle.read())
+                recipients = record["recipients"]
+            except (OSError, ValueError, KeyError, TypeError):
+                continue
+            if any(str(r).rpartition("@")[2].strip().rstrip(">").lower() == wanted for r in recipients):
+                count += 1
+        return count
+
+    # -- reading and removing -----------------------------------------------------------------
+
+    def _files(self, address: str) -> dict[str, Path]:
+        """uid -> path for every message in new/ and cur/."""
+        box = self.mailbox_dir(address)
+        files: dict[str, Path] = {}
+        for sub in ("new", "cur"):
+            try:
+                entries = list(os.scandir(box / sub))
+            except FileNotFoundError:
+                continue
+            for entry in entries:
+                uid = _uid_of(entry.name)
+                if uid is None or uid in files:
+                    continue
+                files[uid] = Path(entry.path)
+        return files
+
+    def _find(self, address: str, uid: str) -> Path | None:
+        box = self.mailbox_dir(address)
+        for candidate in (box / "new" / uid, box / "cur" / uid):
+            if candidate.is_file():
+                return candidate
+        try:
+            entries = list(os.scandir(box / "cur"))
+        except FileNotFoundError:
+            return None
+        prefix = uid + _INFO_SEPARATOR
+        for entry in entries:
+            if entry.name.startswith(prefix):
+                return Path(entry.path)
+        return None
+
+    def messages(self, address: str) -> list[StoredMessage]:
+        """Messages in new/ and cur/ together, oldest delivery first; [] if there is no mailbox."""
+        found = []
+        for uid, path in self._files(address).items():
+            try:
+                size = path.stat().st_size
+            except FileNotFoundError:
+                continue
+            found.append(StoredMessage(uid=uid, size=size, path=path))
+        found.sort(key=lambda message: _sort_key(message.uid))
+        return found
+
+    def read(self, address: str, uid: str) -> bytes:
+        """The message's bytes exactly as delivered; KeyError if it is not there."""
+        _check_uid(uid)
+        path = self._find(address, uid)
+        if path is None:
+            raise KeyError(uid)
+        try:
+            return path.read_bytes()
+        except FileNotFoundError:
+            raise KeyError(uid) from None
+
+    def remove(self, address: str, uids: Iterable[str]) -> None:
+        """Delete messages (missing ones are ignored) and make the deletion durable."""
+        wanted = [_check_uid(uid) for uid in uids]
+        if not wanted:
+            return
+        touched: set[Path] = set()
+        for uid in wanted:
+            path = self._find(address, uid)
+            if path is None:
+                continue
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                continue
+            touched.add(path.parent)
+        for directory in touched:
+            _fsync_dir(directory)
+
+    # -- maildrop locks -----------------------------------------------------------------------
+
+    def try_lock(self, address: str) -> bool:
+        """Take the POP3 maildrop lock (RFC 1939: one session per mailbox); True if acquired."""
+        key = normalize_address(address)
+        with self._locks_guard:
+            if key in self._locked:
+                return False
+            self._locked.add(key)
+            return True
+
+    def unlock(self, address: str) -> None:
+        """Release the maildrop lock; releasing a lock not held is harmless."""
+        key = normalize_address(address)
+        with self._locks_guard:
+            self._locked.discard(key)

@@ -1,0 +1,210 @@
+"""Session transcripts as JSON lines, for instructors' review and the TUI's live view.
+
+Pure standard library. One file per session under DATA/transcripts/<YYYY-MM-DD>/<session>.jsonl;
+each record is one `write()` of one line, so a crash can at most truncate the last line, and
+readers skip such a line. Secrets never reach the file: protocol code passes client lines through
+`redact` (or writes `REDACTED` for bare SASL continuation lines, which carry no verb).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import IO
+
+__all__ = [
+    "REDACTED",
+    "TranscriptWriter",
+    "follow",
+    "iter_transcripts",
+    "read_transcript",
+    "redact",
+]
+
+REDACTED = "***"
+
+_RESERVED_FIELDS = frozenset({"t", "session", "dir", "event"})
+
+
+def _check_session_id(session_id: str) -> str:
+    """Session ids become file names, so they must not be able to leave the directory."""
+    if (
+        not session_id
+        or session_id.startswith(".")
+        or any(char in session_id for char in "/\\\0")
+        or any(ord(char) < 0x20 for char in session_id)
+    ):
+        raise ValueError(f"session id {session_id!r} cannot be used as a file name")
+    return session_id
+
+
+class TranscriptWriter:
+    """Append the records of one session to its own JSON-lines file.
+
+    The file is opened once, unbuffered and in append mode: one open descriptor per session and
+    one `write()` per record keeps hundreds of concurrent sessions cheap and every record whole.
+    A failing disk stops the transcript (see `error`) instead of breaking the mail session.
+    """
+
+    def __init__(
+        self,
+        directory: Path,
+        session_id: str,
+        protocol: str,
+        peer: str,
+        profile: str,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.session_id = _check_session_id(session_id)
+        self._clock = clock
+        day = time.strftime("%Y-%m-%d", time.localtime(clock()))
+        self.path = Path(directory) / day / f"{session_id}.jsonl"
+        self.error: OSError | None = None
+        self._closed = False
+        self._file: IO[bytes] | None = None
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._file = open(self.path, "ab", buffering=0)
+        except OSError as error:
+            self.error = error
+        self._write({"dir": "e", "event": "open", "protocol": protocol, "peer": peer, "profile": profile})
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def _write(self, fields: dict[str, object]) -> None:
+        if self._file is None or self._closed:
+            return
+        record = {"t": round(self._clock(), 6), "session": self.session_id, **fields}
+        data = (json.dumps(record, ensure_ascii=False, default=str) + "\n").encode("utf-8", "replace")
+        try:
+            self._file.write(data)
+        except OSError as error:
+            self.error = error
+            self._release()
+
+    def client(self, line: str) -> None:
+        """A line the client sent (already redacted by the caller)."""
+        self._write({"dir": "c", "line": line})
+
+    def server(self, line: str) -> None:
+        """A line the server sent."""
+        self._write({"dir": "s", "line": line})
+
+    def event(self, event: str, **fields: object) -> None:
+        """Something that is not a line: TLS started, authenticated, fault injected, ..."""
+        clash = _RESERVED_FIELDS.intersection(fields)
+        if clash:
+            raise ValueError(f"transcript fields {sorted(clash)} are reserved")
+        self._write({"dir": "e", "event": event, **fields})
+
+    def close(self) -> None:
+        """Write the closing record once and release the file; later calls do nothing."""
+        if self._closed:
+            return
+        self._write({"dir": "e", "event": "close"})
+        self._closed = True
+        self._release()
+
+    def _release(self) -> None:
+        handle, self._file = self._file, None
+        if handle is not None:
+            try:
+                handle.close()
+            except OSError:
+                pass
+
+    def __enter__(self) -> TranscriptWriter:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+def _parse_lines(chunk: bytes) -> list[dict]:
+    """Decode complete JSON lines, skipping any that are damaged or not records."""
+    records = []
+    for raw in chunk.split(b"\n"):
+        if not raw.strip():
+            continue
+        try:
+            record = json.loads(raw.decode("utf-8", "replace"))
+        except ValueError:
+            continue
+        if isinstance(record, dict):
+            records.append(record)
+    return records
+
+
+def read_transcript(path: Path) -> list[dict]:
+    """All records of a transcript; a last line cut short by a crash is skipped."""
+    data = Path(path).read_bytes()
+    complete, _, tail = data.rpartition(b"\n")
+    records = _parse_lines(complete)
+    if tail.strip():
+        records.extend(_parse_lines(tail))
+    return records
+
+
+def iter_transcripts(directory: Path) -> Iterator[Path]:
+    """Every transcript under `directory`, oldest modification first (then by path)."""
+    found = []
+    for path in Path(directory).rglob("*.jsonl"):
+        try:
+            found.append((path.stat().st_mtime_ns, str(path), path))
+        except FileNotFoundError:
+            continue
+    found.sort(key=lambda item: (item[0], item[1]))
+    for _, _, path in found:
+        yield path
+
+
+def follow(path: Path, offset: int = 0) -> tuple[list[dict], int]:
+    """Records appended since `offset` and the offset to pass next time.
+
+    Only complete lines are consumed, so a record being written right now is picked up whole on
+    the next call. A file that shrank below `offset` (replaced) is read again from the start.
+    """
+    try:
+        with open(path, "rb") as handle:
+            size = os.fstat(handle.fileno()).st_size
+            if offset > size:
+                offset = 0
+            handle.seek(offset)
+            data = handle.read()
+    except FileNotFoundError:
+        return [], offset
+    end = data.rfind(b"\n")
+    if end < 0:
+        return [], offset
+    return _parse_lines(data[: end + 1]), offset + end + 1
+
+
+_AUTH_RE = re.compile(r"^(\s*AUTH\s+\S+\s+)(\S.*)$", re.IGNORECASE | re.DOTALL)
+_PASS_RE = re.compile(r"^(\s*PASS\s)(.*\S.*)$", re.IGNORECASE | re.DOTALL)
+_APOP_RE = re.compile(r"^(\s*APOP\s+\S+\s+)(\S.*)$", re.IGNORECASE | re.DOTALL)
+
+
+def redact(line: str) -> str:
+    """Hide the secret in one client line of SMTP or POP3; other lines are returned unchanged.
+
+    `AUTH <mech> <initial response>` hides the response (the empty response `=` carries no secret
+    and is kept), `PASS <password>` hides the password (which may contain spaces), `APOP <user>
+    <digest>` hides the digest. A trailing CR/LF is kept.
+    """
+    body = line.rstrip("\r\n")
+    ending = line[len(body):]
+    for pattern in (_AUTH_RE, _PASS_RE, _APOP_RE):
+        match = pattern.match(body)
+        if match is None:
+            continue
+        if pattern is _AUTH_RE and match.group(2).strip() == "=":
+            return line
+        return match.group(1) + REDACTED + ending
+    return line
