@@ -61,14 +61,17 @@ class AccountChecker:
 
     credentialInterfaces = (credentials.IUsernamePassword, credentials.IUsernameHashedPassword)
 
-    def __init__(self, find_account: Callable[[str], Account | None]) -> None:
+    def __init__(self, find_account: Callable[[str], Account | None], accept_any_secret: bool = False) -> None:
         self.find_account = find_account
+        self.accept_any_secret = accept_any_secret
 
     def requestAvatarId(self, creds: object) -> defer.Deferred:  # noqa: N802
         username = getattr(creds, "username", b"")
         if isinstance(username, bytes):
             username = username.decode("utf-8", "replace")
         account = self.find_account(username)
+        if self.accept_any_secret:  # the MailHog bug, for spot-the-bug personas
+            return defer.succeed(account.address if account else username.strip().lower())
         if account is not None and creds.checkPassword(account.secret):  # type: ignore[attr-defined]
             return defer.succeed(account.address)
         reason = "unknown user" if account is None else "wrong secret"
@@ -87,8 +90,8 @@ class MailRealm:
         raise NotImplementedError("no supported interface")
 
 
-def make_portal(find_account: Callable[[str], Account | None]) -> portal.Portal:
-    return portal.Portal(MailRealm(), [AccountChecker(find_account)])
+def make_portal(find_account: Callable[[str], Account | None], accept_any_secret: bool = False) -> portal.Portal:
+    return portal.Portal(MailRealm(), [AccountChecker(find_account, accept_any_secret)])
 
 
 def login(the_portal: portal.Portal, creds: object) -> defer.Deferred:

@@ -7,7 +7,7 @@ the profile by key.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from twisted.cred.error import UnauthorizedLogin
@@ -37,6 +37,7 @@ class Maildrop:
 
     messages: list[StoredMessage]
     deleted: set[int]
+    retrieved: set[int] = field(default_factory=set)
 
     def live(self) -> list[tuple[int, StoredMessage]]:
         return [(n, m) for n, m in enumerate(self.messages, start=1) if n not in self.deleted]
@@ -95,6 +96,11 @@ class POP3Session(LineSession):
 
     def reply(self, key: str, **values: Any) -> None:
         self.send_lines(self.profile.pop3(key, **values))
+        if key in self.profile.pop3_close_after:
+            self.close()
+
+    def account_name(self) -> str | None:
+        return self.address
 
     # --- dispatch ----------------------------------------------------------------------------
 
@@ -113,13 +119,20 @@ class POP3Session(LineSession):
         self.record_client(redact(text))
         verb, _, argument = text.strip().partition(" ")
         verb = verb.upper()
-        if verb not in _ALL_COMMANDS:
+        if verb not in _ALL_COMMANDS or verb in self.profile.quirks.pop3_unimplemented:
             self.reply("unknown_command")
             return None
+        argument = argument.strip()
+        action = self.fault(verb, argument)
+        if action is not None:
+            return self.run_fault(action, lambda: self.dispatch(verb, argument))
+        return self.dispatch(verb, argument)
+
+    def dispatch(self, verb: str, argument: str) -> defer.Deferred | None:
         if verb not in _STATE_COMMANDS.get(self.state, set()):
             self.reply("wrong_state")
             return None
-        return getattr(self, f"do_{verb}")(argument.strip())
+        return getattr(self, f"do_{verb}")(argument)
 
     # --- AUTHORIZATION -----------------------------------------------------------------------
 
@@ -195,20 +208,35 @@ class POP3Session(LineSession):
     def _login(self, creds: object, user: str, ok_key: str, fail_key: str) -> defer.Deferred:
         d = auth.login(self.context.portal, creds)
 
+        limits = self.context.limits
+        policies = self.profile.policies
+
         def failed(failure: Any) -> None:
             failure.trap(UnauthorizedLogin)
             self.event("authentication failed", f"{user}: {failure.getErrorMessage()}", user=user)
             self.reply(fail_key, user=user)
+            failures = limits.failed_auth("POP3", self.client_ip)
+            if policies.max_auth_failures and failures >= policies.max_auth_failures:
+                self.event("too many authentication failures", f"{failures} from {self.client_ip}")
+                self.reply("too_many_auth_failures")
+                self.close()
 
         def succeeded(address: str) -> defer.Deferred | None:
+            limits.reset_auth_failures("POP3", self.client_ip)
+            wait = limits.login_wait(address, self.context.now(), policies.login_delay)
+            if wait > 0:
+                self.event("login delayed", f"{address}: {wait:.0f} s to go", user=address)
+                self.reply("login_delay", seconds=max(1, round(wait)), user=user)
+                return None
             if not self.context.store.try_lock(address):
                 self.event("maildrop in use", address, user=address)
                 self.reply("in_use", user=user)
                 return None
             self.address = address
-            d2 = self.context.run_blocking(self.context.store.messages, address)
+            d2 = self.context.run_blocking(self._open_maildrop, address)
 
             def opened(messages: list[StoredMessage]) -> None:
+                limits.logged_in(address, self.context.now())
                 self.maildrop = Maildrop(messages, set())
                 self.state = TRANSACTION
                 count, size = self.maildrop.totals()
@@ -223,6 +251,21 @@ class POP3Session(LineSession):
             return d2.addCallbacks(opened, unlock)
 
         return d.addCallbacks(succeeded, failed)
+
+    def _open_maildrop(self, address: str) -> list[StoredMessage]:
+        """The maildrop at login; EXPIRE n (n > 0) first removes messages older than n days."""
+        store = self.context.store
+        days = self.profile.policies.expire_days
+        messages = store.messages(address)
+        if days > 0:
+            import time as _time
+
+            cutoff = _time.time() - days * 86400
+            old = [m.uid for m in messages if m.path.stat().st_mtime < cutoff]
+            if old:
+                store.remove(address, old)
+                messages = store.messages(address)
+        return messages
 
     def do_STLS(self, argument: str) -> None:  # noqa: N802
         if self.tls_active:
@@ -301,6 +344,8 @@ class POP3Session(LineSession):
         if not found:
             return None
         number, message = found
+        assert self.maildrop is not None
+        self.maildrop.retrieved.add(number)
         return self._send_message(message, "retr", number, None)
 
     def do_TOP(self, argument: str) -> defer.Deferred | None:  # noqa: N802
@@ -357,11 +402,14 @@ class POP3Session(LineSession):
         self.state = UPDATE
         maildrop, address = self.maildrop, self.address
         assert address is not None
-        uids = [maildrop.messages[n - 1].uid for n in sorted(maildrop.deleted)]
+        doomed = set(maildrop.deleted)
+        if self.profile.policies.expire_days == 0:
+            doomed |= maildrop.retrieved  # EXPIRE 0: a retrieved message is gone after QUIT (RFC 2449 6.7)
+        uids = [maildrop.messages[n - 1].uid for n in sorted(doomed)]
         d = self.context.run_blocking(self.context.store.remove, address, uids)
 
         def done(_: object) -> None:
-            remaining = len(maildrop.messages) - len(maildrop.deleted)
+            remaining = len(maildrop.messages) - len(doomed)
             if uids:
                 self.event("messages deleted", f"{len(uids)} from {address}", count=len(uids))
             self.session_ended()  # UPDATE releases the maildrop lock (RFC 1939 6)

@@ -9,6 +9,7 @@ No Twisted imports: the simulator's engine reads profiles too.
 
 from __future__ import annotations
 
+import functools
 import re
 import string
 import tomllib
@@ -75,13 +76,18 @@ class Capability:
 
 @dataclass(frozen=True)
 class Policies:
-    """How strict the persona is; every field is a switch or a number an instructor sets."""
+    """How strict the persona is; every field is a switch or a number an instructor sets.
+
+    docs/profiles.md documents each one with an example.
+    """
 
     strict_syntax: bool = True
     require_helo: bool = True
+    helo_check: str = "none"
     require_auth_for_mail: bool = False
     sender_must_match_auth: bool = False
     require_tls_for_auth: bool = False
+    mechanisms_requiring_tls: tuple[str, ...] = ()
     relay: str = "authenticated"
     max_message_size: int = 10240000
     max_recipients: int = 1000
@@ -93,13 +99,35 @@ class Policies:
     max_command_line: int = 512
     max_auth_line: int = 12288
     max_pop3_line: int = 255
+    max_connections: int = 0
+    max_connections_per_client: int = 0
+    max_auth_failures: int = 0
+    auth_failure_action: str = "disconnect"
+    greylist_delay: float = 0.0
+    tarpit_delay: float = 0.0
+    login_delay: float = 0.0
+    expire_days: int = -1
+    implicit_tls_only: bool = False
 
 
-_POLICY_CHOICES = {
-    "relay": ("authenticated", "never", "open"),
-    "vrfy": ("252", "verify", "disabled"),
-    "expn": ("252", "verify", "disabled"),
-}
+@dataclass(frozen=True)
+class Quirks:
+    """Deliberate bugs of real servers, for spot-the-bug exercises."""
+
+    smtp_unimplemented: tuple[str, ...] = ()
+    pop3_unimplemented: tuple[str, ...] = ()
+    enhanced_codes: str = "auto"  # "auto", "success-only" (codes vanish from failures), "never"
+    disconnect_after_unknown: int = 0
+    accept_any_secret: bool = False
+
+
+@dataclass(frozen=True)
+class PreloadedMail:
+    """A message waiting in a mailbox when the server starts."""
+
+    to: str
+    content: bytes
+    origin: str
 
 
 class _Template(string.Formatter):
@@ -154,6 +182,13 @@ class Profile:
     accounts: tuple[Account, ...]
     local_domains: tuple[str, ...]
     policies: Policies
+    quirks: Quirks = Quirks()
+    relay_domains: tuple[str, ...] = ()
+    smtp_close_after: frozenset[str] = frozenset()
+    pop3_close_after: frozenset[str] = frozenset()
+    preloaded_mail: tuple[PreloadedMail, ...] = ()
+    faults: tuple[Any, ...] = ()  # FaultRule
+    seed: int = 0
     raw: Mapping[str, Any] = field(repr=False, default_factory=dict)
 
     # --- rendering -----------------------------------------------------------------------
@@ -192,9 +227,7 @@ class Profile:
     def ehlo_reply(self, tls_active: bool, **values: Any) -> list[str]:
         """The EHLO reply: the persona's first line, then each advertised capability."""
         first = self.smtp_replies["ehlo"]
-        caps = tuple(
-            f"250 {c.text}" for c in self.smtp_capabilities if c.shown(tls_active)
-        )
+        caps = tuple(f"250 {c.text}" for c in self.smtp_capabilities if c.shown(tls_active))
         return render_smtp(first + caps, self.values(**values))
 
     def smtp_extensions(self, tls_active: bool) -> frozenset[str]:
@@ -202,22 +235,14 @@ class Profile:
         return frozenset(self.ehlo_keywords(tls_active))
 
     def smtp_auth_mechanisms(self, tls_active: bool) -> list[str]:
-        return _mechanisms(
-            c.text for c in self.smtp_capabilities if c.keyword == "AUTH" and c.shown(tls_active)
-        )
+        return _mechanisms(c.text for c in self.smtp_capabilities if c.keyword == "AUTH" and c.shown(tls_active))
 
     def pop3_capa_lines(self, tls_active: bool) -> list[str]:
         values = self.values()
-        return [
-            _FORMATTER.vformat(c.text, (), values)
-            for c in self.pop3_capabilities
-            if c.shown(tls_active)
-        ]
+        return [_FORMATTER.vformat(c.text, (), values) for c in self.pop3_capabilities if c.shown(tls_active)]
 
     def pop3_sasl_mechanisms(self, tls_active: bool) -> list[str]:
-        return _mechanisms(
-            c.text for c in self.pop3_capabilities if c.keyword == "SASL" and c.shown(tls_active)
-        )
+        return _mechanisms(c.text for c in self.pop3_capabilities if c.keyword == "SASL" and c.shown(tls_active))
 
     def pop3_has(self, keyword: str, tls_active: bool) -> bool:
         return any(c.keyword == keyword and c.shown(tls_active) for c in self.pop3_capabilities)
@@ -248,6 +273,11 @@ class Profile:
             if account.domain not in domains:
                 domains.append(account.domain)
         return replace(self, accounts=tuple(accounts), local_domains=tuple(domains))
+
+    def with_faults(self, rules: Iterable[Any], seed: int | None = None) -> "Profile":
+        """A copy with more fault rules (from `--fault`), renumbered after the profile's own."""
+        extra = [replace(rule, index=len(self.faults) + i) for i, rule in enumerate(rules)]
+        return replace(self, faults=self.faults + tuple(extra), seed=self.seed if seed is None else seed)
 
 
 def _mechanisms(lines: Iterable[str]) -> list[str]:
@@ -283,36 +313,60 @@ def resolve_profile_path(name_or_path: str, relative_to: Path | None = None) -> 
     )
 
 
-def locate(text: str, path: tuple[str, ...]) -> int | None:
-    """Best-effort line number of a dotted key in TOML source, for `file:line` messages."""
-    section: tuple[str, ...] = ()
-    header = re.compile(r"^\s*\[\[?\s*([^\]]+?)\s*\]\]?\s*(?:#.*)?$")
-    key_re = re.compile(r"^\s*([A-Za-z0-9_\-\"\.]+)\s*=")
-    best: int | None = None
+_HEADER = re.compile(r"^\s*(\[\[?)\s*([^\]]+?)\s*\]\]?\s*(?:#.*)?$")
+_KEY = re.compile(r"""^\s*((?:[A-Za-z0-9_\-]+|"[^"]*")(?:\s*\.\s*(?:[A-Za-z0-9_\-]+|"[^"]*"))*)\s*=""")
+
+
+def _split_key(text: str) -> tuple[str, ...]:
+    return tuple(part.strip().strip('"') for part in re.findall(r'"[^"]*"|[^.]+', text))
+
+
+def locate(text: str, path: tuple[Any, ...]) -> int | None:
+    """Line number of a key in TOML source, for `file:line` messages.
+
+    `path` may hold an int after an array-of-tables name: ("faults", 2, "reply") is the `reply` of
+    the third `[[faults]]`. Falls back to the nearest enclosing table or key.
+    """
+    section: tuple[Any, ...] = ()
+    counters: dict[tuple[Any, ...], int] = {}
+    best: tuple[int, int] | None = None  # (matched length, line)
     for number, line in enumerate(text.splitlines(), start=1):
-        m = header.match(line)
-        if m:
-            section = tuple(part.strip().strip('"') for part in m.group(1).split("."))
-            if section == path:
-                best = best or number
-            continue
-        k = key_re.match(line)
-        if k:
-            key = tuple(part.strip('"') for part in k.group(1).split("."))
-            if section + key == path:
-                return number
-            if path[: len(section) + len(key)] == section + key and best is None:
-                best = number
-    return best
+        header = _HEADER.match(line)
+        if header:
+            name = _split_key(header.group(2))
+            if header.group(1) == "[[":
+                index = counters.get(name, -1) + 1
+                counters[name] = index
+                section = name + (index,)
+            else:
+                section = name
+            candidate = section
+        else:
+            key = _KEY.match(line)
+            if not key:
+                continue
+            candidate = section + _split_key(key.group(1))
+        length = 0
+        while length < min(len(candidate), len(path)) and candidate[length] == path[length]:
+            length += 1
+        if length == len(candidate) == len(path):
+            return number
+        if length == len(candidate) and (best is None or length > best[0]):
+            best = (length, number)
+    return best[1] if best else None
 
 
 def _read_toml(path: Path) -> tuple[dict[str, Any], str]:
     try:
         text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ProfileError(path, None, "no such profile file") from None
     except OSError as error:
         raise ProfileError(path, None, f"cannot read profile: {error.strerror or error}") from None
     except UnicodeDecodeError:
         raise ProfileError(path, None, "profile is not UTF-8 text") from None
+    if not text.strip():
+        raise ProfileError(path, None, "profile file is empty")
     try:
         return tomllib.loads(text), text
     except tomllib.TOMLDecodeError as error:
@@ -321,6 +375,7 @@ def _read_toml(path: Path) -> tuple[dict[str, Any], str]:
         if line is None:
             m = re.search(r"line (\d+)", str(error))
             line = int(m.group(1)) if m else None
+            message = re.sub(r"\s*\(at line \d+, column \d+\)", "", message)
         raise ProfileError(path, line, f"TOML syntax error: {message}") from None
 
 
@@ -335,33 +390,90 @@ def _merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
     return merged
 
 
-def load_raw(path: Path, _seen: tuple[Path, ...] = ()) -> tuple[dict[str, Any], dict[Path, str]]:
-    """The merged TOML tables of a profile and its `extends` chain, with each file's source."""
-    path = path.resolve()
-    if path in _seen:
-        raise ProfileError(path, None, "profile extends itself (cycle: " + " -> ".join(map(str, _seen + (path,))) + ")")
-    data, text = _read_toml(path)
-    sources = {path: text}
-    parent = data.get("extends")
-    if parent is None:
-        return data, sources
-    if not isinstance(parent, str):
-        raise ProfileError(path, locate(text, ("extends",)), "extends must be a persona name or a path")
-    try:
-        parent_path = resolve_profile_path(parent, relative_to=path.parent)
-    except ProfileError as error:
-        raise ProfileError(path, locate(text, ("extends",)), error.message) from None
-    base, base_sources = load_raw(parent_path, _seen + (path,))
-    sources.update(base_sources)
-    own = {k: v for k, v in data.items() if k != "extends"}
-    return _merge(base, own), sources
+@dataclass
+class ProfileSources:
+    """The files of an `extends` chain, child first, with their parsed tables and text."""
+
+    chain: list[tuple[Path, dict[str, Any], str]]
+
+    @property
+    def path(self) -> Path:
+        return self.chain[0][0]
+
+    def merged(self) -> dict[str, Any]:
+        raw: dict[str, Any] = {}
+        for _, data, _ in reversed(self.chain):
+            raw = _merge(raw, {k: v for k, v in data.items() if k != "extends"})
+        return raw
+
+    def where(self, path: tuple[Any, ...]) -> tuple[Path, int | None]:
+        """The file (child first) that defines `path`, and its line."""
+        for file, data, text in self.chain:
+            if _has(data, path):
+                return file, locate(text, path)
+        file, _, text = self.chain[0]
+        return file, locate(text, path)
+
+
+def _has(data: Any, path: tuple[Any, ...]) -> bool:
+    for part in path:
+        if isinstance(part, int):
+            if not isinstance(data, list) or part >= len(data):
+                return False
+            data = data[part]
+        elif isinstance(data, Mapping) and part in data:
+            data = data[part]
+        else:
+            return False
+    return True
+
+
+def load_sources(path: Path) -> ProfileSources:
+    """Read a profile and every file it extends (cycles and bad `extends` are errors)."""
+    chain: list[tuple[Path, dict[str, Any], str]] = []
+    seen: list[Path] = []
+    current = path
+    while True:
+        current = current.resolve()
+        if current in seen:
+            raise ProfileError(seen[0], None, "profile extends itself: " + " -> ".join(p.name for p in seen + [current]))
+        seen.append(current)
+        data, text = _read_toml(current)
+        chain.append((current, data, text))
+        parent = data.get("extends")
+        if parent is None:
+            return ProfileSources(chain)
+        if not isinstance(parent, str):
+            raise ProfileError(current, locate(text, ("extends",)), "extends must be a persona name or a path")
+        try:
+            current = resolve_profile_path(parent, relative_to=current.parent)
+        except ProfileError as error:
+            raise ProfileError(current, locate(text, ("extends",)), error.message) from None
 
 
 def load_profile(name_or_path: str | Path) -> Profile:
-    """Load and validate a persona by name or path; raise ProfileError with file:line."""
-    path = resolve_profile_path(str(name_or_path))
-    raw, sources = load_raw(path)
-    return build_profile(raw, path.resolve(), sources[path.resolve()])
+    """Load and check a persona by name or path; the first problem raises ProfileError."""
+    path = resolve_profile_path(str(name_or_path)).resolve()
+    try:
+        stamp = path.stat().st_mtime_ns
+    except OSError:
+        stamp = 0
+    return _load_checked(path, stamp)
+
+
+@functools.lru_cache(maxsize=64)
+def _load_checked(path: Path, stamp: int) -> Profile:
+    """Profiles are immutable, so a file that has not changed is parsed and linted once."""
+    from .lint import check_sources
+
+    sources = load_sources(path)
+    problems = [p for p in check_sources(sources) if p.severity == "error"]
+    if problems:
+        first = problems[0]
+        error = ProfileError(first.file, first.line, first.message)
+        error.problems = problems  # type: ignore[attr-defined]
+        raise error
+    return build_profile(sources)
 
 
 def _lines(value: Any) -> tuple[str, ...]:
@@ -370,75 +482,69 @@ def _lines(value: Any) -> tuple[str, ...]:
     return tuple(value)
 
 
-def build_profile(raw: Mapping[str, Any], source: Path, text: str = "") -> Profile:
-    """Turn merged TOML tables into a Profile, checking what the servers rely on."""
+def build_profile(sources: ProfileSources) -> Profile:
+    """Turn checked TOML tables into a Profile (lint has already refused bad input)."""
+    from .faults import rule_from_table
 
-    def fail(path: tuple[str, ...], message: str) -> ProfileError:
-        return ProfileError(source, locate(text, path), message)
-
+    raw = sources.merged()
+    source = sources.path
     identity = raw.get("identity", {})
     hostname = identity.get("hostname", "localhost")
     smtp_section = raw.get("smtp", {})
     pop3_section = raw.get("pop3", {})
+    quirks = Quirks(**{k: tuple(v) if isinstance(v, list) else v for k, v in raw.get("quirks", {}).items()})
 
-    smtp_replies: dict[str, tuple[str, ...]] = {}
-    for key, value in smtp_section.get("replies", {}).items():
-        lines = _lines(value)
-        if not lines or not all(isinstance(line, str) for line in lines):
-            raise fail(("smtp", "replies", key), f"reply {key!r} must be a string or a list of strings")
-        for line in lines:
-            if not _REPLY_LINE.match(line) or (len(line) > 3 and line[3] not in " -"):
-                raise fail(("smtp", "replies", key), f"reply {key!r} line {line!r} must start with a 3-digit code 2xx-5xx")
-        smtp_replies[key] = lines
-
-    capabilities = tuple(_capability(c, fail, ("smtp", "capabilities")) for c in smtp_section.get("capabilities", ()))
-    if not any(c.keyword == "ENHANCEDSTATUSCODES" for c in capabilities):
+    capabilities = tuple(_capability(c) for c in smtp_section.get("capabilities", ()))
+    advertised = any(c.keyword == "ENHANCEDSTATUSCODES" for c in capabilities)
+    smtp_replies = {key: _lines(value) for key, value in smtp_section.get("replies", {}).items()}
+    mode = quirks.enhanced_codes
+    if not advertised or mode == "never":
         smtp_replies = {k: tuple(_strip_enhanced(line) for line in v) for k, v in smtp_replies.items()}
-
-    pop3_replies: dict[str, tuple[str, ...]] = {}
-    for key, value in pop3_section.get("replies", {}).items():
-        lines = _lines(value)
-        for line in lines:
-            if not (line.startswith("+OK") or line.startswith("-ERR") or line.startswith("+ ") or line == "+"):
-                raise fail(("pop3", "replies", key), f"POP3 reply {key!r} must start with +OK, -ERR or '+ '")
-        pop3_replies[key] = lines
-
-    accounts = []
-    for index, entry in enumerate(raw.get("accounts", ())):
-        if not isinstance(entry, Mapping) or "address" not in entry or "secret" not in entry:
-            raise fail(("accounts",), f"account #{index + 1} needs an address and a secret")
-        address = str(entry["address"]).strip().lower()
-        if address.count("@") != 1 or address.startswith("@") or address.endswith("@"):
-            raise fail(("accounts",), f"account #{index + 1}: {address!r} is not an address")
-        accounts.append(
-            Account(
-                address=address,
-                secret=str(entry["secret"]),
-                secret_kind=str(entry.get("secret_kind", "password")),
-                password=entry.get("password"),
-                note=str(entry.get("note", "")),
-            )
-        )
-
-    policy_values = dict(raw.get("policies", {}))
-    known = {f for f in Policies.__dataclass_fields__}
-    for key, value in policy_values.items():
-        if key not in known:
-            raise fail(("policies", key), f"unknown policy {key!r}")
-        default = getattr(Policies(), key)
-        if isinstance(default, bool) != isinstance(value, bool) or (
-            not isinstance(value, type(default)) and not (isinstance(default, float) and isinstance(value, int))
-        ):
-            raise fail(("policies", key), f"policy {key!r} must be {type(default).__name__}, got {value!r}")
-        if key in _POLICY_CHOICES and value not in _POLICY_CHOICES[key]:
-            raise fail(("policies", key), f"policy {key!r} must be one of {', '.join(_POLICY_CHOICES[key])}")
-    policies = Policies(**policy_values)
-
-    domains = raw.get("domains", {}).get("local", [])
-    local_domains = tuple(dict.fromkeys([str(d).lower() for d in domains] + [a.domain for a in accounts]))
+    elif mode == "success-only":
+        smtp_replies = {
+            k: tuple(_strip_enhanced(line) if line[:1] in "45" else line for line in v) for k, v in smtp_replies.items()
+        }
 
     pop3_greeting = pop3_section.get("greeting", "+OK POP3 server ready {timestamp}")
+    pop3_replies = {key: _lines(value) for key, value in pop3_section.get("replies", {}).items()}
     pop3_replies["greeting"] = (pop3_greeting,)
+
+    accounts = tuple(
+        Account(
+            address=str(entry["address"]).strip().lower(),
+            secret=str(entry["secret"]),
+            secret_kind=str(entry.get("secret_kind", "password")),
+            password=entry.get("password"),
+            note=str(entry.get("note", "")),
+        )
+        for entry in raw.get("accounts", ())
+    )
+    policy_values = {k: tuple(v) if isinstance(v, list) else v for k, v in raw.get("policies", {}).items()}
+    for key in ("smtp_idle_timeout", "pop3_idle_timeout", "greylist_delay", "tarpit_delay", "login_delay"):
+        if key in policy_values:
+            policy_values[key] = float(policy_values[key])
+    policies = Policies(**policy_values)
+    domains = raw.get("domains", {})
+    local_domains = tuple(dict.fromkeys([str(d).lower() for d in domains.get("local", [])] + [a.domain for a in accounts]))
+
+    faults = []
+    for index, table in enumerate(raw.get("faults", ())):
+        faults.append(rule_from_table(table, index, sources.where(("faults", index))[1]))
+
+    mail = []
+    for index, entry in enumerate(raw.get("mail", ())):
+        file, _ = sources.where(("mail", index))
+        if "file" in entry:
+            origin = file.parent / entry["file"]
+            content = origin.read_bytes()
+            label = str(origin)
+        else:
+            content = entry["content"].encode("utf-8")
+            label = f"{file.name} mail #{index + 1}"
+        content = re.sub(rb"\r\n|\r|\n", b"\r\n", content)
+        if not content.endswith(b"\r\n"):
+            content += b"\r\n"
+        mail.append(PreloadedMail(str(entry["to"]).lower(), content, label))
 
     return Profile(
         name=str(raw.get("name", source.stem)),
@@ -451,30 +557,31 @@ def build_profile(raw: Mapping[str, Any], source: Path, text: str = "") -> Profi
         pop3_replies=pop3_replies,
         pop3_greeting=pop3_greeting,
         smtp_capabilities=capabilities,
-        pop3_capabilities=tuple(_capability(c, fail, ("pop3", "capabilities")) for c in pop3_section.get("capabilities", ())),
-        accounts=tuple(accounts),
+        pop3_capabilities=tuple(_capability(c) for c in pop3_section.get("capabilities", ())),
+        accounts=accounts,
         local_domains=local_domains,
         policies=policies,
+        quirks=quirks,
+        relay_domains=tuple(str(d).lower() for d in domains.get("relay", [])),
+        smtp_close_after=frozenset(smtp_section.get("close_after", ())),
+        pop3_close_after=frozenset(pop3_section.get("close_after", ())),
+        preloaded_mail=tuple(mail),
+        faults=tuple(faults),
+        seed=int(raw.get("seed", 0)),
         raw=raw,
     )
 
 
-def _capability(entry: Any, fail: Any, where: tuple[str, ...]) -> Capability:
+def _capability(entry: Any) -> Capability:
     if isinstance(entry, str):
         return Capability(entry)
-    if isinstance(entry, Mapping) and isinstance(entry.get("text"), str):
-        when = entry.get("when", "always")
-        if when not in ("always", "plain", "tls"):
-            raise fail(where, f"capability {entry['text']!r}: when must be always, plain or tls")
-        return Capability(entry["text"], when)
-    raise fail(where, f"capability {entry!r} must be a string or {{ text = ..., when = ... }}")
+    return Capability(entry["text"], entry.get("when", "always"))
 
 
 def _strip_enhanced(line: str) -> str:
     """Drop an RFC 3463 code: servers that do not advertise ENHANCEDSTATUSCODES must not send one."""
     if len(line) > 4 and _ENHANCED.match(line[4:]):
-        rest = _ENHANCED.sub("", line[4:], count=1)
-        return line[:4] + rest
+        return line[:4] + _ENHANCED.sub("", line[4:], count=1)
     return line
 
 

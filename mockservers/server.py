@@ -7,6 +7,7 @@ live in another event loop (../DESIGN: Twisted beside Textual).
 
 from __future__ import annotations
 
+import hashlib
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,6 +69,13 @@ class MailServers:
         self.store = MailStore(self.data_dir)
         for account in self.profile.accounts:
             self.store.ensure_mailbox(account.address)
+        self.preload_mail()
+        if self.profile.policies.implicit_tls_only:
+            # The persona speaks TLS from the first byte on its ports (RFC 8314), nothing in plain text.
+            self.ports = {
+                "SMTPS": smtps_port if smtps_port is not None else smtp_port,
+                "POP3S": pop3s_port if pop3s_port is not None else pop3_port,
+            }
         self.tls_files = None
         tls_options = None
         if tls:
@@ -80,7 +88,7 @@ class MailServers:
         self.context = ServerContext(
             profile=self.profile,
             store=self.store,
-            portal=auth.make_portal(self.profile.find_account),
+            portal=auth.make_portal(self.profile.find_account, self.profile.quirks.accept_any_secret),
             events=self.events,
             transcripts_dir=self.data_dir / "transcripts",
             tls_options=tls_options,
@@ -88,6 +96,18 @@ class MailServers:
         )
         self.listening: list[Listening] = []
         self._ports: list[Any] = []
+
+    def preload_mail(self) -> None:
+        """Deliver the profile's preloaded messages once per data directory (a marker remembers)."""
+        markers = self.data_dir / "preloaded"
+        for mail in self.profile.preloaded_mail:
+            digest = hashlib.sha256(f"{self.profile.name}\0{mail.to}\0".encode() + mail.content).hexdigest()[:32]
+            marker = markers / digest
+            if marker.exists():
+                continue
+            self.store.deliver([mail.to], mail.content)
+            markers.mkdir(parents=True, exist_ok=True)
+            marker.write_text(f"{mail.origin} -> {mail.to}\n", encoding="utf-8")
 
     def _endpoint(self, port: int) -> Any:
         if ":" in self.host:

@@ -15,10 +15,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from twisted.internet import defer, protocol
+from twisted.internet import defer, protocol, task
 from twisted.logger import Logger
 from twisted.protocols.policies import TimeoutMixin
 
+from .faults import FaultAction, FaultScript
+from .limits import ServerLimits
 from .profile import Profile
 from .store import MailStore
 from .transcripts import TranscriptWriter
@@ -77,6 +79,15 @@ class ServerContext:
     clock: Any = None  # an IReactorTime; the global reactor when None
     record_transcripts: bool = True
     synchronous_io: bool = False  # tests with fake transports: run store calls inline
+    limits: ServerLimits = field(default_factory=ServerLimits)
+    faults: FaultScript | None = None
+
+    def __post_init__(self) -> None:
+        if self.faults is None:
+            self.faults = FaultScript(tuple(self.profile.faults), self.profile.seed)
+
+    def now(self) -> float:
+        return self.reactor_time().seconds()
 
     def run_blocking(self, function: Callable[..., Any], *args: Any) -> defer.Deferred:
         """Run blocking store work (fsync) off the reactor thread, so other sessions go on."""
@@ -115,6 +126,11 @@ class LineSession(protocol.Protocol, TimeoutMixin):
         self._paused_transport = False
         self._processing = False
         self.transcript: TranscriptWriter | None = None
+        self.client_ip = "?"
+        self.started_at = 0.0
+        self._counted = False
+        assert context.faults is not None
+        self.fault_counter = context.faults.new_counter()
 
     # --- limits the subclass decides ---------------------------------------------------------
 
@@ -142,6 +158,7 @@ class LineSession(protocol.Protocol, TimeoutMixin):
     def connectionMade(self) -> None:  # noqa: N802
         clock = self.context.reactor_time()
         self.callLater = clock.callLater
+        self.started_at = clock.seconds()
         peer = self.transport.getPeer()
         self.peer = f"{getattr(peer, 'host', '?')}:{getattr(peer, 'port', '?')}"
         self.client_ip = getattr(peer, "host", "?")
@@ -150,8 +167,79 @@ class LineSession(protocol.Protocol, TimeoutMixin):
                 self.context.transcripts_dir, self.session_id, self.protocol_name, self.peer, self.profile.name
             )
         self.event("connected")
+        policies = self.profile.policies
+        refused = self.context.limits.open(
+            self.protocol_name, self.client_ip, policies.max_connections, policies.max_connections_per_client
+        )
+        if refused is not None:
+            self.event("connection refused", f"too many connections ({'from this client' if refused == 'client' else 'in all'})")
+            self.reply("too_many_connections", client_ip=self.client_ip)
+            self.close()
+            return
+        self._counted = True
         self.setTimeout(self.idle_timeout())
-        self.session_started()
+        action = self.fault("CONNECT")
+        if action is not None:
+            self.wait_for_result(self.run_fault(action, self.session_started))
+        elif policies.tarpit_delay:
+            self.wait_for(task.deferLater(clock, policies.tarpit_delay, self.session_started))
+        else:
+            self.session_started()
+
+    def reply(self, key: str, **values: Any) -> None:
+        """Send the profile's reply `key` (the subclass renders it)."""
+        raise NotImplementedError
+
+    def render_fault(self, lines: tuple[str, ...]) -> list[str]:
+        return list(lines)
+
+    def account_name(self) -> str | None:
+        """The authenticated user, for fault rules that target one account."""
+        return None
+
+    # --- faults ------------------------------------------------------------------------------
+
+    def fault(self, command: str, argument: str = "") -> FaultAction | None:
+        faults = self.context.faults
+        if faults is None or not faults.rules:
+            return None
+        return faults.match(
+            self.fault_counter,
+            self.protocol_name.lower(),
+            command,
+            argument,
+            account=self.account_name(),
+            client=self.client_ip,
+            elapsed=self.context.now() - self.started_at,
+        )
+
+    def run_fault(self, action: FaultAction, proceed: Callable[[], Any]) -> defer.Deferred | None:
+        """Reply with the scripted text, drop the connection, or wait and then go on as usual."""
+
+        def act() -> Any:
+            self.event("fault", action.rule.describe())
+            if action.reply:
+                self.send_lines(self.render_fault(action.reply))
+                if action.reply[-1].startswith("421"):
+                    self.close()
+            if action.drop:
+                if action.reply:
+                    self.close()
+                else:
+                    self._closed = True
+                    self.transport.abortConnection()
+                return None
+            if not action.reply:
+                return proceed()
+            return None
+
+        if action.delay:
+            return task.deferLater(self.context.reactor_time(), action.delay, act)
+        return act()
+
+    def wait_for_result(self, result: Any) -> None:
+        if isinstance(result, defer.Deferred):
+            self.wait_for(result)
 
     def session_started(self) -> None:
         """Send the greeting."""
@@ -159,6 +247,9 @@ class LineSession(protocol.Protocol, TimeoutMixin):
     def connectionLost(self, reason: object = None) -> None:  # noqa: N802
         self._closed = True
         self.setTimeout(None)
+        if self._counted:
+            self._counted = False
+            self.context.limits.close(self.protocol_name, self.client_ip)
         self.session_ended()
         self.event("disconnected")
         if self.transcript is not None:
@@ -245,7 +336,14 @@ class LineSession(protocol.Protocol, TimeoutMixin):
             if end - pos + 2 > limit:
                 self._guarded(self.line_too_long)
                 continue
-            self._guarded(self.line_received, data[pos:end])
+            self._guarded(self._dispatch, data[pos:end])
+
+    def _dispatch(self, line: bytes) -> Any:
+        """A tarpit persona answers every command only after a pause."""
+        delay = self.profile.policies.tarpit_delay
+        if delay:
+            return task.deferLater(self.context.reactor_time(), delay, self.line_received, line)
+        return self.line_received(line)
 
     def _guarded(self, handler: Callable[..., Any], *args: Any) -> None:
         """Run a handler; a Deferred result holds back later input until it fires."""

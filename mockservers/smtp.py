@@ -16,7 +16,8 @@ from twisted.cred.error import UnauthorizedLogin
 from twisted.internet import defer, protocol
 
 from . import auth
-from .addresses import AddressSyntaxError, PathArgument, parse_path, split_keyword
+from .addresses import AddressSyntaxError, PathArgument, is_domain, parse_path, split_keyword
+from .profile import render_smtp
 from .session import LineSession, ServerContext, log
 from .store import StoreError
 from .transcripts import redact
@@ -115,7 +116,16 @@ class SMTPSession(LineSession):
         self.reply("storage_failed")
 
     def reply(self, key: str, **values: Any) -> None:
-        self.send_lines(self.profile.smtp(key, **values))
+        lines = self.profile.smtp(key, **values)
+        self.send_lines(lines)
+        if key in self.profile.smtp_close_after or lines[-1].startswith("421"):
+            self.close()  # 421 always closes (RFC 5321 3.8); a persona may close after others
+
+    def render_fault(self, lines: tuple[str, ...]) -> list[str]:
+        return render_smtp(lines, self.profile.values(client_ip=self.client_ip))
+
+    def account_name(self) -> str | None:
+        return self.authenticated_as
 
     # --- dispatch ----------------------------------------------------------------------------
 
@@ -137,21 +147,46 @@ class SMTPSession(LineSession):
         verb, _, argument = text.strip().partition(" ")
         verb = verb.upper()
         handler = getattr(self, f"do_{verb}", None) if verb.isalpha() else None
-        if handler is None:
-            self.reply("unknown_command")
+        if handler is None or verb in self.profile.quirks.smtp_unimplemented:
+            self.unknown_command()
             return None
         argument = argument.strip()
-        policies = self.profile.policies
-        if policies.require_helo and self.helo is None and verb not in _BEFORE_HELO:
+        action = self.fault(verb, argument)
+        if action is not None:
+            return self.run_fault(action, lambda: self.dispatch(verb, handler, argument))
+        return self.dispatch(verb, handler, argument)
+
+    def dispatch(self, verb: str, handler: Any, argument: str) -> defer.Deferred | None:
+        if self.profile.policies.require_helo and self.helo is None and verb not in _BEFORE_HELO:
             self.reply("need_helo")
             return None
         return handler(argument)
 
+    def unknown_command(self) -> None:
+        self.reply("unknown_command")
+        limit = self.profile.quirks.disconnect_after_unknown
+        if limit:
+            self.unknown_count = getattr(self, "unknown_count", 0) + 1
+            if self.unknown_count >= limit:
+                self.event("disconnected after unknown commands", f"{self.unknown_count} unknown commands")
+                self.reply("too_many_errors")
+
     # --- greeting ----------------------------------------------------------------------------
+
+    def helo_refused(self, name: str) -> bool:
+        """Postfix's reject_non_fqdn_helo_hostname: a dotted name or an address literal."""
+        if self.profile.policies.helo_check == "fqdn" and not (
+            (name.startswith("[") and name.endswith("]")) or ("." in name.strip(".") and is_domain(name.rstrip(".")))
+        ):
+            self.reply("helo_not_fqdn", domain=name)
+            return True
+        return False
 
     def do_HELO(self, argument: str) -> None:  # noqa: N802
         if not argument or " " in argument:
             self.reply("helo_syntax")
+            return
+        if self.helo_refused(argument):
             return
         self._greeted(argument, esmtp=False)
         self.reply("helo", client=argument, client_ip=self.client_ip)
@@ -159,6 +194,8 @@ class SMTPSession(LineSession):
     def do_EHLO(self, argument: str) -> None:  # noqa: N802
         if not argument or " " in argument:
             self.reply("ehlo_syntax")
+            return
+        if self.helo_refused(argument):
             return
         self._greeted(argument, esmtp=True)
         self.send_lines(self.profile.ehlo_reply(self.tls_active, client=argument, client_ip=self.client_ip))
@@ -273,8 +310,16 @@ class SMTPSession(LineSession):
         if not mechanisms:
             self.reply("auth_not_enabled")
             return None
-        if self.profile.policies.require_tls_for_auth and not self.tls_active:
+        policies = self.profile.policies
+        if policies.require_tls_for_auth and not self.tls_active:
             self.reply("tls_required")
+            return None
+        if (
+            policies.max_auth_failures
+            and policies.auth_failure_action == "refuse"
+            and self.context.limits.auth_failure_count("SMTP", self.client_ip) >= policies.max_auth_failures
+        ):
+            self.reply("auth_failures_refused")
             return None
         if self.authenticated_as is not None:
             self.reply("auth_already")
@@ -289,6 +334,9 @@ class SMTPSession(LineSession):
         mechanism = parts[0].upper()
         if mechanism not in mechanisms:
             self.reply("auth_unknown_mechanism", mechanism=parts[0])
+            return None
+        if mechanism in (m.upper() for m in policies.mechanisms_requiring_tls) and not self.tls_active:
+            self.reply("auth_encryption_required", mechanism=mechanism)
             return None
         self.exchange = auth.SASLExchange(mechanism, self.profile.hostname)
         return self._auth_step(self.exchange.start(parts[1] if len(parts) > 1 else None))
@@ -310,6 +358,7 @@ class SMTPSession(LineSession):
         return d
 
     def _auth_ok(self, address: str) -> None:
+        self.context.limits.reset_auth_failures("SMTP", self.client_ip)
         self.authenticated_as = address
         self.event("authenticated", address, user=address)
         self.reply("auth_ok", user=address)
@@ -318,6 +367,11 @@ class SMTPSession(LineSession):
         failure.trap(UnauthorizedLogin)
         self.event("authentication failed", f"{username}: {failure.getErrorMessage()}", user=username)
         self.reply("auth_failed", user=username)
+        policies = self.profile.policies
+        failures = self.context.limits.failed_auth("SMTP", self.client_ip)
+        if policies.max_auth_failures and failures >= policies.max_auth_failures and policies.auth_failure_action == "disconnect":
+            self.event("too many authentication failures", f"{failures} from {self.client_ip}")
+            self.reply("too_many_errors")
 
     # --- the transaction ---------------------------------------------------------------------
 
@@ -403,18 +457,38 @@ class SMTPSession(LineSession):
             if account is None:
                 self.reply("unknown_user", address=address)
                 return
+            if self._greylisted(envelope, address):
+                return
             if account.address not in envelope.local:
                 envelope.local.append(account.address)
             self.reply("rcpt_ok", address=address)
             return
         relay = self.profile.policies.relay
-        if relay == "open" or (relay == "authenticated" and self.authenticated_as is not None):
+        if (
+            relay == "open"
+            or path.domain in self.profile.relay_domains
+            or (relay == "authenticated" and self.authenticated_as is not None)
+        ):
+            if self._greylisted(envelope, address):
+                return
             if address.lower() not in envelope.relay:
                 envelope.relay.append(address.lower())
             self.reply("rcpt_relay_ok", address=address)
             return
         self.event("relay denied", address, address=address)
         self.reply("relay_denied", address=address)
+
+    def _greylisted(self, envelope: Envelope, address: str) -> bool:
+        """First attempt of a (client, sender, recipient) triplet waits `greylist_delay` seconds."""
+        delay = self.profile.policies.greylist_delay
+        if not delay:
+            return False
+        wait = self.context.limits.greylisted(self.client_ip, envelope.sender, address, self.context.now(), delay)
+        if wait <= 0:
+            return False
+        self.event("greylisted", f"{envelope.sender or '<>'} -> {address}, {wait:.0f} s to go")
+        self.reply("greylisted", address=address, seconds=max(1, round(wait)))
+        return True
 
     def _transaction_ready(self, verb: str) -> bool:
         envelope = self.envelope
@@ -551,6 +625,14 @@ class SMTPSession(LineSession):
             self.event("message refused", f"{envelope.size} octets over the {self.profile.policies.max_message_size} limit")
             self.reply("size_exceeded", size=envelope.size)
             return defer.succeed(None)
+        action = self.fault("DATA-END", " ".join(envelope.recipients))
+        if action is not None:
+            if action.reply or action.drop:
+                envelope.chunks.clear()  # the scripted reply replaces delivery
+            return defer.maybeDeferred(self.run_fault, action, lambda: self._deliver(envelope, dot_stuffed))
+        return self._deliver(envelope, dot_stuffed)
+
+    def _deliver(self, envelope: Envelope, dot_stuffed: bool) -> defer.Deferred:
         content = b"".join(envelope.chunks)
         envelope.chunks.clear()
         if dot_stuffed:

@@ -60,7 +60,20 @@ def build_parser() -> argparse.ArgumentParser:
         "--account", action="append", default=[], metavar="ADDRESS:SECRET",
         help="add a mailbox and its login secret (repeatable); its domain becomes local",
     )
+    serve.add_argument(
+        "--fault", action="append", default=[], metavar="RULE",
+        help="add a fault rule, e.g. 'RCPT#2 452 4.5.3 Too many recipients' (repeatable; see docs/profiles.md)",
+    )
+    serve.add_argument("--seed", type=int, default=None, help="seed for probability faults (same seed, same failures)")
     serve.add_argument("--quiet", action="store_true", help="print only the listening lines")
+
+    profiles = sub.add_parser("profiles", help="list personas, or show one resolved")
+    profiles_sub = profiles.add_subparsers(dest="profiles_command", parser_class=_Parser)
+    show = profiles_sub.add_parser("show", help="print a persona or profile file, fully resolved")
+    show.add_argument("profile", help="persona name or profile .toml path")
+
+    lint = sub.add_parser("lint", help="check profiles (and lessons) and report file:line problems")
+    lint.add_argument("paths", nargs="*", help="profile .toml files (default: every bundled persona)")
 
     cert = sub.add_parser("cert", help="print the path of maillab's local CA certificate")
     cert.add_argument("--data", type=Path, default=None)
@@ -68,6 +81,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        return _main(argv)
+    except BrokenPipeError:  # `maillab profiles show qq | head` is fine
+        sys.stderr.close()
+        return EXIT_OK
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
@@ -77,6 +98,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .serve import run_serve
 
         return run_serve(args)
+    if args.command == "profiles":
+        from .profiles_cmd import run_profiles
+
+        return run_profiles(args)
+    if args.command == "lint":
+        from .lint_cmd import run_lint
+
+        return run_lint(args)
     if args.command == "cert":
         from mockservers.tls import ensure_certificates
 

@@ -26,6 +26,14 @@ def run_serve(args: argparse.Namespace) -> int:
         accounts = [parse_account(spec) for spec in args.account]
     except ValueError as error:
         return _fail(str(error))
+    from mockservers.faults import FaultError, rule_from_spec
+
+    try:
+        rules = [rule_from_spec(spec, index) for index, spec in enumerate(args.fault)]
+    except FaultError as error:
+        return _fail(str(error))
+    if rules or args.seed is not None:
+        profile = profile.with_faults(rules, args.seed)
     data_dir = args.data or default_data_dir()
     try:
         data_dir.mkdir(parents=True, exist_ok=True)

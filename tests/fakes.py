@@ -51,7 +51,7 @@ class Harness:
         self.context = ServerContext(
             profile=self.profile,
             store=self.store,
-            portal=auth.make_portal(self.profile.find_account),
+            portal=auth.make_portal(self.profile.find_account, self.profile.quirks.accept_any_secret),
             events=self.events,
             transcripts_dir=data_dir / "transcripts",
             tls_options=object() if tls else None,
