@@ -98,7 +98,7 @@ def rule_from_table(table: Mapping[str, Any], index: int, line: int | None = Non
     reply = table.get("reply", ())
     if isinstance(reply, str):
         reply = tuple(reply.split("\n"))
-    elif isinstance(reply, list) and all(isinstance(r, str) for r in reply):
+    elif isinstance(reply, (list, tuple)) and all(isinstance(r, str) for r in reply):
         reply = tuple(reply)
     else:
         raise FaultError("reply must be a string or a list of strings")

@@ -1,0 +1,261 @@
+"""Fault scripts: parsing, matching, and each fault kind over a real socket."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+
+import pytest
+
+from live import LineClient, persona, serving
+from mockservers.faults import FaultError, FaultScript, rule_from_spec, rule_from_table
+
+
+def with_faults(*specs: str, seed: int | None = None, tables=(), name: str = "rfc"):
+    profile = persona(name)
+    rules = [rule_from_table(t, i) for i, t in enumerate(tables)]
+    rules += [rule_from_spec(spec, len(rules) + i) for i, spec in enumerate(specs)]
+    return profile.with_faults(rules, seed)
+
+
+# --- parsing -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "spec, fields",
+    [
+        ("RCPT#2 452 4.5.3 Too many recipients", {"command": "RCPT", "nth": 2, "reply": ("452 4.5.3 Too many recipients",)}),
+        ("MAIL%3 451 4.3.0 try later", {"command": "MAIL", "every": 3}),
+        ("AUTH+2 421 bye", {"command": "AUTH", "after": 2}),
+        ("pop3:RETR#1 -ERR [SYS/TEMP] disk on fire", {"protocol": "pop3", "command": "RETR"}),
+        ("RETR -ERR nope", {"protocol": "pop3"}),
+        ("QUIT drop", {"drop": True, "reply": ()}),
+        ("NOOP delay=1.5", {"delay": 1.5}),
+        ("data-end 554 5.7.1 DT:SPM", {"command": "DATA-END"}),
+        ("CONNECT 554 No SMTP service here", {"command": "CONNECT"}),
+    ],
+)
+def test_short_form(spec, fields):
+    rule = rule_from_spec(spec, 0)
+    for key, value in fields.items():
+        assert getattr(rule, key) == value
+
+
+@pytest.mark.parametrize(
+    "spec, message",
+    [
+        ("RCPT", "must look like"),
+        ("FROB#1 500 x", "unknown SMTP command 'FROB'"),
+        ("RCPT#0 452 x", "nth must be a whole number >= 1"),
+        ("RCPT#1 hello", "must start with a 3-digit code"),
+        ("pop3:RETR#1 OK", r"must start with \+OK or -ERR"),
+        ("NOOP delay=soon", "delay must be a number"),
+    ],
+)
+def test_short_form_errors(spec, message):
+    with pytest.raises(FaultError, match=message):
+        rule_from_spec(spec, 0)
+
+
+def test_table_errors():
+    with pytest.raises(FaultError, match="unknown fault field"):
+        rule_from_table({"command": "RCPT", "reply": "452 x", "when": 2}, 0)
+    with pytest.raises(FaultError, match="needs a reply, a delay or drop"):
+        rule_from_table({"command": "RCPT"}, 0)
+    with pytest.raises(FaultError, match="not a valid regular expression"):
+        rule_from_table({"command": "RCPT", "argument": "(", "reply": "452 x"}, 0)
+    with pytest.raises(FaultError, match="probability must be between 0 and 1"):
+        rule_from_table({"command": "RCPT", "probability": 2, "reply": "452 x"}, 0)
+
+
+def test_occurrence_counting():
+    script = FaultScript(
+        (
+            rule_from_spec("RCPT#2 452 second", 0),
+            rule_from_spec("MAIL%2 451 every other", 1),
+            rule_from_spec("NOOP+3 421 after three", 2),
+        )
+    )
+    counter = script.new_counter()
+    fired = lambda command: script.match(counter, "smtp", command) is not None  # noqa: E731
+    assert [fired("RCPT") for _ in range(4)] == [False, True, False, False]
+    assert [fired("MAIL") for _ in range(4)] == [False, True, False, True]
+    assert [fired("NOOP") for _ in range(5)] == [False, False, False, True, True]
+
+
+def test_probability_is_the_same_for_the_same_seed_and_for_each_new_session():
+    script = FaultScript((rule_from_table({"command": "RCPT", "probability": 0.5, "reply": "451 x"}, 0),), seed=7)
+    runs = []
+    for _ in range(3):
+        counter = script.new_counter()
+        runs.append([script.match(counter, "smtp", "RCPT") is not None for _ in range(40)])
+    assert runs[0] == runs[1] == runs[2]
+    assert 5 < sum(runs[0]) < 35
+    other = FaultScript(script.rules, seed=8)
+    counter = other.new_counter()
+    assert [other.match(counter, "smtp", "RCPT") is not None for _ in range(40)] != runs[0]
+
+
+# --- over real sockets -------------------------------------------------------------------------
+
+
+def client(servers, name="SMTP"):
+    c = LineClient(servers.port_of(name))
+    c.greeting = c.smtp_reply() if name == "SMTP" else c.pop3_reply()
+    return c
+
+
+def test_nth_rcpt_gets_the_scripted_reply_and_the_session_goes_on(tmp_path):
+    with serving(with_faults("RCPT#2 452 4.5.3 Too many recipients"), tmp_path) as servers, client(servers) as c:
+        c.smtp("EHLO x")
+        c.smtp("MAIL FROM:<alice@example.com>")
+        assert c.smtp("RCPT TO:<bob@example.com>") == ["250 2.1.5 Ok"]
+        assert c.smtp("RCPT TO:<mrose@example.com>") == ["452 4.5.3 Too many recipients"]
+        assert c.smtp("RCPT TO:<tim@example.com>") == ["250 2.1.5 Ok"]
+        assert c.smtp("DATA")[0].startswith("354")
+        c.send(b"Subject: x\r\n\r\nbody\r\n.\r\n")
+        assert c.smtp_reply()[0].startswith("250")
+    assert (tmp_path / "mailboxes" / "mrose@example.com" / "new").exists()
+    assert not list((tmp_path / "mailboxes" / "mrose@example.com" / "new").iterdir())
+    assert len(list((tmp_path / "mailboxes" / "tim@example.com" / "new").iterdir())) == 1
+
+
+def test_every_and_after(tmp_path):
+    with serving(with_faults("NOOP%2 250 2.0.0 every second", "NOOP+4 421 4.7.0 {host} enough"), tmp_path) as servers, client(servers) as c:
+        replies = [c.smtp("NOOP")[0] for _ in range(5)]
+        assert replies == [
+            "250 2.0.0 Ok",
+            "250 2.0.0 every second",
+            "250 2.0.0 Ok",
+            "250 2.0.0 every second",
+            "421 4.7.0 mail.example.com enough",
+        ]
+        assert c.closed_by_server()
+
+
+def test_multi_line_scripted_reply(tmp_path):
+    table = {"command": "RCPT", "argument": "ghost@", "reply": ["550 5.1.1 The email account that you tried to reach does not exist.", "550 5.1.1 Please try double-checking the recipient's email address"]}
+    with serving(with_faults(tables=[table]), tmp_path) as servers, client(servers) as c:
+        c.smtp("EHLO x")
+        c.smtp("MAIL FROM:<alice@example.com>")
+        assert c.smtp("RCPT TO:<bob@example.com>") == ["250 2.1.5 Ok"]
+        assert c.smtp("RCPT TO:<ghost@example.com>") == [
+            "550-5.1.1 The email account that you tried to reach does not exist.",
+            "550 5.1.1 Please try double-checking the recipient's email address",
+        ]
+
+
+def test_greeting_fault_554_and_drop(tmp_path):
+    with serving(with_faults(tables=[{"command": "CONNECT", "nth": 1, "scope": "server", "reply": "554 5.3.2 No SMTP service here", "drop": True}]), tmp_path) as servers:
+        with LineClient(servers.port_of("SMTP")) as c:
+            assert c.smtp_reply() == ["554 5.3.2 No SMTP service here"]
+            assert c.closed_by_server()
+        with client(servers) as c:  # the second connection is served normally
+            assert c.greeting == ["220 mail.example.com ESMTP Postfix"]
+
+
+def test_end_of_data_fault_refuses_the_message(tmp_path):
+    with serving(with_faults("DATA-END#1 554 5.7.1 DT:SPM spam detected"), tmp_path) as servers, client(servers) as c:
+        c.smtp("EHLO x")
+        for _ in range(2):
+            c.smtp("MAIL FROM:<alice@example.com>")
+            c.smtp("RCPT TO:<bob@example.com>")
+            c.smtp("DATA")
+            c.send(b"Subject: x\r\n\r\nbuy now\r\n.\r\n")
+            c.reply = c.smtp_reply()
+            if c.reply == ["554 5.7.1 DT:SPM spam detected"]:
+                continue
+            assert c.reply[0].startswith("250 2.0.0 Ok: queued as")
+    assert len(list((tmp_path / "mailboxes" / "bob@example.com" / "new").iterdir())) == 1
+
+
+def test_drop_without_reply(tmp_path):
+    with serving(with_faults("MAIL#1 drop"), tmp_path) as servers, client(servers) as c:
+        c.smtp("EHLO x")
+        c.send("MAIL FROM:<alice@example.com>")
+        assert c.closed_by_server()
+        assert c.buffer == b""
+
+
+def test_delay_then_normal_answer(tmp_path):
+    with serving(with_faults("NOOP#1 delay=0.5"), tmp_path) as servers, client(servers) as c:
+        start = time.monotonic()
+        assert c.smtp("NOOP") == ["250 2.0.0 Ok"]
+        assert time.monotonic() - start >= 0.5
+        start = time.monotonic()
+        c.smtp("NOOP")
+        assert time.monotonic() - start < 0.5
+
+
+def test_pop3_retr_fault(tmp_path):
+    with serving(with_faults("pop3:RETR#1 -ERR [SYS/TEMP] try again later"), tmp_path) as servers:
+        servers.servers.store.deliver(["bob@example.com"], b"Subject: a\r\n\r\na\r\n")
+        with client(servers, "POP3") as c:
+            c.pop3("USER bob@example.com")
+            c.pop3("PASS bob-secret")
+            assert c.pop3("RETR 1") == ["-ERR [SYS/TEMP] try again later"]
+            assert c.pop3("RETR 1", multiline=True)[0] == "+OK 17 octets"
+
+
+def test_account_and_client_filters(tmp_path):
+    tables = [
+        {"command": "MAIL", "account": "bob@example.com", "reply": "550 5.7.1 bob may not send"},
+        {"command": "NOOP", "client": "10.0.0.0/8", "reply": "250 2.0.0 from the lab network"},
+    ]
+    from mockservers import sasl
+
+    with serving(with_faults(tables=tables), tmp_path) as servers, client(servers) as c:
+        assert c.smtp("NOOP") == ["250 2.0.0 Ok"]
+        c.smtp("EHLO x")
+        c.smtp("AUTH PLAIN " + sasl.plain_payload("alice@example.com", "alice-secret"))
+        assert c.smtp("MAIL FROM:<alice@example.com>") == ["250 2.1.0 Ok"]
+    with serving(with_faults(tables=tables), tmp_path / "bob") as servers, client(servers) as c:
+        c.smtp("EHLO x")
+        c.smtp("AUTH PLAIN " + sasl.plain_payload("bob@example.com", "bob-secret"))
+        assert c.smtp("MAIL FROM:<bob@example.com>") == ["550 5.7.1 bob may not send"]
+
+
+def test_from_seconds(tmp_path):
+    with serving(with_faults(tables=[{"command": "NOOP", "from_seconds": 0.5, "reply": "421 4.4.2 {host} too late"}]), tmp_path) as servers, client(servers) as c:
+        assert c.smtp("NOOP") == ["250 2.0.0 Ok"]
+        time.sleep(0.6)
+        assert c.smtp("NOOP") == ["421 4.4.2 mail.example.com too late"]
+
+
+def _chaos_session(tmp_path, seed: int) -> bytes:
+    table = {"command": "RCPT", "probability": 0.4, "reply": "451 4.3.0 chaos"}
+    transcript = b""
+    with serving(with_faults(tables=[table], seed=seed), tmp_path) as servers, client(servers) as c:
+        c.send("EHLO x")
+        c.smtp_reply()
+        c.send("MAIL FROM:<alice@example.com>")
+        transcript += "\r\n".join(c.smtp_reply()).encode()
+        for _ in range(30):
+            c.send("RCPT TO:<bob@example.com>")
+            transcript += b"\r\n" + "\r\n".join(c.smtp_reply()).encode()
+    return transcript
+
+
+def test_seeded_faults_replay_byte_for_byte(tmp_path):
+    first = _chaos_session(tmp_path / "one", seed=42)
+    second = _chaos_session(tmp_path / "two", seed=42)
+    assert first == second
+    assert b"451 4.3.0 chaos" in first and b"250 2.1.5 Ok" in first
+    assert _chaos_session(tmp_path / "three", seed=43) != first
+
+
+def test_profile_faults_and_lint_of_a_fault_that_does_not_fit(tmp_path):
+    from mockservers.lint import lint_profile
+
+    path = tmp_path / "bad.toml"
+    path.write_text('extends = "rfc"\n\n[[faults]]\ncommand = "MAIL"\nreply = "354 go on"\n')
+    problems = [str(p) for p in lint_profile(path)]
+    assert any(p.startswith(f"{path}:5: fault #1: code 354 does not fit MAIL") for p in problems), problems
+    good = tmp_path / "good.toml"
+    good.write_text('extends = "rfc"\nseed = 5\n\n[[faults]]\ncommand = "RCPT"\nnth = 2\nreply = "452 4.5.3 Too many recipients"\n')
+    assert lint_profile(good) == []
+    from mockservers.profile import load_profile
+
+    profile = load_profile(good)
+    assert profile.seed == 5 and profile.faults[0].nth == 2 and profile.faults[0].source_line == 4
+    assert dataclasses.replace(profile.faults[0]).describe() == "smtp:RCPT #2 -> 452 4.5.3 Too many recipients"
