@@ -75,6 +75,23 @@ def build_parser() -> argparse.ArgumentParser:
     lint = sub.add_parser("lint", help="check profiles (and lessons) and report file:line problems")
     lint.add_argument("paths", nargs="*", help="profile .toml files (default: every bundled persona)")
 
+    explain = sub.add_parser("explain", help="explain a server reply (SMTP or POP3), in English or Chinese")
+    explain.add_argument("lines", nargs="+", metavar="REPLY LINE", help="the reply, one argument per line")
+    explain.add_argument("--lang", choices=("en", "zh"), default=None, help="language (default: MAILLAB_LANG or the locale)")
+    explain.add_argument("--after", default=None, metavar="COMMAND", help="the command this reply answers, e.g. 'AUTH LOGIN'")
+    explain.add_argument("--profile", default=None, help="persona whose notes apply (qq, sina, ...)")
+    explain.add_argument("--protocol", choices=("smtp", "pop3"), default=None, help="default: guessed from the reply")
+
+    validate = sub.add_parser("validate", help="check a command line before sending it; exit 1 on an error")
+    validate.add_argument("line", metavar="COMMAND LINE")
+    validate.add_argument("--protocol", choices=("smtp", "pop3"), default="smtp")
+    validate.add_argument("--profile", default="rfc", help="persona the line is meant for (default rfc)")
+    validate.add_argument("--lang", choices=("en", "zh"), default=None)
+    validate.add_argument(
+        "--after", action="append", default=[], metavar="LINE",
+        help="a line already sent in this session, in order (repeatable), e.g. --after 'EHLO x'",
+    )
+
     cert = sub.add_parser("cert", help="print the path of maillab's local CA certificate")
     cert.add_argument("--data", type=Path, default=None)
     return parser
@@ -106,6 +123,14 @@ def _main(argv: Sequence[str] | None) -> int:
         from .lint_cmd import run_lint
 
         return run_lint(args)
+    if args.command == "explain":
+        from .explain_cmd import run_explain
+
+        return run_explain(args)
+    if args.command == "validate":
+        from .validate_cmd import run_validate
+
+        return run_validate(args)
     if args.command == "cert":
         from mockservers.tls import ensure_certificates
 
