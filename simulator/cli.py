@@ -72,8 +72,18 @@ def build_parser() -> argparse.ArgumentParser:
     show = profiles_sub.add_parser("show", help="print a persona or profile file, fully resolved")
     show.add_argument("profile", help="persona name or profile .toml path")
 
-    lint = sub.add_parser("lint", help="check profiles (and lessons) and report file:line problems")
-    lint.add_argument("paths", nargs="*", help="profile .toml files (default: every bundled persona)")
+    lint = sub.add_parser("lint", help="check lessons and profiles, replay each lesson's solution; file:line problems")
+    lint.add_argument("paths", nargs="*", help="lesson .md, profile .toml or folders (default: everything bundled)")
+    lint.add_argument("--lessons", type=Path, action="append", default=[], metavar="DIR", help="an instructor's lesson folder")
+    lint.add_argument("--no-replay", action="store_true", help="skip replaying solutions against servers")
+
+    lessons = sub.add_parser("lessons", help="list lessons: id, title, protocol, minutes")
+    lessons.add_argument("--lessons", type=Path, action="append", default=[], metavar="DIR", help="an instructor's lesson folder")
+    lessons.add_argument("--lang", choices=("en", "zh"), default=None)
+
+    progress = sub.add_parser("progress", help="show saved progress, or reset it")
+    progress.add_argument("--reset", nargs="?", const="*", default=None, metavar="LESSON", help="forget one lesson, or all")
+    progress.add_argument("--data", type=Path, default=None)
 
     explain = sub.add_parser("explain", help="explain a server reply (SMTP or POP3), in English or Chinese")
     explain.add_argument("lines", nargs="+", metavar="REPLY LINE", help="the reply, one argument per line")
@@ -123,6 +133,14 @@ def _main(argv: Sequence[str] | None) -> int:
         from .lint_cmd import run_lint
 
         return run_lint(args)
+    if args.command == "lessons":
+        from .lessons_cmd import run_lessons
+
+        return run_lessons(args)
+    if args.command == "progress":
+        from .lessons_cmd import run_progress
+
+        return run_progress(args)
     if args.command == "explain":
         from .explain_cmd import run_explain
 

@@ -11,18 +11,36 @@ from .cli import EXIT_FAILED, EXIT_OK
 def run_lint(args: argparse.Namespace) -> int:
     from mockservers.lint import lint_profile
     from mockservers.profile import bundled_personas
+    from simulator.course.lint import lint_lessons
 
-    targets: list[str] = list(args.paths) or bundled_personas()
-    errors = warnings = 0
-    for target in targets:
-        problems = lint_profile(target) if not Path(target).is_dir() else []
-        for problem in problems:
-            print(problem)
-            if problem.severity == "error":
-                errors += 1
-            else:
-                warnings += 1
-    checked = len(targets)
-    print(f"{checked} file{'s' if checked != 1 else ''} checked: {errors} error{'s' if errors != 1 else ''}, "
-          f"{warnings} warning{'s' if warnings != 1 else ''}")
+    paths = [Path(p) for p in args.paths]
+    profiles: list[str | Path] = []
+    lessons: list[Path] = []
+    for path in paths:
+        if path.suffix == ".toml" and path.name != "course.toml":
+            profiles.append(path)
+        elif path.is_dir():
+            lessons.append(path)
+            profiles += sorted(p for p in path.rglob("*.toml") if p.name != "course.toml")
+        else:
+            lessons.append(path)
+    if not paths:
+        profiles = list(bundled_personas())
+    problems = []
+    for profile in profiles:
+        problems += lint_profile(profile)
+    report = None
+    if lessons or not paths:
+        report = lint_lessons(lessons, args.lessons, replay=not args.no_replay)
+        problems += report.problems
+    for problem in problems:
+        print(problem)
+    errors = sum(1 for p in problems if p.severity == "error")
+    warnings = len(problems) - errors
+    lesson_count = report.lessons_checked if report else 0
+    print(
+        f"{lesson_count} lesson file{'s' if lesson_count != 1 else ''} and {len(profiles)} profile"
+        f"{'s' if len(profiles) != 1 else ''} checked: {errors} error{'s' if errors != 1 else ''}, "
+        f"{warnings} warning{'s' if warnings != 1 else ''}"
+    )
     return EXIT_FAILED if errors else EXIT_OK

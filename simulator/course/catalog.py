@@ -1,0 +1,103 @@
+"""Find lessons: the bundled curriculum plus instructors' folders (`--lessons DIR`), grouped by
+lesson id and language, ordered into tracks by `course.toml` files."""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Sequence
+
+from .model import Lesson
+from .parser import LessonError, language_of, parse_lesson
+
+BUNDLED_DIR = Path(__file__).resolve().parents[2] / "lessons"
+SKIP = {"README.md", "README.zh.md"}
+
+
+def bundled_lessons_dir() -> Path:
+    """The curriculum shipped with maillab (the `lessons` package)."""
+    try:
+        import lessons
+
+        return Path(lessons.__file__).resolve().parent
+    except ImportError:  # running from a checkout without the package installed
+        return BUNDLED_DIR
+
+
+def lesson_files(directories: Iterable[Path]) -> list[Path]:
+    files: list[Path] = []
+    for directory in directories:
+        if directory.is_file():
+            files.append(directory)
+            continue
+        files += sorted(p for p in directory.rglob("*.md") if p.name not in SKIP and "profiles" not in p.parts[-2:-1])
+    return files
+
+
+@dataclass
+class Track:
+    id: str
+    title: dict[str, str]
+    lessons: list[str]
+
+
+@dataclass
+class Catalog:
+    """Every lesson found, by id then language, and the tracks that order them."""
+
+    lessons: dict[str, dict[str, Lesson]] = field(default_factory=dict)
+    tracks: list[Track] = field(default_factory=list)
+    errors: list[LessonError] = field(default_factory=list)
+    directories: list[Path] = field(default_factory=list)
+
+    def get(self, lesson_id: str, language: str = "en") -> Lesson | None:
+        versions = self.lessons.get(lesson_id, {})
+        return versions.get(language) or versions.get("en") or next(iter(versions.values()), None)
+
+    def ordered(self) -> list[tuple[Track, list[str]]]:
+        """Tracks with their lesson ids; lessons in no track go to a last "more" track."""
+        placed = {lesson_id for track in self.tracks for lesson_id in track.lessons}
+        out = [(track, [i for i in track.lessons if i in self.lessons]) for track in self.tracks]
+        rest = sorted(i for i in self.lessons if i not in placed)
+        if rest:
+            out.append((Track("more", {"en": "More lessons", "zh": "更多课程"}, rest), rest))
+        return out
+
+
+def load_catalog(extra_dirs: Sequence[Path] = (), *, include_bundled: bool = True) -> Catalog:
+    directories = ([bundled_lessons_dir()] if include_bundled else []) + [Path(d) for d in extra_dirs]
+    catalog = Catalog(directories=directories)
+    for path in lesson_files(directories):
+        try:
+            lesson = parse_lesson(path)
+        except LessonError as error:
+            catalog.errors.append(error)
+            continue
+        versions = catalog.lessons.setdefault(lesson.id, {})
+        if lesson.language in versions:
+            other = versions[lesson.language].path
+            catalog.errors.append(LessonError(path, 2, f"lesson id {lesson.id!r} ({lesson.language}) is also used by {other}"))
+            continue
+        versions[lesson.language] = lesson
+    for directory in directories:
+        course = directory / "course.toml"
+        if course.is_file():
+            try:
+                data = tomllib.loads(course.read_text(encoding="utf-8"))
+            except (OSError, tomllib.TOMLDecodeError) as error:
+                catalog.errors.append(LessonError(course, getattr(error, "lineno", None), f"course file: {error}"))
+                continue
+            for index, track in enumerate(data.get("tracks", [])):
+                title = track.get("title", track.get("id", f"track {index + 1}"))
+                catalog.tracks.append(
+                    Track(str(track.get("id", index)), title if isinstance(title, dict) else {"en": str(title)}, list(track.get("lessons", [])))
+                )
+    return catalog
+
+
+def same_lesson_other_language(path: Path) -> list[Path]:
+    """`name.md` <-> `name.zh.md`."""
+    language = language_of(path)
+    stem = path.name[: -len(".zh.md")] if language == "zh" else path.name[: -len(".md")]
+    return [p for p in (path.with_name(f"{stem}.md"), path.with_name(f"{stem}.zh.md")) if p != path and p.exists()]

@@ -1,0 +1,181 @@
+"""Prove a lesson solvable: replay its reference solution against freshly started embedded
+servers (the lesson's profile, accounts and mail), step by step, over real TCP.
+
+Solution lines are sent exactly as a learner would type them. Two directives help lessons that
+span connections: `@connect smtp|pop3` (hang up and connect again) and `@wait SECONDS`
+(greylisting, LOGIN-DELAY).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+from simulator.engine.client import ClientError, MailClient
+from simulator.engine.session import Expect, LineKind
+
+from .model import Lesson, Step
+from .parser import LessonError
+from .patterns import PatternError, RuntimeValues, render_solution
+from .runner import LessonRun, StoreFacts, reply_matches
+from .setup import lesson_mail, lesson_profile, lesson_variables
+
+
+@dataclass(frozen=True)
+class ReplayResult:
+    lesson: Lesson
+    completed: tuple[str, ...]
+    failed_step: Step | None
+    message: str
+    line: int | None
+
+    @property
+    def ok(self) -> bool:
+        return self.failed_step is None and not self.message
+
+
+class _Connection:
+    """One client connection fed into the lesson run."""
+
+    def __init__(self, run: LessonRun, client: MailClient, runtime: RuntimeValues) -> None:
+        self.run = run
+        self.client = client
+        self.runtime = runtime
+        self.closed = False
+
+    async def read_until_answered(self, timeout: float = 10.0) -> None:
+        """Read lines until every line waiting for a reply has one (or the server hangs up)."""
+        while self.run._awaiting or self.run.session.expecting == Expect.REPLY:
+            try:
+                line = await self.client.read_line(timeout)
+            except ClientError:
+                self.closed = True
+                self.run.closed()
+                return
+            for exchange in self.run.received([line]):
+                self._remember(exchange.reply)
+            if self.run.session.expecting == Expect.TLS:
+                await self.client.starttls()
+                self.run.tls_started()
+            if self.run.session.closed:
+                return
+
+    def _remember(self, reply: object) -> None:
+        raw = list(getattr(reply, "raw", ()))
+        if not raw:
+            return
+        first = raw[0]
+        token = first[4:] if first.startswith("334 ") else first[2:] if first.startswith("+ ") else None
+        if token is not None:
+            try:
+                self.runtime.last_challenge = base64.b64decode(token.strip(), validate=True)
+            except (binascii.Error, ValueError):
+                pass
+        if self.run.protocol == "pop3" and getattr(self.run.session, "apop_timestamp", None):
+            self.runtime.apop_timestamp = self.run.session.apop_timestamp or ""
+
+
+async def replay(lesson: Lesson, extra_dirs: Sequence[Path] = (), timeout: float = 10.0) -> ReplayResult:
+    from mockservers.server import EmbeddedServers
+
+    try:
+        profile = lesson_profile(lesson, extra_dirs)
+    except LessonError as error:
+        return ReplayResult(lesson, (), None, error.message, error.line)
+    variables = lesson_variables(lesson, profile)
+    with tempfile.TemporaryDirectory(prefix="maillab-lint-") as data:
+        servers = EmbeddedServers(profile, Path(data), record_transcripts=False)
+        await asyncio.to_thread(servers.start)
+        try:
+            store = servers.servers.store
+            for address, content in lesson_mail(lesson, variables):
+                store.deliver([address], content)
+            run = LessonRun(lesson, variables, server_facts=StoreFacts(store))
+            return await _replay_steps(lesson, run, servers, timeout)
+        finally:
+            await asyncio.to_thread(servers.stop)
+
+
+async def _open(run: LessonRun, servers: object, protocol: str, timeout: float) -> _Connection:
+    name = protocol.upper()
+    listening = {item.name: item.port for item in servers.servers.listening}  # type: ignore[attr-defined]
+    implicit = name not in listening and f"{name}S" in listening
+    port = listening[f"{name}S"] if implicit else listening[name]
+    client = MailClient("127.0.0.1", port, ca_cert=servers.servers.tls_files.ca_cert, implicit_tls=implicit, timeout=timeout)  # type: ignore[attr-defined]
+    await client.connect()
+    run.reconnect(protocol)
+    if implicit:
+        run.session.tls_active = True
+    connection = _Connection(run, client, RuntimeValues())
+    await connection.read_until_answered(timeout)
+    return connection
+
+
+async def _replay_steps(lesson: Lesson, run: LessonRun, servers: object, timeout: float) -> ReplayResult:
+    protocol = "pop3" if lesson.protocol == "pop3" else "smtp"
+    connection = await _open(run, servers, protocol, timeout)
+    try:
+        for step in lesson.steps:
+            if not step.solution:
+                return ReplayResult(lesson, tuple(run.completed_steps()), step, f"step {step.id!r} has no ```solution block", step.line)
+            for number, raw in enumerate(step.solution):
+                line_no = (step.solution_line or step.line) + 1 + number
+                if raw.startswith("@connect"):
+                    await connection.client.close()
+                    connection = await _open(run, servers, raw.split()[1].lower(), timeout)
+                    continue
+                if raw.startswith("@wait"):
+                    await asyncio.sleep(float(raw.split()[1]))
+                    continue
+                if run.current is None or run.current.step is not step:
+                    break  # done before the end of the solution
+                if connection.closed:
+                    return _failure(run, step, f"the server closed the connection before solution line {raw!r}", line_no)
+                try:
+                    line = render_solution(raw, run.variables, connection.runtime)
+                except PatternError as error:
+                    return _failure(run, step, str(error), line_no)
+                kind = run.sent(line)
+                await connection.client.send_line(line)
+                if kind in (LineKind.COMMAND, LineKind.AUTH_RESPONSE, LineKind.END_OF_DATA):
+                    await connection.read_until_answered(timeout)
+            if run.current is not None and run.current.step is step:
+                return _failure(run, step, _why(run, step), step.line)
+        return ReplayResult(lesson, tuple(run.completed_steps()), None, "", None)
+    except ClientError as error:
+        step = run.current.step if run.current else None
+        return _failure(run, step, str(error), step.line if step else None)
+    finally:
+        await connection.client.close()
+
+
+def _failure(run: LessonRun, step: Step | None, message: str, line: int | None) -> ReplayResult:
+    prefix = f"step {step.id!r}: " if step else ""
+    return ReplayResult(run.lesson, tuple(run.completed_steps()), step, prefix + message, line)
+
+
+def _why(run: LessonRun, step: Step) -> str:
+    """Say which expectation the solution never met, with the last reply, for the instructor."""
+    events = run.events[run.current.start :] if run.current else []
+    replies = [e.reply for e in events if e.reply is not None and e.reply != "closed"]
+    last = " / ".join(getattr(replies[-1], "raw", ())) if replies else "no reply"
+    for group in step.checks:
+        for expectation in group.expectations:
+            if expectation.kind == "send" and not any(e.sent and run._pattern(expectation).matches(e.sent) for e in events):
+                return f"the solution never sends a line matching `> {expectation.text}` (line {expectation.line})"
+            if expectation.kind == "reply" and not any(e.reply is not None and reply_matches(expectation.text, e.reply) for e in events):
+                return f"the server never answered `< {expectation.text}` (line {expectation.line}); last reply: {last}"
+            if expectation.kind == "fact" and not run.fact(expectation.text):
+                return f"session fact `? {expectation.text}` does not hold (line {expectation.line}); last reply: {last}"
+            if expectation.kind == "server" and not run.server_fact(expectation.text):
+                return f"server fact `! {expectation.text}` does not hold (line {expectation.line})"
+    return f"the reference solution does not complete the step; last reply: {last}"
+
+
+def replay_sync(lesson: Lesson, extra_dirs: Sequence[Path] = ()) -> ReplayResult:
+    return asyncio.run(replay(lesson, extra_dirs))

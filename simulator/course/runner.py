@@ -1,0 +1,362 @@
+"""The lesson engine: feeds typed lines and server replies through the session model, decides
+when a step is complete, escalates hints after failed attempts and records the attempt.
+
+No UI and no network: the TUI, `maillab lint`'s replay and grading all drive it the same way:
+`sent(line)` for every line the learner sends, `received(lines)` for what the server sends.
+"""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import re
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Protocol
+
+from simulator.engine.session import Exchange, LineKind, POP3Session, SMTPSession
+
+from .model import CheckGroup, Expectation, Lesson, Step
+from .patterns import LinePattern, compile_pattern
+
+#: After this many failed attempts in a step, the next hint is shown without asking.
+FAILURES_PER_HINT = 2
+
+
+class ServerFacts(Protocol):
+    """What `!` checks may ask about the server side (a local MailStore, or grading's view)."""
+
+    def mailbox_messages(self, address: str) -> list[bytes]: ...
+
+    def queue_count(self, domain: str) -> int: ...
+
+
+class StoreFacts:
+    """ServerFacts read straight from a maillab data directory (embedded or local servers)."""
+
+    def __init__(self, store: Any) -> None:
+        self.store = store
+
+    def mailbox_messages(self, address: str) -> list[bytes]:
+        try:
+            return [self.store.read(address, m.uid) for m in self.store.messages(address)]
+        except (KeyError, ValueError, OSError):
+            return []
+
+    def queue_count(self, domain: str) -> int:
+        return self.store.queued_count(domain)
+
+
+@dataclass
+class Event:
+    """One line sent (with the reply it got, once it arrives) or a reply nobody asked for."""
+
+    sent: str | None
+    kind: str
+    reply: Any = None
+    time: float = field(default_factory=time.time)
+
+
+@dataclass
+class StepProgress:
+    step: Step
+    start: int  # index into events where this step began
+    failures: int = 0
+    hints_shown: int = 0
+    completed: bool = False
+
+
+class LessonRun:
+    """One learner working through one lesson (one connection at a time)."""
+
+    def __init__(
+        self,
+        lesson: Lesson,
+        variables: dict[str, str],
+        *,
+        protocol: str | None = None,
+        server_facts: ServerFacts | None = None,
+        completed: set[str] | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.lesson = lesson
+        self.variables = variables
+        self.protocol = protocol or ("pop3" if lesson.protocol == "pop3" else "smtp")
+        self.server_facts = server_facts
+        self.clock = clock
+        self.session: SMTPSession | POP3Session = self.new_session()
+        self.events: list[Event] = []
+        self._awaiting: list[Event] = []
+        self.record: list[dict[str, Any]] = []
+        self._patterns: dict[tuple[str, int], LinePattern] = {}
+        done = completed or set()
+        self.progress = [StepProgress(step, 0, completed=step.id in done) for step in lesson.steps]
+        self.log("start", lesson=lesson.id, steps_hash=lesson.steps_hash)
+
+    # --- the session -------------------------------------------------------------------------
+
+    def new_session(self) -> SMTPSession | POP3Session:
+        return POP3Session() if self.protocol == "pop3" else SMTPSession()
+
+    def reconnect(self, protocol: str | None = None) -> None:
+        """A new connection: a fresh session model, the step's progress is kept."""
+        if protocol:
+            self.protocol = protocol
+        self.session = self.new_session()
+        self._awaiting.clear()
+        self.log("connect", protocol=self.protocol)
+
+    @property
+    def current(self) -> StepProgress | None:
+        for progress in self.progress:
+            if not progress.completed:
+                return progress
+        return None
+
+    @property
+    def finished(self) -> bool:
+        return self.current is None
+
+    def completed_steps(self) -> list[str]:
+        return [p.step.id for p in self.progress if p.completed]
+
+    # --- feeding -----------------------------------------------------------------------------
+
+    def sent(self, line: str, diagnostics: list[Any] | None = None) -> LineKind:
+        """The learner sent `line` (a command, an AUTH answer, a message line)."""
+        kind = self.session.sent(line)
+        event = Event(line, str(kind), time=self.clock())
+        self.events.append(event)
+        if kind in (LineKind.COMMAND, LineKind.AUTH_RESPONSE, LineKind.END_OF_DATA):
+            self._awaiting.append(event)
+        shown = line if kind != LineKind.AUTH_RESPONSE else "***"
+        errors = [d for d in diagnostics or [] if getattr(d, "severity", "") == "error"]
+        self.log("sent", line=shown, kind=str(kind), diagnostics=[getattr(d, "id", str(d)) for d in diagnostics or []])
+        if errors and self.current is not None:
+            self._failed(self.current)
+        self._evaluate()
+        return kind
+
+    def received(self, lines: list[str]) -> list[Exchange]:
+        """Lines from the server (complete replies are matched to the lines that asked)."""
+        exchanges = self.session.received(list(lines))
+        for exchange in exchanges:
+            event = self._awaiting.pop(0) if (exchange.sent is not None and self._awaiting) else None
+            if event is None:
+                event = Event(None, "reply", time=self.clock())
+                self.events.append(event)
+            event.reply = exchange.reply
+            self.log("reply", lines=list(exchange.reply.raw))
+            if self.current is not None and _is_failure(exchange.reply):
+                self._failed(self.current)
+        if exchanges:
+            self._evaluate()
+        return exchanges
+
+    def tls_started(self) -> None:
+        self.session.tls_started()
+        self.log("tls")
+        self._evaluate()
+
+    def closed(self) -> None:
+        self.session.closed = True
+        self.events.append(Event(None, "closed", reply="closed", time=self.clock()))
+        self.log("closed")
+        self._evaluate()
+
+    # --- hints and explanations --------------------------------------------------------------
+
+    def _failed(self, progress: StepProgress) -> None:
+        progress.failures += 1
+        if progress.failures % FAILURES_PER_HINT == 0 and progress.hints_shown < len(progress.step.hints):
+            progress.hints_shown += 1
+            self.log("hint", step=progress.step.id, number=progress.hints_shown, automatic=True)
+
+    def next_hint(self) -> str | None:
+        """The learner asked for a hint: reveal the next one (or repeat the last)."""
+        progress = self.current
+        if progress is None or not progress.step.hints:
+            return None
+        if progress.hints_shown < len(progress.step.hints):
+            progress.hints_shown += 1
+        self.log("hint", step=progress.step.id, number=progress.hints_shown, automatic=False)
+        return progress.step.hints[progress.hints_shown - 1]
+
+    def visible_hints(self) -> list[str]:
+        progress = self.current
+        return list(progress.step.hints[: progress.hints_shown]) if progress else []
+
+    def explanation(self, code: str | None, diagnostic: str | None = None) -> str | None:
+        progress = self.current
+        return progress.step.explanation_for(code, diagnostic) if progress else None
+
+    # --- completion --------------------------------------------------------------------------
+
+    def _evaluate(self) -> None:
+        while True:
+            progress = self.current
+            if progress is None:
+                return
+            events = self.events[progress.start :]
+            for group in progress.step.checks:
+                end = self._group_done(progress.step, group, events)
+                if end is not None:
+                    progress.completed = True
+                    following = self.current
+                    if following is not None:
+                        following.start = progress.start + end
+                    self.log("step complete", step=progress.step.id)
+                    break
+            else:
+                return
+
+    def _pattern(self, expectation: Expectation) -> LinePattern:
+        key = (expectation.text, expectation.line)
+        if key not in self._patterns:
+            self._patterns[key] = compile_pattern(expectation.text, self.variables)
+        return self._patterns[key]
+
+    def _group_done(self, step: Step, group: CheckGroup, events: list[Event]) -> int | None:
+        """Index just past the event that completes the group, or None."""
+        sequence = [e for e in group.expectations if e.kind in ("send", "reply")]
+        position = 0
+        end = 0
+        for index, event in enumerate(events):
+            if position >= len(sequence):
+                break
+            expectation = sequence[position]
+            if expectation.kind == "send":
+                if event.sent is None or not self._pattern(expectation).matches(event.sent):
+                    continue
+                replies = []
+                following = position + 1
+                while following < len(sequence) and sequence[following].kind == "reply":
+                    replies.append(sequence[following])
+                    following += 1
+                if replies:
+                    if event.reply is None:
+                        return None  # the reply has not arrived yet
+                    if not all(reply_matches(r.text, event.reply) for r in replies):
+                        continue
+                position, end = following, index + 1
+            else:
+                if event.reply is not None and reply_matches(expectation.text, event.reply):
+                    position, end = position + 1, index + 1
+        if position < len(sequence):
+            return None
+        for expectation in group.expectations:
+            if expectation.kind == "fact" and not self.fact(expectation.text):
+                return None
+            if expectation.kind == "server" and not self.server_fact(expectation.text):
+                return None
+        return end
+
+    def fact(self, text: str) -> bool:
+        """Session facts (`? tls`, `? authenticated as $user`, `? recipients 2` ...)."""
+        s = self.session
+        words = text.split(None, 1)
+        name, rest = words[0].lower(), (words[1] if len(words) > 1 else "")
+        if name == "tls":
+            return s.tls_active
+        if name == "greeted":
+            return bool(getattr(s, "helo_domain", None)) if isinstance(s, SMTPSession) else s.greeting is not None
+        if name == "authenticated":
+            user = s.authenticated_user
+            if not rest:
+                return user is not None
+            pattern = rest[3:].strip() if rest.lower().startswith("as ") else rest
+            return user is not None and compile_pattern(pattern, self.variables).matches(user)
+        if name == "recipients":
+            return isinstance(s, SMTPSession) and len(s.recipients) == int(rest)
+        if name == "sender":
+            return isinstance(s, SMTPSession) and s.mail_from is not None and compile_pattern(rest, self.variables).matches(s.mail_from or "<>")
+        if name == "state":
+            return str(s.state).lower() == rest.lower() or getattr(s.state, "name", "").lower() == rest.lower()
+        if name == "deleted":
+            return isinstance(s, POP3Session) and int(rest) in s.deleted
+        if name == "retrieved":
+            return isinstance(s, POP3Session) and int(rest) in s.retrieved
+        if name == "accepted":
+            return isinstance(s, SMTPSession) and s.messages_accepted >= int(rest)
+        if name == "data":
+            return isinstance(s, SMTPSession) and s.data_mode
+        if name == "closed":
+            return s.closed
+        return False
+
+    def server_fact(self, text: str) -> bool:
+        """Server-side facts (`! mailbox $to has subject "Hello"`); false when unknown."""
+        if self.server_facts is None:
+            return False
+        from .patterns import substitute_variables
+
+        text = substitute_variables(text, self.variables)
+        match = re.match(r'(?i)^mailbox (\S+) has (subject|body|header) "(.*)"$', text)
+        if match:
+            address, part, wanted = match.group(1), match.group(2).lower(), match.group(3)
+            return any(_message_has(raw, part, wanted) for raw in self.server_facts.mailbox_messages(address))
+        match = re.match(r"(?i)^mailbox (\S+) count (\d+)$", text)
+        if match:
+            return len(self.server_facts.mailbox_messages(match.group(1))) == int(match.group(2))
+        match = re.match(r"(?i)^queue (\S+) count (\d+)$", text)
+        if match:
+            return self.server_facts.queue_count(match.group(1)) == int(match.group(2))
+        return False
+
+    # --- the record --------------------------------------------------------------------------
+
+    def log(self, event: str, **fields: Any) -> None:
+        self.record.append({"t": round(self.clock(), 3), "event": event, **fields})
+
+    def attempt(self) -> dict[str, Any]:
+        """What a teacher reviews: every line, reply, diagnostic, hint and completion, timed."""
+        return {
+            "lesson": self.lesson.id,
+            "language": self.lesson.language,
+            "steps_hash": self.lesson.steps_hash,
+            "completed": self.completed_steps(),
+            "failures": {p.step.id: p.failures for p in self.progress},
+            "events": self.record,
+        }
+
+
+def reply_matches(expected: str, reply: Any) -> bool:
+    """`250`, `2xx`, `25x`, `250 text`, `+OK`, `-ERR [IN-USE]`, `closed` against a parsed reply."""
+    if reply == "closed":
+        return expected.strip().lower() == "closed"
+    expected = expected.strip()
+    if expected.lower() == "closed":
+        return False
+    raw = list(getattr(reply, "raw", ()))
+    if expected.startswith(("+OK", "-ERR", "+ ")) or expected == "+":
+        status = raw[0] if raw else ""
+        indicator, _, text = expected.partition(" ")
+        if not status.startswith(indicator):
+            return False
+        return not text or text.lower() in status.lower()
+    code = getattr(reply, "code", None) or ""
+    pattern, _, text = expected.partition(" ")
+    if len(code) != 3 or len(pattern) != 3:
+        return False
+    if not all(p in ("x", "X") or p == c for p, c in zip(pattern, code)):
+        return False
+    return not text or any(text.lower() in line.lower() for line in raw)
+
+
+def _is_failure(reply: Any) -> bool:
+    code = getattr(reply, "code", None)
+    if code:
+        return code[0] in "45"
+    return getattr(reply, "kind", "") == "err"
+
+
+def _message_has(raw: bytes, part: str, wanted: str) -> bool:
+    message = email.message_from_bytes(raw, policy=email.policy.compat32)
+    wanted_lower = wanted.lower()
+    if part == "subject":
+        return wanted_lower in str(message.get("Subject", "")).lower()
+    if part == "header":
+        name, _, value = wanted.partition(":")
+        return any(value.strip().lower() in str(v).lower() for v in message.get_all(name.strip(), []))
+    body = raw.split(b"\r\n\r\n", 1)[1] if b"\r\n\r\n" in raw else b""
+    return wanted_lower in body.decode("utf-8", "replace").lower()
