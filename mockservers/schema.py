@@ -132,7 +132,7 @@ POP3_REPLY_KEYS = frozenset(
     auth_plain_prompt auth_cram_challenge tls_required capa stls_ok stls_active stls_unavailable stat
     list_header list_one uidl_header uidl_one no_such_message message_deleted bad_number retr top top_syntax
     dele noop rset quit quit_update quit_update_empty quit_failed unknown_command wrong_state no_arguments
-    line_too_long bad_characters timeout too_many_connections login_delay too_many_auth_failures""".split()
+    line_too_long bad_characters timeout too_many_connections login_delay too_many_auth_failures shutdown""".split()
 )
 
 #: Replies RFC 5321 4.3.2 (and the extension RFCs) allow per command; 421 is allowed everywhere.

@@ -141,6 +141,9 @@ class MailServers:
         return self.listening
 
     def stop(self) -> defer.Deferred:
+        """Stop listening and tell every open session the service is going away."""
+        for session in list(self.context.sessions):
+            session.shut_down()
         ports, self._ports = self._ports, []
         self.listening = []
         return defer.gatherResults([defer.maybeDeferred(p.stopListening) for p in ports], consumeErrors=True)

@@ -29,6 +29,9 @@ log = Logger(namespace="maillab")
 
 _session_numbers = itertools.count(1)
 
+#: Seconds a closing TLS session waits for the client's close_notify before hanging up anyway.
+TLS_CLOSE_GRACE = 1.0
+
 
 @dataclass(frozen=True)
 class ServerEvent:
@@ -81,6 +84,7 @@ class ServerContext:
     synchronous_io: bool = False  # tests with fake transports: run store calls inline
     limits: ServerLimits = field(default_factory=ServerLimits)
     faults: FaultScript | None = None
+    sessions: set[Any] = field(default_factory=set)
 
     def __post_init__(self) -> None:
         if self.faults is None:
@@ -129,6 +133,7 @@ class LineSession(protocol.Protocol, TimeoutMixin):
         self.client_ip = "?"
         self.started_at = 0.0
         self._counted = False
+        self._abort_call: Any = None
         assert context.faults is not None
         self.fault_counter = context.faults.new_counter()
 
@@ -177,6 +182,7 @@ class LineSession(protocol.Protocol, TimeoutMixin):
             self.close()
             return
         self._counted = True
+        self.context.sessions.add(self)
         self.setTimeout(self.idle_timeout())
         action = self.fault("CONNECT")
         if action is not None:
@@ -247,6 +253,9 @@ class LineSession(protocol.Protocol, TimeoutMixin):
     def connectionLost(self, reason: object = None) -> None:  # noqa: N802
         self._closed = True
         self.setTimeout(None)
+        self.context.sessions.discard(self)
+        if self._abort_call is not None and self._abort_call.active():
+            self._abort_call.cancel()
         if self._counted:
             self._counted = False
             self.context.limits.close(self.protocol_name, self.client_ip)
@@ -267,7 +276,20 @@ class LineSession(protocol.Protocol, TimeoutMixin):
         """Close after the replies already written have left."""
         self._closed = True
         self._raw_handler = None
+        if self._paused_transport:
+            # A paused TLS transport could never read the peer's close_notify and would linger.
+            self._paused_transport = False
+            self.transport.resumeProducing()
         self.transport.loseConnection()
+        if self.tls_active and self._abort_call is None:
+            # TLS close waits for the peer's close_notify, which many clients never send.
+            self._abort_call = self.callLater(TLS_CLOSE_GRACE, self.transport.abortConnection)
+
+    def shut_down(self) -> None:
+        """The server is stopping: say so (421 / -ERR [SYS/TEMP]) and hang up."""
+        if not self._closed:
+            self.reply("shutdown")
+            self.close()
 
     # --- output ------------------------------------------------------------------------------
 
@@ -332,7 +354,9 @@ class LineSession(protocol.Protocol, TimeoutMixin):
                 self._discarding = False
                 self._guarded(self.line_too_long)
                 continue
-            end = newline - 1 if newline > pos and data[newline - 1] == 13 else newline
+            end = newline
+            while end > pos and data[end - 1] in (13, 0):
+                end -= 1  # CRLF, and telnet's CR NUL (RFC 854) before it
             if end - pos + 2 > limit:
                 self._guarded(self.line_too_long)
                 continue
