@@ -22,7 +22,7 @@ from .profile import ProfileError, ProfileSources, load_sources, resolve_profile
 PLACEHOLDERS = frozenset(
     """host pop3_host implementation max_size address user id queue_id number size count uid challenge
     mechanism reason option parameter verb node domain topic syntax commands timestamp client client_ip
-    remaining argument seconds""".split()
+    remaining argument seconds session date epoch""".split()
 )
 
 _ENHANCED = re.compile(r"^([245])\.(\d{1,3})\.(\d{1,3})(?: |$)")

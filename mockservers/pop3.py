@@ -95,7 +95,7 @@ class POP3Session(LineSession):
         self.maildrop = None
 
     def reply(self, key: str, **values: Any) -> None:
-        self.send_lines(self.profile.pop3(key, **values))
+        self.send_lines(self.profile.pop3(key, **{**self.common_values(), **values}))
         if key in self.profile.pop3_close_after:
             self.close()
 

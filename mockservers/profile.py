@@ -87,6 +87,7 @@ class Policies:
     require_auth_for_mail: bool = False
     sender_must_match_auth: bool = False
     require_tls_for_auth: bool = False
+    require_tls_for_mail: bool = False
     mechanisms_requiring_tls: tuple[str, ...] = ()
     relay: str = "authenticated"
     max_message_size: int = 10240000

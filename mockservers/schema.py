@@ -22,6 +22,7 @@ POLICY_TYPES: dict[str, Any] = {
     "require_auth_for_mail": BOOL,
     "sender_must_match_auth": BOOL,
     "require_tls_for_auth": BOOL,
+    "require_tls_for_mail": BOOL,
     "mechanisms_requiring_tls": LIST_STR,
     "relay": ("authenticated", "never", "open"),
     "max_message_size": INT,

@@ -9,7 +9,9 @@ behind it, so replies always leave in order.
 
 from __future__ import annotations
 
+import email.utils
 import itertools
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -134,6 +136,7 @@ class LineSession(protocol.Protocol, TimeoutMixin):
         self.started_at = 0.0
         self._counted = False
         self._abort_call: Any = None
+        self.short_id = os.urandom(6).hex()
         assert context.faults is not None
         self.fault_counter = context.faults.new_counter()
 
@@ -198,6 +201,16 @@ class LineSession(protocol.Protocol, TimeoutMixin):
 
     def render_fault(self, lines: tuple[str, ...]) -> list[str]:
         return list(lines)
+
+    def common_values(self) -> dict[str, Any]:
+        """Placeholders every reply of this session may use ({client_ip} {session} {date} {epoch})."""
+        now = self.context.now()
+        return {
+            "client_ip": self.client_ip,
+            "session": self.short_id,
+            "date": email.utils.formatdate(now, localtime=True),
+            "epoch": int(now),
+        }
 
     def account_name(self) -> str | None:
         """The authenticated user, for fault rules that target one account."""

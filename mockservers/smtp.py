@@ -116,13 +116,13 @@ class SMTPSession(LineSession):
         self.reply("storage_failed")
 
     def reply(self, key: str, **values: Any) -> None:
-        lines = self.profile.smtp(key, **values)
+        lines = self.profile.smtp(key, **{**self.common_values(), **values})
         self.send_lines(lines)
         if key in self.profile.smtp_close_after or lines[-1].startswith("421"):
             self.close()  # 421 always closes (RFC 5321 3.8); a persona may close after others
 
     def render_fault(self, lines: tuple[str, ...]) -> list[str]:
-        return render_smtp(lines, self.profile.values(client_ip=self.client_ip))
+        return render_smtp(lines, self.profile.values(**self.common_values()))
 
     def account_name(self) -> str | None:
         return self.authenticated_as
@@ -198,7 +198,7 @@ class SMTPSession(LineSession):
         if self.helo_refused(argument):
             return
         self._greeted(argument, esmtp=True)
-        self.send_lines(self.profile.ehlo_reply(self.tls_active, client=argument, client_ip=self.client_ip))
+        self.send_lines(self.profile.ehlo_reply(self.tls_active, client=argument, **self.common_values()))
 
     def _greeted(self, name: str, esmtp: bool) -> None:
         """A new HELO/EHLO resets the transaction like RSET (RFC 5321 4.1.4)."""
@@ -306,13 +306,13 @@ class SMTPSession(LineSession):
     # --- AUTH --------------------------------------------------------------------------------
 
     def do_AUTH(self, argument: str) -> defer.Deferred | None:  # noqa: N802
-        mechanisms = self.profile.smtp_auth_mechanisms(self.tls_active)
-        if not mechanisms:
-            self.reply("auth_not_enabled")
-            return None
         policies = self.profile.policies
         if policies.require_tls_for_auth and not self.tls_active:
             self.reply("tls_required")
+            return None
+        mechanisms = self.profile.smtp_auth_mechanisms(self.tls_active)
+        if not mechanisms:
+            self.reply("auth_not_enabled")
             return None
         if (
             policies.max_auth_failures
@@ -377,6 +377,9 @@ class SMTPSession(LineSession):
 
     def _mail_gate(self) -> bool:
         policies = self.profile.policies
+        if policies.require_tls_for_mail and not self.tls_active:
+            self.reply("tls_required")
+            return False
         if policies.require_auth_for_mail and self.authenticated_as is None:
             self.reply("auth_required")
             return False
