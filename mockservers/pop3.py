@@ -106,7 +106,7 @@ class POP3Session(LineSession):
 
     def line_received(self, line: bytes) -> defer.Deferred | None:
         if self.exchange is not None:
-            self.record_client(sasl_redacted(line))
+            self.record_client(sasl_redacted(line), line.decode("utf-8", "replace"))
             return self._auth_step(self.exchange.respond(line.decode("ascii", "replace")))
         try:
             text = line.decode("utf-8")
@@ -116,7 +116,7 @@ class POP3Session(LineSession):
             self.record_client(line.decode("utf-8", "replace"))
             self.reply("bad_characters")
             return None
-        self.record_client(redact(text))
+        self.record_client(redact(text), text)
         verb, _, argument = text.strip().partition(" ")
         verb = verb.upper()
         if verb not in _ALL_COMMANDS or verb in self.profile.quirks.pop3_unimplemented:

@@ -54,6 +54,7 @@ class MailServers:
         events: EventHub | None = None,
         reactor: Any = None,
         tls: bool = True,
+        tls_dir: Path | None = None,
         record_transcripts: bool = True,
     ) -> None:
         self.profile = profile.with_accounts(extra_accounts)
@@ -82,7 +83,7 @@ class MailServers:
             from .tls import ensure_certificates, server_tls_options
 
             self.tls_files = ensure_certificates(
-                self.data_dir, [self.profile.hostname, self.profile.pop3_hostname]
+                tls_dir or self.data_dir, [self.profile.hostname, self.profile.pop3_hostname]
             )
             tls_options = server_tls_options(self.tls_files)
         self.context = ServerContext(

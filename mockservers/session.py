@@ -53,15 +53,40 @@ class ServerEvent:
         return f"{text}: {self.detail}" if self.detail else text
 
 
+@dataclass(frozen=True)
+class SessionLine:
+    """One line of a session as it happens, for live views (never written anywhere).
+
+    `text` is what a transcript shows (secrets replaced by ***); `raw` is the line itself, so a
+    local lesson checker can verify an AUTH answer that must never be logged.
+    """
+
+    protocol: str
+    session: str
+    peer: str
+    direction: str  # "c" client, "s" server
+    text: str
+    raw: str
+
+
 class EventHub:
-    """Fan-out of server events to subscribers (the CLI printer, the TUI, tests)."""
+    """Fan-out of server events (and, when someone listens, of every line) to subscribers."""
 
     def __init__(self) -> None:
         self._subscribers: list[Callable[[ServerEvent], None]] = []
+        self._line_subscribers: list[Callable[[SessionLine], None]] = []
 
     def subscribe(self, callback: Callable[[ServerEvent], None]) -> Callable[[], None]:
         self._subscribers.append(callback)
         return lambda: self._subscribers.remove(callback) if callback in self._subscribers else None
+
+    def subscribe_lines(self, callback: Callable[[SessionLine], None]) -> Callable[[], None]:
+        self._line_subscribers.append(callback)
+        return lambda: self._line_subscribers.remove(callback) if callback in self._line_subscribers else None
+
+    @property
+    def wants_lines(self) -> bool:
+        return bool(self._line_subscribers)
 
     def publish(self, event: ServerEvent) -> None:
         for callback in list(self._subscribers):
@@ -69,6 +94,13 @@ class EventHub:
                 callback(event)
             except Exception:  # a broken subscriber must not break a mail session
                 log.failure("event subscriber failed")
+
+    def publish_line(self, line: SessionLine) -> None:
+        for callback in list(self._line_subscribers):
+            try:
+                callback(line)
+            except Exception:
+                log.failure("line subscriber failed")
 
 
 @dataclass
@@ -313,10 +345,20 @@ class LineSession(protocol.Protocol, TimeoutMixin):
         if self.transcript is not None:
             for line in lines:
                 self.transcript.server(line)
+        hub = self.context.events
+        if hub.wants_lines:
+            for line in lines:
+                hub.publish_line(SessionLine(self.protocol_name, self.session_id, self.peer, "s", line, line))
 
-    def record_client(self, text: str) -> None:
+    def record_client(self, text: str, raw: str | None = None) -> None:
+        """Note a client line: `text` for transcripts (redacted), `raw` only for live listeners."""
         if self.transcript is not None:
             self.transcript.client(text)
+        hub = self.context.events
+        if hub.wants_lines:
+            hub.publish_line(
+                SessionLine(self.protocol_name, self.session_id, self.peer, "c", text, text if raw is None else raw)
+            )
 
     def event(self, kind: str, detail: str = "", **fields: Any) -> None:
         if self.transcript is not None and kind not in ("connected", "disconnected"):

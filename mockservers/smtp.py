@@ -131,7 +131,7 @@ class SMTPSession(LineSession):
 
     def line_received(self, line: bytes) -> defer.Deferred | None:
         if self.exchange is not None:
-            self.record_client(sasl_redacted(line))
+            self.record_client(sasl_redacted(line), line.decode("utf-8", "replace"))
             return self.auth_line(line)
         if b"\0" in line:
             self.record_client(line.decode("utf-8", "replace"))
@@ -143,7 +143,7 @@ class SMTPSession(LineSession):
             self.record_client(line.decode("utf-8", "replace"))
             self.reply("bad_characters")
             return None
-        self.record_client(redact(text))
+        self.record_client(redact(text), text)
         verb, _, argument = text.strip().partition(" ")
         verb = verb.upper()
         handler = getattr(self, f"do_{verb}", None) if verb.isalpha() else None

@@ -46,6 +46,13 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="maillab", description="Learn SMTP and POP3 on mock mail servers that explain every reply.")
+    parser.add_argument("--lessons", type=Path, action="append", default=[], metavar="DIR", help="add an instructor's lesson folder")
+    parser.add_argument("--lang", choices=("en", "zh"), default=None, help="interface language (default: MAILLAB_LANG or the locale)")
+    parser.add_argument("--server", default=None, metavar="HOST", help="use a classroom server instead of the embedded ones")
+    parser.add_argument("--smtp-port", type=_port, default=2525, help="SMTP port of --server (default 2525)")
+    parser.add_argument("--pop3-port", type=_port, default=2110, help="POP3 port of --server (default 2110)")
+    parser.add_argument("--login", default=None, metavar="ADDRESS", help="your address on a classroom server")
+    parser.add_argument("--data", type=Path, default=None, help="data directory (default: the user data directory)")
     sub = parser.add_subparsers(dest="command", parser_class=_Parser)
 
     serve = sub.add_parser("serve", help="run the mock SMTP and POP3 servers")
@@ -119,8 +126,9 @@ def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
-        # The TUI takes this place; until then the bare command serves the textbook persona.
-        args = parser.parse_args(["serve", *([] if argv is None else argv)])
+        from .tui.app import run_app
+
+        return run_app(args)
     if args.command == "serve":
         from .serve import run_serve
 

@@ -1,0 +1,182 @@
+"""The maillab Textual app: screens, app-wide keys, language and theme, servers' lifecycle."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+from textual.app import App
+from textual.command import Hit, Hits, Provider
+
+from simulator.course.catalog import load_catalog
+from simulator.course.progress import Progress
+
+from .dialogs import HelpScreen
+from .home_screen import HomeScreen
+from .lab import Lab
+from .lesson_screen import LessonScreen
+from .sandbox_screen import SandboxScreen
+from .strings import t
+from .tools import ReferenceScreen, ToolsScreen
+from .widgets import localized_bindings
+
+APP_KEYS = [
+    ("ctrl+q", "quit", "key_quit", True),
+    ("f1", "help", "key_help", True),
+    ("f3", "tools", "key_tools", True),
+    ("f4", "reference", "key_reference", True),
+    ("ctrl+l", "toggle_language", "key_language", True),
+    ("ctrl+t", "toggle_theme", "key_theme", False),
+]
+
+
+class LessonCommands(Provider):
+    """Command palette: open any lesson, the sandbox, the tools."""
+
+    async def search(self, query: str) -> Hits:
+        app: Any = self.app
+        matcher = self.matcher(query)
+        for lesson_id, versions in app.catalog.lessons.items():
+            lesson = versions.get(app.lang) or next(iter(versions.values()))
+            text = f"{lesson.title} ({lesson.id})"
+            score = matcher.match(text)
+            if score > 0:
+                yield Hit(score, matcher.highlight(text), lambda i=lesson_id: app.open_lesson(i))
+        for label, action in ((t("home_sandbox", app.lang), app.action_sandbox), (t("home_tools", app.lang), app.action_tools),
+                              (t("home_reference", app.lang), app.action_reference)):
+            score = matcher.match(label)
+            if score > 0:
+                yield Hit(score, matcher.highlight(label), action)
+
+
+class MaillabApp(App[None]):
+    CSS_PATH = "maillab.tcss"
+    COMMANDS = App.COMMANDS | {LessonCommands}
+
+    def __init__(
+        self,
+        *,
+        data_dir: Path,
+        lessons_dirs: list[Path] | None = None,
+        lang: str = "en",
+        remote_host: str | None = None,
+        smtp_port: int = 2525,
+        pop3_port: int = 2110,
+        login: str | None = None,
+    ) -> None:
+        super().__init__()
+        self.data_dir = data_dir
+        self.lessons_dirs = list(lessons_dirs or [])
+        self.lang = lang
+        self.login = login
+        self.lab = Lab(data_dir, remote_host=remote_host, remote_smtp=smtp_port, remote_pop3=pop3_port)
+        self.progress = Progress.load(data_dir / "progress.json")
+        self.catalog = load_catalog(self.lessons_dirs)
+        self.title = t("app_title", lang)
+
+    def on_mount(self) -> None:
+        loop = asyncio.get_running_loop()
+        # Server events arrive on the reactor thread: hand them over without ever blocking it.
+        self.lab.deliver = lambda callback, item: loop.call_soon_threadsafe(callback, item)
+        self._bindings = localized_bindings(APP_KEYS, self.lang)
+        self.push_screen(HomeScreen())
+
+    # --- navigation ----------------------------------------------------------------------------
+
+    def open_lesson(self, lesson_id: str) -> None:
+        lesson = self.catalog.get(lesson_id, self.lang)
+        if lesson is not None:
+            self.push_screen(LessonScreen(lesson, self.lessons_dirs))
+
+    def add_lessons_folder(self, path: Path) -> int:
+        before = set(self.catalog.lessons)
+        self.lessons_dirs.append(path)
+        self.catalog = load_catalog(self.lessons_dirs)
+        return len(set(self.catalog.lessons) - before)
+
+    def action_sandbox(self) -> None:
+        if not isinstance(self.screen, (SandboxScreen, LessonScreen)):
+            self.push_screen(SandboxScreen())
+
+    def action_help(self) -> None:
+        self.push_screen(HelpScreen(self.lang))
+
+    def action_tools(self) -> None:
+        if isinstance(self.screen, ToolsScreen):
+            return
+        target = self.screen
+        user = secret = ""
+        run = getattr(target, "run", None)
+        if run is not None:
+            user, secret = run.variables.get("user", ""), run.variables.get("secret", "")
+
+        def put(result: str | None) -> None:
+            console = self._console_of(target)
+            if result and console is not None:
+                console.command.value = result
+                console.command.focus()
+
+        self.push_screen(ToolsScreen(self.lang, user=user, secret=secret), put)
+
+    def _console_of(self, screen: Any) -> Any:
+        from .console import Console
+
+        consoles = list(screen.query(Console)) if screen is not None else []
+        focused = [c for c in consoles if c.command.has_focus]
+        return (focused or consoles or [None])[0]
+
+    def action_reference(self) -> None:
+        if not isinstance(self.screen, ReferenceScreen):
+            self.push_screen(ReferenceScreen(self.lang))
+
+    def action_toggle_language(self) -> None:
+        self.lang = "zh" if self.lang == "en" else "en"
+        self._bindings = localized_bindings(APP_KEYS, self.lang)
+        self.title = t("app_title", self.lang)
+        for screen in self.screen_stack:
+            if isinstance(screen, LessonScreen):
+                other = self.catalog.get(screen.lesson.id, self.lang)
+                if other is not None and other is not screen.lesson and screen.run is not None:
+                    screen.lesson = other
+                    screen.run.lesson = other
+                    for progress, step in zip(screen.run.progress, other.steps):
+                        progress.step = step
+                    screen.title = other.title
+            if hasattr(screen, "set_language"):
+                screen.set_language(self.lang)
+            elif isinstance(screen, HomeScreen):
+                screen.refresh_texts()
+        self.refresh_bindings()
+        self.notify(t("lang_switched", self.lang), timeout=2)
+
+    def action_toggle_theme(self) -> None:
+        self.theme = "textual-light" if self.theme == "textual-dark" else "textual-dark"
+        self.notify(t("theme_switched", self.lang, theme=self.theme), timeout=2)
+
+    async def action_quit(self) -> None:
+        for screen in list(self.screen_stack):
+            if isinstance(screen, LessonScreen):
+                await screen.leave()
+        await asyncio.to_thread(self.lab.stop)
+        await asyncio.to_thread(self.progress.save)
+        self.exit()
+
+
+def run_app(args: Any) -> int:
+    from simulator.cli import default_data_dir
+    from simulator.engine.knowledge import resolve_language
+
+    data_dir = args.data or default_data_dir()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    app = MaillabApp(
+        data_dir=data_dir,
+        lessons_dirs=list(args.lessons),
+        lang=resolve_language(args.lang),
+        remote_host=args.server,
+        smtp_port=args.smtp_port,
+        pop3_port=args.pop3_port,
+        login=args.login,
+    )
+    app.run()
+    return 0

@@ -1,0 +1,142 @@
+"""One TCP conversation of the TUI: the client, the session model (or lesson run), and the
+events a screen shows. Runs on the app's asyncio loop; no widget code here."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from simulator.course.runner import LessonRun
+from simulator.engine.client import ClientError, MailClient
+from simulator.engine.session import Exchange, Expect, LineKind, POP3Session, SMTPSession
+
+from .lab import Endpoints
+
+
+@dataclass(frozen=True)
+class Connected:
+    host: str
+    port: int
+
+
+@dataclass(frozen=True)
+class Sent:
+    line: str
+    shown: str
+    kind: LineKind
+
+
+@dataclass(frozen=True)
+class Replied:
+    exchange: Exchange
+
+
+@dataclass(frozen=True)
+class TLSStarted:
+    subject: str
+
+
+@dataclass(frozen=True)
+class Closed:
+    reason: str
+    failed_to_connect: bool = False
+
+
+class Conversation:
+    """Sends what the learner types and reads what the server answers, like telnet."""
+
+    def __init__(
+        self,
+        protocol: str,
+        endpoints: Endpoints,
+        on_event: Callable[[Any], None],
+        run: LessonRun | None = None,
+    ) -> None:
+        self.protocol = protocol
+        self.endpoints = endpoints
+        self.on_event = on_event
+        self.run = run
+        self.session: SMTPSession | POP3Session = self._new_session()
+        self.client: MailClient | None = None
+        self._reader: asyncio.Task[None] | None = None
+        self.connected = False
+
+    def _new_session(self) -> SMTPSession | POP3Session:
+        if self.run is not None:
+            self.run.reconnect(self.protocol)
+            return self.run.session
+        return POP3Session() if self.protocol == "pop3" else SMTPSession()
+
+    @property
+    def local_port(self) -> int | None:
+        writer = self.client.writer if self.client else None
+        sockname = writer.get_extra_info("sockname") if writer else None
+        return sockname[1] if sockname else None
+
+    async def open(self) -> None:
+        await self.close()
+        self.session = self._new_session()
+        implicit = False
+        port = self.endpoints.port(self.protocol)
+        self.client = MailClient(self.endpoints.host, port, ca_cert=self.endpoints.ca_cert, implicit_tls=implicit, timeout=15)
+        try:
+            await self.client.connect()
+        except ClientError as error:
+            self.connected = False
+            self.on_event(Closed(str(error), failed_to_connect=True))
+            return
+        self.connected = True
+        self.on_event(Connected(self.endpoints.host, port))
+        self._reader = asyncio.create_task(self._read_forever())
+
+    async def _read_forever(self) -> None:
+        assert self.client is not None
+        try:
+            while True:
+                line = await self.client.read_line(timeout=3600)
+                exchanges = self.run.received([line]) if self.run is not None else self.session.received([line])
+                for exchange in exchanges:
+                    self.on_event(Replied(exchange))
+                if self.session.expecting == Expect.TLS:
+                    subject = await self.client.starttls()
+                    if self.run is not None:
+                        self.run.tls_started()
+                    else:
+                        self.session.tls_started()
+                    self.on_event(TLSStarted(subject))
+        except ClientError as error:
+            self.connected = False
+            if self.run is not None:
+                self.run.closed()
+            else:
+                self.session.closed = True
+            self.on_event(Closed(str(error)))
+        except asyncio.CancelledError:
+            raise
+
+    async def send(self, line: str, diagnostics: list[Any] | None = None) -> None:
+        if self.client is None or not self.connected:
+            self.on_event(Closed("not connected"))
+            return
+        kind = self.run.sent(line, diagnostics) if self.run is not None else self.session.sent(line)
+        shown = "***" if kind == LineKind.AUTH_RESPONSE else line
+        self.on_event(Sent(line, shown, kind))
+        try:
+            await self.client.send_line(line)
+        except ClientError as error:
+            self.connected = False
+            self.on_event(Closed(str(error)))
+
+    async def close(self) -> None:
+        if self._reader is not None:
+            self._reader.cancel()
+            try:
+                await self._reader
+            except (asyncio.CancelledError, Exception):
+                pass
+            self._reader = None
+        if self.client is not None:
+            await self.client.close()
+            self.client = None
+        self.connected = False

@@ -1,0 +1,112 @@
+"""Where the TUI's servers are: embedded mock servers on free loopback ports (started per lesson
+or sandbox persona, in the Twisted reactor thread), or a classroom server given by `--server`.
+
+Server events and live session lines arrive on the reactor thread; `Lab` hands them to the app's
+loop with the callback the app gives it (`App.call_from_thread`).
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from mockservers.profile import Profile
+
+
+@dataclass(frozen=True)
+class Endpoints:
+    """Where to connect: host, ports, and the CA that signs the server certificate (if known)."""
+
+    host: str
+    smtp: int
+    pop3: int
+    ca_cert: Path | None
+    embedded: bool
+    smtps: int | None = None
+    pop3s: int | None = None
+
+    def port(self, protocol: str) -> int:
+        return self.pop3 if protocol == "pop3" else self.smtp
+
+
+class Lab:
+    """Starts and stops the servers one lesson (or the sandbox) talks to."""
+
+    def __init__(
+        self,
+        data_root: Path,
+        *,
+        remote_host: str | None = None,
+        remote_smtp: int = 2525,
+        remote_pop3: int = 2110,
+        deliver: Callable[[Callable[..., Any], Any], None] | None = None,
+    ) -> None:
+        self.data_root = data_root
+        self.remote_host = remote_host
+        self.remote_smtp = remote_smtp
+        self.remote_pop3 = remote_pop3
+        self.deliver = deliver
+        self.servers: Any = None
+        self._unsubscribe: list[Callable[[], None]] = []
+
+    @property
+    def remote(self) -> bool:
+        return self.remote_host is not None
+
+    def start(
+        self,
+        profile: Profile,
+        name: str,
+        *,
+        fresh: bool = True,
+        on_line: Callable[[Any], None] | None = None,
+        on_event: Callable[[Any], None] | None = None,
+    ) -> Endpoints:
+        """Servers for `profile` over DATA/lab/<name> (emptied first when `fresh`)."""
+        self.stop()
+        if self.remote:
+            return Endpoints(self.remote_host or "", self.remote_smtp, self.remote_pop3, None, embedded=False)
+        from mockservers.server import EmbeddedServers
+
+        data = self.data_root / "lab" / name
+        if fresh and data.exists():
+            shutil.rmtree(data, ignore_errors=True)
+        data.mkdir(parents=True, exist_ok=True)
+        servers = EmbeddedServers(profile, data, tls_dir=self.data_root)
+        servers.start()
+        self.servers = servers
+        hub = servers.servers.events
+        if on_line is not None:
+            self._unsubscribe.append(hub.subscribe_lines(self._handoff(on_line)))
+        if on_event is not None:
+            self._unsubscribe.append(hub.subscribe(self._handoff(on_event)))
+        listening = {item.name: item.port for item in servers.servers.listening}
+        return Endpoints(
+            "127.0.0.1",
+            listening.get("SMTP") or listening.get("SMTPS", 0),
+            listening.get("POP3") or listening.get("POP3S", 0),
+            servers.servers.tls_files.ca_cert if servers.servers.tls_files else None,
+            embedded=True,
+            smtps=listening.get("SMTPS"),
+            pop3s=listening.get("POP3S"),
+        )
+
+    def _handoff(self, callback: Callable[[Any], None]) -> Callable[[Any], None]:
+        deliver = self.deliver
+        if deliver is None:
+            return callback
+        return lambda item: deliver(callback, item)
+
+    @property
+    def store(self) -> Any:
+        return self.servers.servers.store if self.servers is not None else None
+
+    def stop(self) -> None:
+        for unsubscribe in self._unsubscribe:
+            unsubscribe()
+        self._unsubscribe.clear()
+        if self.servers is not None:
+            self.servers.stop()
+            self.servers = None

@@ -1,0 +1,310 @@
+"""The lesson screen: the step's prose, the console, and the explanation of every reply.
+
+Also follows sessions the learner opens in a real terminal (telnet, nc, openssl): their lines
+come from the embedded server, and the lesson's checks apply to them too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from textual.app import ComposeResult
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.screen import Screen
+from textual.widgets import Footer, Header, Markdown, Static
+
+from simulator.course.model import Lesson
+from simulator.course.runner import LessonRun, StoreFacts
+from simulator.course.setup import lesson_mail, lesson_profile, lesson_variables
+from simulator.engine.session import Expect
+from simulator.engine.validate import fresh_session  # noqa: F401  (keeps the validator warm on import)
+
+from .console import Console
+from .dialogs import DataEditorScreen, HelpScreen, WatchScreen, watch_commands
+from .lab import Endpoints
+from .strings import t
+from .widgets import ExplanationPane, localized_bindings
+
+POP3_VERBS = {"USER", "PASS", "APOP", "STAT", "LIST", "RETR", "DELE", "TOP", "UIDL", "CAPA", "STLS"}
+SMTP_VERBS = {"HELO", "EHLO", "MAIL", "RCPT", "DATA", "BDAT", "VRFY", "EXPN", "STARTTLS", "ETRN", "HELP"}
+
+LESSON_KEYS = [
+    ("f2", "hint", "key_hint", True),
+    ("f6", "watch", "key_watch", True),
+    ("ctrl+r", "reconnect", "key_reconnect", True),
+    ("ctrl+e", "editor", "key_send_message", False),
+    ("ctrl+o", "switch_protocol", "key_reconnect", False),
+    ("ctrl+n", "skip_step", "key_next_step", False),
+    ("escape", "back", "key_back", True),
+]
+
+
+class TrustingFacts:
+    """A remote classroom server's mailboxes cannot be read from here: `!` facts are assumed."""
+
+    def mailbox_messages(self, address: str) -> list[bytes]:
+        return []
+
+    def queue_count(self, domain: str) -> int:
+        return 0
+
+
+class LessonScreen(Screen[None]):
+    def __init__(self, lesson: Lesson, extra_dirs: list[Path] | None = None) -> None:
+        super().__init__()
+        self.lesson = lesson
+        self.extra_dirs = extra_dirs or []
+        self.run: LessonRun | None = None
+        self.endpoints: Endpoints | None = None
+        self.profile: Any = None
+        self.protocol = "pop3" if lesson.protocol == "pop3" else "smtp"
+        self.shown_step: str | None = None
+        self.following: str | None = None  # session id of an external session being followed
+        self.last_exchange: Any = None
+
+    @property
+    def lang(self) -> str:
+        return self.app.lang  # type: ignore[attr-defined]
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        with Horizontal(id="lesson-body"):
+            with VerticalScroll(id="prose-pane"):
+                yield Static("", id="step-title")
+                yield Markdown("", id="prose")
+                yield Static("", id="hints")
+            with Vertical(id="work-pane"):
+                yield Console(self.protocol, self.lang, strict=False, id="console")
+                with VerticalScroll(id="explain-pane"):
+                    yield ExplanationPane(t("explain_waiting", self.lang), id="explain")
+        yield Static("", id="status")
+        yield Footer()
+
+    @property
+    def console(self) -> Console:
+        return self.query_one(Console)
+
+    async def on_mount(self) -> None:
+        self._bindings = localized_bindings(LESSON_KEYS, self.lang)
+        self.title = self.lesson.title
+        await self.start()
+
+    async def start(self) -> None:
+        """Fresh servers with the lesson's profile, accounts and mail; then connect."""
+        app: Any = self.app
+        try:
+            self.profile = lesson_profile(self.lesson, self.extra_dirs)
+        except Exception as error:  # a broken lesson is explained, not a crash
+            self.console.transcript.event(str(error))
+            return
+        self.endpoints = await asyncio.to_thread(
+            app.lab.start, self.profile, f"lesson-{self.lesson.id}", on_line=self.external_line
+        )
+        variables = lesson_variables(self.lesson, self.profile)
+        store = app.lab.store
+        if store is not None:
+            for address, content in lesson_mail(self.lesson, variables):
+                await asyncio.to_thread(store.deliver, [address], content)
+        facts = StoreFacts(store) if store is not None else TrustingFacts()
+        completed = app.progress.completed(self.lesson)
+        self.run = LessonRun(self.lesson, variables, protocol=self.protocol, server_facts=facts, completed=completed)
+        if not app.lab.remote and hasattr(facts, "store"):
+            pass
+        self.console.strict = "strict" in (self.run.current.step.options if self.run.current else ())
+        self.show_step()
+        self.update_status()
+        await self.console.connect(self.endpoints, self.profile, self.run, self.protocol)
+
+    # --- showing the lesson --------------------------------------------------------------------
+
+    def show_step(self) -> None:
+        run = self.run
+        if run is None:
+            return
+        progress = run.current
+        title = self.query_one("#step-title", Static)
+        if progress is None:
+            title.update(t("lesson_complete", self.lang))
+            self.query_one("#prose", Markdown).update(self.lesson.intro)
+            self.query_one("#hints", Static).update("")
+            self.shown_step = None
+            return
+        step = progress.step
+        if self.shown_step != step.id:
+            number = self.lesson.steps.index(step) + 1
+            title.update(t("lesson_step", self.lang, number=number, total=len(self.lesson.steps), title=step.title))
+            prose = step.prose if number > 1 or not self.lesson.intro else f"{self.lesson.intro}\n\n{step.prose}"
+            self.query_one("#prose", Markdown).update(prose)
+            self.shown_step = step.id
+            self.console.strict = "strict" in step.options
+        hints = run.visible_hints()
+        self.query_one("#hints", Static).update(
+            "\n".join(t("lesson_hint", self.lang, number=i, text=h) for i, h in enumerate(hints, start=1))
+        )
+
+    def update_status(self) -> None:
+        if self.endpoints is None:
+            return
+        app: Any = self.app
+        if app.lab.remote:
+            text = t("status_remote", self.lang, host=self.endpoints.host, smtp=self.endpoints.smtp, pop3=self.endpoints.pop3)
+        else:
+            text = t(
+                "status_ports", self.lang,
+                smtp=f"{self.endpoints.host}:{self.endpoints.smtp}", pop3=f"{self.endpoints.host}:{self.endpoints.pop3}",
+            )
+        self.query_one("#status", Static).update(text)
+
+    def explain(self, exchange: Any) -> None:
+        session = self.run.session if self.run else self.console.session
+        if session is None:
+            return
+        note = None
+        if exchange is not None and self.run is not None:
+            code = getattr(exchange.reply, "code", None) or (list(exchange.reply.raw)[0].split()[0] if exchange.reply.raw else None)
+            note = self.run.explanation(code)
+        persona = self.profile.name if self.profile is not None else None
+        self.query_one(ExplanationPane).show(self.lang, session, exchange, persona, note)
+
+    async def on_console_reply(self, message: Console.Reply) -> None:
+        self.last_exchange = message.exchange
+        self.explain(message.exchange)
+        await self.after_progress()
+
+    async def after_progress(self) -> None:
+        """Save completed steps, show the next one, and switch protocol if the step needs it."""
+        app: Any = self.app
+        run = self.run
+        if run is None:
+            return
+        before = self.shown_step
+        self.show_step()
+        if self.shown_step != before:
+            if before is not None:
+                step = self.lesson.step(before)
+                self.console.transcript.event(t("lesson_step_done", self.lang, title=step.title))
+                self.notify(t("lesson_step_done", self.lang, title=step.title), timeout=3)
+            app.progress.mark(self.lesson, run.completed_steps())
+            await asyncio.to_thread(app.progress.save)
+            if run.finished:
+                self.console.transcript.event(t("lesson_complete", self.lang))
+            else:
+                await self.maybe_switch_protocol()
+
+    async def maybe_switch_protocol(self) -> None:
+        """A `both` lesson moves from SMTP to POP3 when the next step starts with a POP3 verb."""
+        if self.lesson.protocol != "both" or self.run is None or self.run.current is None or self.endpoints is None:
+            return
+        first = next((e.text.split()[0].upper() for g in self.run.current.step.checks for e in g.sends if e.text.split()), "")
+        wanted = "pop3" if first in POP3_VERBS else "smtp" if first in SMTP_VERBS else self.protocol
+        if wanted != self.protocol:
+            self.protocol = wanted
+            await self.console.connect(self.endpoints, self.profile, self.run, wanted)
+
+    # --- external sessions (watch mode) ------------------------------------------------------
+
+    def external_line(self, line: Any) -> None:
+        """A line of any session on our servers; sessions not ours are followed and checked."""
+        conversation = self.console.conversation
+        own_port = conversation.local_port if conversation is not None else None
+        if own_port is not None and line.peer.endswith(f":{own_port}"):
+            return
+        run = self.run
+        if run is None:
+            return
+        protocol = line.protocol.lower()
+        if self.following != line.session:
+            self.following = line.session
+            run.reconnect(protocol)
+            self.protocol = protocol
+            self.console.transcript.event(t("transcript_external", self.lang, peer=line.peer))
+        source = line.peer
+        if line.direction == "c":
+            run.sent(line.raw)
+            self.console.transcript.client(line.text, source=source)
+        else:
+            exchanges = run.received([line.text])
+            self.console.transcript.server([line.text], source=source)
+            if run.session.expecting == Expect.TLS:
+                run.tls_started()
+            for exchange in exchanges:
+                self.explain(exchange)
+            self.call_later(self.after_progress)
+
+    # --- actions -------------------------------------------------------------------------------
+
+    def action_hint(self) -> None:
+        if self.run is None:
+            return
+        hint = self.run.next_hint()
+        if hint is None:
+            self.notify(t("lesson_no_hints", self.lang))
+        self.show_step()
+
+    def action_watch(self) -> None:
+        if self.endpoints is None:
+            return
+        ca = str(self.endpoints.ca_cert) if self.endpoints.ca_cert else None
+        self.app.push_screen(WatchScreen(self.lang, watch_commands(self.endpoints, ca)))
+
+    async def action_reconnect(self) -> None:
+        self.following = None
+        if self.endpoints is not None and self.profile is not None:
+            await self.console.connect(self.endpoints, self.profile, self.run, self.protocol)
+
+    async def action_switch_protocol(self) -> None:
+        if self.lesson.protocol == "both" and self.endpoints is not None:
+            self.protocol = "pop3" if self.protocol == "smtp" else "smtp"
+            await self.console.connect(self.endpoints, self.profile, self.run, self.protocol)
+
+    def action_editor(self) -> None:
+        session = self.console.session
+        if session is None or session.expecting != Expect.MESSAGE:
+            return
+
+        async def send(lines: list[str] | None) -> None:
+            if lines is not None:
+                await self.console.send_message(lines)
+
+        self.app.push_screen(DataEditorScreen(self.lang), send)
+
+    async def action_skip_step(self) -> None:
+        if self.run is not None and self.run.current is not None:
+            self.run.current.completed = True
+            self.run.log("skipped", step=self.run.current.step.id if self.run.current else None)
+            await self.after_progress()
+
+    def action_help(self) -> None:
+        self.app.push_screen(HelpScreen(self.lang, t("help_lesson", self.lang)))
+
+    async def action_back(self) -> None:
+        await self.leave()
+        self.app.pop_screen()
+
+    async def leave(self) -> None:
+        """Hang up, stop the servers, keep the attempt for the teacher to review."""
+        app: Any = self.app
+        await self.console.disconnect()
+        await asyncio.to_thread(app.lab.stop)
+        if self.run is not None and self.run.record:
+            folder = app.data_dir / "attempts"
+            path = folder / f"{self.lesson.id}-{time.strftime('%Y%m%d-%H%M%S')}.json"
+
+            def save() -> None:
+                folder.mkdir(parents=True, exist_ok=True)
+                path.write_text(json.dumps(self.run.attempt(), ensure_ascii=False, indent=1), encoding="utf-8")
+
+            await asyncio.to_thread(save)
+
+    def set_language(self, lang: str) -> None:
+        self._bindings = localized_bindings(LESSON_KEYS, lang)
+        self.refresh_bindings()
+        self.console.set_language(lang)
+        self.shown_step = None
+        self.show_step()
+        self.update_status()
+        self.explain(self.last_exchange)

@@ -1,0 +1,110 @@
+"""Sandbox: any persona (or a profile file), an SMTP console and a POP3 console side by side,
+so a learner sends a mail on the left and fetches it on the right; every reply explained."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from textual.app import ComposeResult
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.screen import Screen
+from textual.widgets import Footer, Header, Select, Static
+
+from mockservers.profile import ProfileError, bundled_personas, load_profile
+
+from .console import Console
+from .dialogs import WatchScreen, watch_commands
+from .strings import t
+from .widgets import ExplanationPane, localized_bindings
+
+SANDBOX_KEYS = [
+    ("f6", "watch", "key_watch", True),
+    ("ctrl+r", "reconnect", "key_reconnect", True),
+    ("escape", "back", "key_back", True),
+]
+
+
+class SandboxScreen(Screen[None]):
+    def __init__(self, persona: str = "rfc") -> None:
+        super().__init__()
+        self.persona = persona
+        self.profile: Any = None
+        self.endpoints: Any = None
+        self.last: tuple[Console, Any] | None = None
+
+    @property
+    def lang(self) -> str:
+        return self.app.lang  # type: ignore[attr-defined]
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        with Horizontal(id="sandbox-top"):
+            yield Static(t("sandbox_persona", self.lang), id="persona-label")
+            yield Select([(name, name) for name in bundled_personas()], value=self.persona, allow_blank=False, id="persona")
+            yield Static("", id="accounts")
+        with Horizontal(id="sandbox-consoles"):
+            yield Console("smtp", self.lang, id="smtp-console")
+            yield Console("pop3", self.lang, id="pop3-console")
+        with VerticalScroll(id="sandbox-explain"):
+            yield ExplanationPane(t("explain_waiting", self.lang), id="explain")
+        yield Static("", id="status")
+        yield Footer()
+
+    async def on_mount(self) -> None:
+        self._bindings = localized_bindings(SANDBOX_KEYS, self.lang)
+        self.title = t("sandbox_title", self.lang)
+        await self.start(self.persona)
+
+    async def start(self, persona: str) -> None:
+        app: Any = self.app
+        try:
+            self.profile = load_profile(persona)
+        except ProfileError as error:
+            self.query_one("#accounts", Static).update(str(error))
+            return
+        self.persona = persona
+        for console in self.query(Console):
+            await console.disconnect()
+        self.endpoints = await asyncio.to_thread(app.lab.start, self.profile, f"sandbox-{persona}", fresh=False)
+        accounts = ", ".join(f"{a.address} / {a.secret}" for a in self.profile.accounts[:3])
+        self.query_one("#accounts", Static).update(t("sandbox_accounts", self.lang, accounts=accounts))
+        self.query_one("#status", Static).update(
+            t("status_ports", self.lang, smtp=f"{self.endpoints.host}:{self.endpoints.smtp}", pop3=f"{self.endpoints.host}:{self.endpoints.pop3}")
+        )
+        await self.query_one("#smtp-console", Console).connect(self.endpoints, self.profile)
+        await self.query_one("#pop3-console", Console).connect(self.endpoints, self.profile)
+        self.query_one("#smtp-console", Console).command.focus()
+
+    async def on_select_changed(self, event: Select.Changed) -> None:
+        if event.value and event.value != self.persona:
+            await self.start(str(event.value))
+
+    def on_console_reply(self, message: Console.Reply) -> None:
+        self.last = (message.console, message.exchange)
+        if message.console.session is not None:
+            self.query_one(ExplanationPane).show(self.lang, message.console.session, message.exchange, self.persona)
+
+    def action_watch(self) -> None:
+        if self.endpoints is not None:
+            ca = str(self.endpoints.ca_cert) if self.endpoints.ca_cert else None
+            self.app.push_screen(WatchScreen(self.lang, watch_commands(self.endpoints, ca)))
+
+    async def action_reconnect(self) -> None:
+        for console in self.query(Console):
+            await console.reconnect()
+
+    async def action_back(self) -> None:
+        app: Any = self.app
+        for console in self.query(Console):
+            await console.disconnect()
+        await asyncio.to_thread(app.lab.stop)
+        self.app.pop_screen()
+
+    def set_language(self, lang: str) -> None:
+        self._bindings = localized_bindings(SANDBOX_KEYS, lang)
+        self.refresh_bindings()
+        for console in self.query(Console):
+            console.set_language(lang)
+        if self.last and self.last[0].session is not None:
+            self.query_one(ExplanationPane).show(lang, self.last[0].session, self.last[1], self.persona)

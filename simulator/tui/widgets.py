@@ -1,0 +1,109 @@
+"""The TUI's own widgets: the transcript, the explanation pane, localized key bindings."""
+
+from __future__ import annotations
+
+from typing import Any, Iterable
+
+from rich.text import Text
+from textual.binding import Binding, BindingsMap
+from textual.widgets import RichLog, Static
+
+from simulator.engine.explain import AFTER_CONNECT, explain_reply
+from simulator.engine.session import Exchange, POP3Session, SMTPSession
+
+from .strings import t
+
+CLIENT_STYLE = "bold cyan"
+SERVER_STYLE = "green"
+SERVER_ERROR_STYLE = "bold red"
+SERVER_WAIT_STYLE = "yellow"
+EVENT_STYLE = "italic magenta"
+EXTERNAL_STYLE = "dim"
+
+
+def localized_bindings(keys: Iterable[tuple[str, str, str, bool]], lang: str) -> BindingsMap:
+    """(key, action, ui string key, show in footer) -> bindings with descriptions in `lang`."""
+    return BindingsMap([Binding(key, action, t(label, lang), show=show) for key, action, label, show in keys])
+
+
+class Transcript(RichLog):
+    """What was said on the wire: client lines (›) and server replies (‹), grouped by reply."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(wrap=True, markup=False, highlight=False, max_lines=5000, min_width=20, **kwargs)
+        self.plain_lines: list[str] = []  # for tests and copy
+
+    def _add(self, text: Text) -> None:
+        self.plain_lines.append(text.plain)
+        self.write(text)
+
+    def client(self, line: str, source: str = "") -> None:
+        prefix = f"[{source}] " if source else ""
+        self._add(Text.assemble((prefix, EXTERNAL_STYLE), ("› ", CLIENT_STYLE), (line, CLIENT_STYLE)))
+
+    def server(self, lines: list[str], source: str = "") -> None:
+        prefix = f"[{source}] " if source else ""
+        first = lines[0] if lines else ""
+        style = SERVER_STYLE
+        if first[:1] in ("4", "5") or first.startswith("-ERR"):
+            style = SERVER_ERROR_STYLE
+        elif first[:1] == "3" or first.startswith("+ "):
+            style = SERVER_WAIT_STYLE
+        for index, line in enumerate(lines):
+            marker = "‹ " if index == 0 else "┆ "
+            self._add(Text.assemble((prefix, EXTERNAL_STYLE), (marker, style), (line, style)))
+
+    def event(self, text: str) -> None:
+        self._add(Text(f"— {text}", style=EVENT_STYLE))
+
+
+class ExplanationPane(Static):
+    """Explains the last reply and shows the session state and what may be sent next."""
+
+    def show(
+        self,
+        lang: str,
+        session: SMTPSession | POP3Session,
+        exchange: Exchange | None = None,
+        persona: str | None = None,
+        note: str | None = None,
+    ) -> None:
+        parts: list[str] = []
+        protocol = "pop3" if isinstance(session, POP3Session) else "smtp"
+        if exchange is not None:
+            after = exchange.after if exchange.sent is not None else AFTER_CONNECT
+            explanation = explain_reply(list(exchange.reply.raw), protocol=protocol, after=after, persona=persona, lang=lang)
+            parts.append(explanation.render_text())
+        else:
+            parts.append(t("explain_waiting", lang))
+        if note:
+            parts.append(f"{t('lesson_instructor_note', lang)}: {note}")
+        parts.append(state_summary(session, lang))
+        self.update(Text("\n\n".join(parts)))
+
+
+def state_summary(session: SMTPSession | POP3Session, lang: str) -> str:
+    """Greeted, TLS, who is logged in, the envelope, and what may be sent now."""
+    lines = [f"[{t('state_title', lang)}]"]
+    flags = []
+    if isinstance(session, SMTPSession):
+        lines.append(t("state_smtp", lang, state=session.state))
+        if session.helo_domain:
+            flags.append(t("state_greeted", lang))
+    else:
+        lines.append(t("state_pop3", lang, state=session.state))
+    if session.tls_active:
+        flags.append(t("state_tls", lang))
+    if session.authenticated_user:
+        flags.append(t("state_user", lang, user=session.authenticated_user))
+    if flags:
+        lines.append(" · ".join(flags))
+    if isinstance(session, SMTPSession) and session.mail_from is not None:
+        recipients = ", ".join(session.recipients) or "—"
+        lines.append(t("state_envelope", lang, sender=session.mail_from or "<>", recipients=recipients))
+    if isinstance(session, POP3Session) and session.deleted:
+        lines.append(t("state_deleted", lang, numbers=", ".join(map(str, sorted(session.deleted)))))
+    commands = session.next_commands()
+    if commands:
+        lines.append(t("state_next", lang, commands=" ".join(commands[:12])))
+    return "\n".join(lines)
