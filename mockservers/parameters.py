@@ -67,8 +67,11 @@ def unstuff(content: bytes) -> bytes:
 
     Only a dot after a real CRLF was stuffed; a `.` after a bare LF is data (SMTP smuggling).
     """
-    if b"\r\n." in content or content.startswith(b"."):
+    if content.startswith(b".") or b"\r\n." in content:
         content = (b"\r\n" + content).replace(b"\r\n.", b"\r\n")[2:]
-    if content.count(b"\n") != content.count(b"\r\n") or content.count(b"\r") != content.count(b"\r\n"):
+    if _BARE_LINE_END.search(content):
         content = re.sub(rb"\r\n|\r|\n", b"\r\n", content)
     return content
+
+
+_BARE_LINE_END = re.compile(rb"\r(?!\n)|(?<!\r)\n")

@@ -191,6 +191,7 @@ class Profile:
     faults: tuple[Any, ...] = ()  # FaultRule
     seed: int = 0
     raw: Mapping[str, Any] = field(repr=False, default_factory=dict)
+    _cache: dict[Any, Any] = field(init=False, repr=False, compare=False, default_factory=dict)
 
     # --- rendering -----------------------------------------------------------------------
 
@@ -233,7 +234,10 @@ class Profile:
 
     def smtp_extensions(self, tls_active: bool) -> frozenset[str]:
         """Keywords whose behaviour is on: an extension works only where it is advertised."""
-        return frozenset(self.ehlo_keywords(tls_active))
+        cached = self._cache.get(("extensions", tls_active))
+        if cached is None:
+            cached = self._cache[("extensions", tls_active)] = frozenset(self.ehlo_keywords(tls_active))
+        return cached
 
     def smtp_auth_mechanisms(self, tls_active: bool) -> list[str]:
         return _mechanisms(c.text for c in self.smtp_capabilities if c.keyword == "AUTH" and c.shown(tls_active))

@@ -10,6 +10,7 @@ behind it, so replies always leave in order.
 from __future__ import annotations
 
 import email.utils
+import functools
 import itertools
 import os
 import time
@@ -30,6 +31,9 @@ from .transcripts import TranscriptWriter
 log = Logger(namespace="maillab")
 
 _session_numbers = itertools.count(1)
+
+#: Input bytes held while a command waits before the connection stops being read.
+MAX_HELD_INPUT = 256 * 1024
 
 #: Seconds a closing TLS session waits for the client's close_notify before hanging up anyway.
 TLS_CLOSE_GRACE = 1.0
@@ -143,6 +147,12 @@ class ServerContext:
         return self.clock
 
 
+@functools.lru_cache(maxsize=4)
+def _date(epoch: int) -> str:
+    """RFC 5322 date, formatted once per second however many replies ask for it."""
+    return email.utils.formatdate(epoch, localtime=True)
+
+
 class LineSession(protocol.Protocol, TimeoutMixin):
     """Base of the SMTP and POP3 sessions."""
 
@@ -236,13 +246,8 @@ class LineSession(protocol.Protocol, TimeoutMixin):
 
     def common_values(self) -> dict[str, Any]:
         """Placeholders every reply of this session may use ({client_ip} {session} {date} {epoch})."""
-        now = self.context.now()
-        return {
-            "client_ip": self.client_ip,
-            "session": self.short_id,
-            "date": email.utils.formatdate(now, localtime=True),
-            "epoch": int(now),
-        }
+        epoch = int(self.context.now())
+        return {"client_ip": self.client_ip, "session": self.short_id, "date": _date(epoch), "epoch": epoch}
 
     def account_name(self) -> str | None:
         """The authenticated user, for fault rules that target one account."""
@@ -377,6 +382,12 @@ class LineSession(protocol.Protocol, TimeoutMixin):
             self._pending = self._pending[self._pos :]
             self._pos = 0
         self._pending = self._pending + data if self._pending else data
+        if self._busy is not None:
+            # A command is waiting (disk, tarpit): keep its followers, but stop reading when they pile up.
+            if len(self._pending) - self._pos > MAX_HELD_INPUT and not self._paused_transport:
+                self._paused_transport = True
+                self.transport.pauseProducing()
+            return
         self._process()
 
     def _process(self) -> None:
@@ -385,6 +396,8 @@ class LineSession(protocol.Protocol, TimeoutMixin):
             self._process_input()
         finally:
             self._processing = False
+            if self.transcript is not None:
+                self.transcript.flush()
 
     def _process_input(self) -> None:
         while self._busy is None and not self._closed:
@@ -442,9 +455,6 @@ class LineSession(protocol.Protocol, TimeoutMixin):
             return
         self._busy = deferred
         deferred.addBoth(self._resume)
-        if self._busy is deferred and not self._paused_transport:
-            self._paused_transport = True
-            self.transport.pauseProducing()
 
     def _failed(self, failure: Any) -> None:
         log.failure("{protocol} session {session} failed", failure, protocol=self.protocol_name, session=self.session_id)
@@ -453,6 +463,8 @@ class LineSession(protocol.Protocol, TimeoutMixin):
 
     def _resume(self, _: object) -> None:
         self._busy = None
+        if self.transcript is not None:
+            self.transcript.flush()
         if self._paused_transport and not self._closed:
             self._paused_transport = False
             self.transport.resumeProducing()

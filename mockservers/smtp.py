@@ -519,28 +519,55 @@ class SMTPSession(LineSession):
         self._raw_handler = self._data_received
 
     def _data_received(self, data: bytes, pos: int) -> int:
-        """Scan for CRLF.CRLF without splitting lines: bare LF never ends a message."""
-        buffer = self._data_held + (data[pos:] if pos else data)
-        end = buffer.find(b"\r\n.\r\n")
-        if end < 0:
-            keep = min(4, len(buffer))
-            self._commit(buffer[: len(buffer) - keep])
-            self._data_held = buffer[len(buffer) - keep :]
-            return len(data)
-        self._commit(buffer[: end + 2])
-        consumed_from_data = end + 5 - len(self._data_held)
+        """Scan for CRLF.CRLF without splitting lines: bare LF never ends a message.
+
+        `_data_held` keeps the last 4 octets of the previous chunk, where a terminator split across
+        two TCP segments may begin; everything else is committed without copying twice.
+        """
+        held = self._data_held
+        if held:
+            head = held + data[pos : pos + 4]
+            boundary = head.find(b"\r\n.\r\n")
+            if 0 <= boundary < len(held):
+                self._commit(held[: boundary + 2])
+                return self._end_of_data(pos + boundary + 5 - len(held))
+            if len(data) - pos < 4:
+                # Too few new octets to rule out a terminator starting in the held tail: keep 4.
+                combined = held + data[pos:]
+                self._commit(combined[:-4])
+                self._data_held = combined[-4:]
+                return len(data)
+            self._commit(held)
+            self._data_held = b""
+        end = data.find(b"\r\n.\r\n", pos)
+        if end >= 0:
+            self._commit(data[pos : end + 2])
+            return self._end_of_data(end + 5)
+        keep = max(pos, len(data) - 4)
+        self._commit(data[pos:keep])
+        self._data_held = data[keep:]
+        return len(data)
+
+    def _end_of_data(self, position: int) -> int:
         self._data_held = b""
         self._raw_handler = None
         self.record_message()
         self.record_client(".")
         self.wait_for(self._finish_message(dot_stuffed=True))
-        return pos + consumed_from_data
+        return position
 
-    def record_message(self, limit: int = 200) -> None:
+    def record_message(self, limit: int = 100) -> None:
         """Put the message's first lines in the transcript: reviewers and the TUI show them."""
-        if self.transcript is None or self.envelope is None:
+        if (self.transcript is None and not self.context.events.wants_lines) or self.envelope is None:
             return
-        content = b"".join(self.envelope.chunks)[: 64 * 1024]
+        head: list[bytes] = []
+        taken = 0
+        for chunk in self.envelope.chunks:
+            head.append(chunk[: 16 * 1024 - taken])
+            taken += len(head[-1])
+            if taken >= 16 * 1024:
+                break
+        content = b"".join(head)
         lines = content.decode("utf-8", "replace").split("\r\n")
         if lines and lines[-1] == "":
             lines.pop()

@@ -45,10 +45,13 @@ def _check_session_id(session_id: str) -> str:
 class TranscriptWriter:
     """Append the records of one session to its own JSON-lines file.
 
-    The file is opened once, unbuffered and in append mode: one open descriptor per session and
-    one `write()` per record keeps hundreds of concurrent sessions cheap and every record whole.
+    The file is opened once, in append mode. Records collect in memory and leave in one `write()`
+    per `flush()`: the session flushes after each batch of input it handled, so a live view is at
+    most one round trip behind and a busy server makes one system call per batch, not per line.
     A failing disk stops the transcript (see `error`) instead of breaking the mail session.
     """
+
+    _made_dirs: set[Path] = set()
 
     def __init__(
         self,
@@ -67,12 +70,16 @@ class TranscriptWriter:
         self.error: OSError | None = None
         self._closed = False
         self._file: IO[bytes] | None = None
+        self._pending: list[str] = []
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            if self.path.parent not in TranscriptWriter._made_dirs:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                TranscriptWriter._made_dirs.add(self.path.parent)
             self._file = open(self.path, "ab", buffering=0)
         except OSError as error:
             self.error = error
         self._write({"dir": "e", "event": "open", "protocol": protocol, "peer": peer, "profile": profile})
+        self.flush()
 
     @property
     def closed(self) -> bool:
@@ -82,7 +89,15 @@ class TranscriptWriter:
         if self._file is None or self._closed:
             return
         record = {"t": round(self._clock(), 6), "session": self.session_id, **fields}
-        data = (json.dumps(record, ensure_ascii=False, default=str) + "\n").encode("utf-8", "replace")
+        self._pending.append(json.dumps(record, ensure_ascii=False, default=str))
+
+    def flush(self) -> None:
+        """Write the records collected so far, whole lines only, in one system call."""
+        if not self._pending or self._file is None:
+            self._pending.clear()
+            return
+        data = ("\n".join(self._pending) + "\n").encode("utf-8", "replace")
+        self._pending.clear()
         try:
             self._file.write(data)
         except OSError as error:
@@ -109,6 +124,7 @@ class TranscriptWriter:
         if self._closed:
             return
         self._write({"dir": "e", "event": "close"})
+        self.flush()
         self._closed = True
         self._release()
 

@@ -497,3 +497,33 @@ def test_transcript_records_both_sides_and_redacts_secrets(tmp_path):
     assert client[:2] == ["EHLO x", "AUTH PLAIN ***"]
     assert any(r["dir"] == "e" and r.get("event") == "authenticated" for r in records)
     assert [r["line"] for r in records if r["dir"] == "s"][0] == "220 mail.example.com ESMTP Postfix"
+
+
+from hypothesis import given, settings, strategies as st
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    body=st.lists(st.sampled_from([b"a", b"..", b".", b"\r\n", b"\n", b"\r", b"x" * 7, b"\r\n.", b".\r\n"]), max_size=30),
+    cuts=st.lists(st.integers(min_value=0, max_value=400), max_size=8),
+)
+def test_any_tcp_split_of_data_gives_the_same_message(tmp_path_factory, body, cuts):
+    """However the bytes are split into segments, the stored message is the same."""
+    from mockservers.parameters import unstuff
+
+    content = b"".join(body)
+    stuffed = (b"\r\n" + content).replace(b"\r\n.", b"\r\n..")[2:]  # what a client must send
+    wire = stuffed + (b"" if stuffed.endswith(b"\r\n") or not stuffed else b"\r\n") + b".\r\n"
+    h = smtp(tmp_path_factory.mktemp("split"))
+    _transaction(h)
+    h.send("DATA")
+    points = sorted({c for c in cuts if c < len(wire)}) + [len(wire)]
+    start, replies = 0, []
+    for point in points:
+        replies += h.raw(wire[start:point])
+        start = point
+    assert len(replies) == 1 and replies[0].startswith("250"), (wire, replies)
+    (message,) = h.store.messages("bob@example.com")
+    stored = h.store.read("bob@example.com", message.uid)
+    expected = unstuff(wire[:-3])
+    assert stored.endswith(expected)

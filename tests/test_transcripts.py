@@ -67,11 +67,14 @@ def test_records_in_order_with_fields(tmp_path: Path) -> None:
     assert lines[-1] == b"" and len(lines) == len(records) + 1
 
 
-def test_each_record_is_on_disk_before_close(tmp_path: Path) -> None:
+def test_records_are_on_disk_after_each_flush(tmp_path: Path) -> None:
     writer = make_writer(tmp_path)
     writer.client("NOOP")
-    # Another process (the TUI, an instructor's script) sees it without close() or flush().
-    assert [r.get("line") for r in read_transcript(writer.path)] == [None, "NOOP"]
+    writer.server("250 Ok")
+    assert [r.get("line") for r in read_transcript(writer.path)] == [None]  # the open record only
+    writer.flush()  # the session flushes after each batch of input it handled
+    # Another process (the dashboard, an instructor's script) sees them without close().
+    assert [r.get("line") for r in read_transcript(writer.path)] == [None, "NOOP", "250 Ok"]
     writer.close()
 
 
@@ -102,6 +105,7 @@ def test_event_rejects_reserved_fields(tmp_path: Path) -> None:
     with pytest.raises(ValueError):
         writer.event("x", session="other")
     writer.event("auth", user="alice", ok=True, count=3, where=tmp_path)
+    writer.flush()
     record = read_transcript(writer.path)[-1]
     assert record["user"] == "alice" and record["ok"] is True and record["count"] == 3
     assert record["where"] == str(tmp_path)
@@ -166,6 +170,7 @@ def test_follow_offsets(tmp_path: Path) -> None:
 
     writer.client("USER alice")
     writer.server("+OK")
+    writer.flush()
     records, offset2 = follow(writer.path, offset)
     assert [r["line"] for r in records] == ["USER alice", "+OK"]
     assert offset2 == writer.path.stat().st_size
