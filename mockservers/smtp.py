@@ -6,7 +6,6 @@ Every reply text comes from the profile by key; this module decides only *which*
 
 from __future__ import annotations
 
-import email.utils
 import hashlib
 import re
 from dataclasses import dataclass, field, replace
@@ -712,7 +711,7 @@ class SMTPSession(LineSession):
             with_ += "S"
         if self.authenticated_as:
             with_ += "A"
-        date = email.utils.formatdate(localtime=True)
+        date = self.common_values()["date"]
         first = envelope.recipients[0]
         received = (
             f"Received: from {self.helo or 'unknown'} ({self.client_ip})\r\n"

@@ -42,6 +42,10 @@ def _check_session_id(session_id: str) -> str:
     return session_id
 
 
+_ENCODER = json.JSONEncoder(ensure_ascii=False, default=str)
+_quote = json.encoder.encode_basestring  # C-accelerated JSON string quoting (non-ASCII kept as is)
+
+
 class TranscriptWriter:
     """Append the records of one session to its own JSON-lines file.
 
@@ -64,6 +68,7 @@ class TranscriptWriter:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.session_id = _check_session_id(session_id)
+        self._session_json = _quote(self.session_id)
         self._clock = clock
         day = time.strftime("%Y-%m-%d", time.localtime(clock()))
         self.path = Path(directory) / day / f"{session_id}.jsonl"
@@ -89,7 +94,15 @@ class TranscriptWriter:
         if self._file is None or self._closed:
             return
         record = {"t": round(self._clock(), 6), "session": self.session_id, **fields}
-        self._pending.append(json.dumps(record, ensure_ascii=False, default=str))
+        self._pending.append(_ENCODER.encode(record))
+
+    def _line(self, direction: str, line: str) -> None:
+        """The hot path (every command and reply): no dict, no encoder object, one C call."""
+        if self._file is None or self._closed:
+            return
+        self._pending.append(
+            f'{{"t": {self._clock():.6f}, "session": {self._session_json}, "dir": "{direction}", "line": {_quote(line)}}}'
+        )
 
     def flush(self) -> None:
         """Write the records collected so far, whole lines only, in one system call."""
@@ -106,11 +119,11 @@ class TranscriptWriter:
 
     def client(self, line: str) -> None:
         """A line the client sent (already redacted by the caller)."""
-        self._write({"dir": "c", "line": line})
+        self._line("c", line)
 
     def server(self, line: str) -> None:
         """A line the server sent."""
-        self._write({"dir": "s", "line": line})
+        self._line("s", line)
 
     def event(self, event: str, **fields: object) -> None:
         """Something that is not a line: TLS started, authenticated, fault injected, ..."""

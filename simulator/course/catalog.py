@@ -26,12 +26,18 @@ def bundled_lessons_dir() -> Path:
 
 
 def lesson_files(directories: Iterable[Path]) -> list[Path]:
+    """Every lesson file under the given folders (or files), each once however it is reached."""
     files: list[Path] = []
+    seen: set[Path] = set()
     for directory in directories:
-        if directory.is_file():
-            files.append(directory)
-            continue
-        files += sorted(p for p in directory.rglob("*.md") if p.name not in SKIP and "profiles" not in p.parts[-2:-1])
+        found = [directory] if directory.is_file() else sorted(
+            p for p in directory.rglob("*.md") if p.name not in SKIP and "profiles" not in p.parts[-2:-1]
+        )
+        for path in found:
+            resolved = path.resolve()
+            if resolved not in seen:
+                seen.add(resolved)
+                files.append(path)
     return files
 
 

@@ -89,6 +89,7 @@ class LessonRun:
         self._awaiting: list[Event] = []
         self.record: list[dict[str, Any]] = []
         self._patterns: dict[tuple[str, int], LinePattern] = {}
+        self.replied_step: Step | None = None
         done = completed or set()
         self.progress = [StepProgress(step, 0, completed=step.id in done) for step in lesson.steps]
         self.log("start", lesson=lesson.id, steps_hash=lesson.steps_hash)
@@ -139,6 +140,8 @@ class LessonRun:
 
     def received(self, lines: list[str]) -> list[Exchange]:
         """Lines from the server (complete replies are matched to the lines that asked)."""
+        if self.current is not None:
+            self.replied_step = self.current.step  # explain this reply with the step it answered
         exchanges = self.session.received(list(lines))
         for exchange in exchanges:
             event = self._awaiting.pop(0) if (exchange.sent is not None and self._awaiting) else None
@@ -187,8 +190,9 @@ class LessonRun:
         return list(progress.step.hints[: progress.hints_shown]) if progress else []
 
     def explanation(self, code: str | None, diagnostic: str | None = None) -> str | None:
-        progress = self.current
-        return progress.step.explanation_for(code, diagnostic) if progress else None
+        """The instructor's note for a reply: from the step that was current when it arrived."""
+        step = self.replied_step or (self.current.step if self.current else None)
+        return step.explanation_for(code, diagnostic) if step else None
 
     # --- completion --------------------------------------------------------------------------
 

@@ -23,7 +23,7 @@ from .parser import LessonError
 
 def profile_search_path(lesson: Lesson, extra_dirs: Sequence[Path] = ()) -> list[Path]:
     """Where a lesson's `profile: name` may live besides the bundled personas."""
-    dirs = [lesson.path.parent, lesson.path.parent / "profiles"]
+    dirs = [lesson.path.parent, lesson.path.parent / "profiles", lesson.path.parent.parent / "profiles"]
     for directory in extra_dirs:
         dirs += [directory, directory / "profiles"]
     return dirs
