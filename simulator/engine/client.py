@@ -102,8 +102,9 @@ class MailClient:
         if ssl_object is None:
             return ""
         cert = ssl_object.getpeercert() or {}
-        subject = ", ".join(f"{k}={v}" for part in cert.get("subject", ()) for k, v in part)
-        issuer = ", ".join(f"{k}={v}" for part in cert.get("issuer", ()) for k, v in part)
+        short = {"commonName": "CN", "organizationName": "O", "organizationalUnitName": "OU", "countryName": "C"}
+        subject = ", ".join(f"{short.get(k, k)}={v}" for part in cert.get("subject", ()) for k, v in part)
+        issuer = ", ".join(f"{short.get(k, k)}={v}" for part in cert.get("issuer", ()) for k, v in part)
         version = ssl_object.version() or "TLS"
         return f"{subject} (issued by {issuer}, {version})" if subject else version
 

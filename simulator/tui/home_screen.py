@@ -53,7 +53,6 @@ class HomeScreen(Screen[None]):
         lang = self.lang
         self._bindings = localized_bindings(HOME_KEYS, lang)
         self.refresh_bindings()
-        self.title = t("app_title", lang)
         self.query_one("#home-title", Static).update(t("home_title", lang))
         self.query_one("#sandbox", Button).label = t("home_sandbox", lang)
         self.query_one("#tools", Button).label = t("home_tools", lang)

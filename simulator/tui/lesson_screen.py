@@ -57,6 +57,7 @@ class LessonScreen(Screen[None]):
     def __init__(self, lesson: Lesson, extra_dirs: list[Path] | None = None) -> None:
         super().__init__()
         self.lesson = lesson
+        self.title = lesson.title
         self.extra_dirs = extra_dirs or []
         self.run: LessonRun | None = None
         self.endpoints: Endpoints | None = None
@@ -65,6 +66,7 @@ class LessonScreen(Screen[None]):
         self.shown_step: str | None = None
         self.following: str | None = None  # session id of an external session being followed
         self.last_exchange: Any = None
+        self._held_lines: list[Any] = []
 
     @property
     def lang(self) -> str:
@@ -90,7 +92,6 @@ class LessonScreen(Screen[None]):
 
     async def on_mount(self) -> None:
         self._bindings = localized_bindings(LESSON_KEYS, self.lang)
-        self.title = self.lesson.title
         await self.start()
 
     async def start(self) -> None:
@@ -208,10 +209,24 @@ class LessonScreen(Screen[None]):
     # --- external sessions (watch mode) ------------------------------------------------------
 
     def external_line(self, line: Any) -> None:
-        """A line of any session on our servers; sessions not ours are followed and checked."""
+        """A line of any session on our servers; sessions not ours are followed and checked.
+
+        The server may report our own connection before our side knows its port: such lines
+        wait until it does (or are dropped as ours).
+        """
         conversation = self.console.conversation
         own_port = conversation.local_port if conversation is not None else None
-        if own_port is not None and line.peer.endswith(f":{own_port}"):
+        if own_port is None:
+            self._held_lines.append(line)
+            return
+        if self._held_lines:
+            held, self._held_lines = self._held_lines, []
+            for earlier in held:
+                self._follow(earlier, own_port)
+        self._follow(line, own_port)
+
+    def _follow(self, line: Any, own_port: int) -> None:
+        if line.peer.endswith(f":{own_port}"):
             return
         run = self.run
         if run is None:

@@ -28,6 +28,7 @@ SANDBOX_KEYS = [
 class SandboxScreen(Screen[None]):
     def __init__(self, persona: str = "rfc") -> None:
         super().__init__()
+        self.title = t("sandbox_title", self.app.lang)  # type: ignore[attr-defined]
         self.persona = persona
         self.profile: Any = None
         self.endpoints: Any = None
@@ -53,7 +54,6 @@ class SandboxScreen(Screen[None]):
 
     async def on_mount(self) -> None:
         self._bindings = localized_bindings(SANDBOX_KEYS, self.lang)
-        self.title = t("sandbox_title", self.lang)
         await self.start(self.persona)
 
     async def start(self, persona: str) -> None:

@@ -21,9 +21,15 @@ EVENT_STYLE = "italic magenta"
 EXTERNAL_STYLE = "dim"
 
 
+#: Keys a focused Input would otherwise take for itself (ctrl+e is "end of line" there).
+PRIORITY_KEYS = {"ctrl+e", "ctrl+o", "ctrl+n", "ctrl+r", "ctrl+l", "ctrl+t"}
+
+
 def localized_bindings(keys: Iterable[tuple[str, str, str, bool]], lang: str) -> BindingsMap:
     """(key, action, ui string key, show in footer) -> bindings with descriptions in `lang`."""
-    return BindingsMap([Binding(key, action, t(label, lang), show=show) for key, action, label, show in keys])
+    return BindingsMap(
+        [Binding(key, action, t(label, lang), show=show, priority=key in PRIORITY_KEYS) for key, action, label, show in keys]
+    )
 
 
 class Transcript(RichLog):

@@ -1,0 +1,263 @@
+"""The Textual TUI driven with Pilot: lessons typed key by key against the embedded servers."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+
+import pytest
+
+from simulator.course.patterns import RuntimeValues, render_solution
+from simulator.engine.session import Expect
+from simulator.tui.home_screen import HomeScreen
+from simulator.tui.lesson_screen import LessonScreen
+from simulator.tui.sandbox_screen import SandboxScreen
+from simulator.tui.tools import ReferenceScreen, ToolsScreen
+from tui_helpers import check_snapshot, make_app, open_lesson, send_line, type_text, wait_for
+
+pytestmark = pytest.mark.timeout(120)
+
+
+async def solve_by_typing(pilot, screen: LessonScreen) -> None:
+    """Type every step's reference solution, as a learner would, and check each step completes."""
+    run = screen.run
+    for step in screen.lesson.steps:
+        if run.current is None or run.current.step is not step:
+            continue
+        for raw in step.solution:
+            if raw.startswith("@connect"):
+                await pilot.press("ctrl+o")
+                await wait_for(pilot, lambda: screen.console.protocol == raw.split()[1])
+                await wait_for(pilot, lambda: screen.console.session.greeting is not None)
+                continue
+            if run.current is None or run.current.step is not step:
+                break
+            runtime = RuntimeValues(apop_timestamp=getattr(screen.console.session, "apop_timestamp", "") or "")
+            await send_line(pilot, screen, render_solution(raw, run.variables, runtime))
+        await wait_for(pilot, lambda: run.current is None or run.current.step is not step)
+
+
+async def test_home_lists_tracks_and_lessons(tmp_path):
+    app = make_app(tmp_path)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await pilot.pause()
+        assert isinstance(app.screen, HomeScreen)
+        options = app.screen.query_one("#lessons")
+        titles = [options.get_option_at_index(i).prompt for i in range(options.option_count)]
+        assert any("First contact" in str(t) for t in titles)
+        assert any("Say hello" in str(t) for t in titles)
+
+
+async def test_complete_the_first_smtp_lesson_by_typing(tmp_path):
+    app = make_app(tmp_path)
+    async with app.run_test(size=(100, 30)) as pilot:
+        screen = await open_lesson(pilot, app, "smtp-hello")
+        await solve_by_typing(pilot, screen)
+        assert screen.run.finished
+        assert "Lesson complete" in str(screen.query_one("#step-title").render())
+        # progress is saved atomically as steps complete
+        assert app.progress.is_complete(screen.lesson)
+        lines = screen.console.transcript.plain_lines
+        assert any(line.startswith("› EHLO") for line in lines) and any(line.startswith("‹ 250") for line in lines)
+        await app.action_quit()
+    saved = (tmp_path / "data" / "progress.json").read_text()
+    assert "smtp-hello" in saved
+    assert list((tmp_path / "data" / "attempts").glob("smtp-hello-*.json"))
+
+
+async def test_live_diagnostics_before_sending(tmp_path):
+    app = make_app(tmp_path)
+    async with app.run_test(size=(100, 30)) as pilot:
+        screen = await open_lesson(pilot, app, "smtp-hello")
+        screen.console.command.focus()
+        await type_text(pilot, "EHOL x")
+        await pilot.pause(0.1)
+        shown = str(screen.console.query_one(".diagnostics").render())
+        assert "EHLO" in shown and "✗" in shown
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: any(l.startswith("‹ 500") for l in screen.console.transcript.plain_lines))
+        explanation = str(screen.query_one("#explain").render())
+        assert "500" in explanation
+
+
+async def test_auth_login_with_the_base64_tool(tmp_path):
+    app = make_app(tmp_path)
+    async with app.run_test(size=(100, 30)) as pilot:
+        screen = await open_lesson(pilot, app, "auth-login-base64")
+        await send_line(pilot, screen, "helo sis")
+        await send_line(pilot, screen, "auth login")
+        assert screen.console.session.expecting == Expect.AUTH_RESPONSE
+        await pilot.press("f3")
+        await wait_for(pilot, lambda: isinstance(app.screen, ToolsScreen))
+        tools = app.screen
+        tools.query_one("#b64-text").focus()
+        await type_text(pilot, "learner@qq.com")
+        await pilot.pause(0.1)
+        assert str(tools.query_one("#b64-encoded").render()) == "bGVhcm5lckBxcS5jb20="
+        await pilot.click("#use-b64")
+        await wait_for(pilot, lambda: isinstance(app.screen, LessonScreen))
+        assert screen.console.command.value == "bGVhcm5lckBxcS5jb20="
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: any("UGFzc3dvcmQ6" in l for l in screen.console.transcript.plain_lines))
+        assert "› ***" in screen.console.transcript.plain_lines  # AUTH answers are never shown
+        assert "bGVhcm5lckBxcS5jb20=" not in "\n".join(screen.console.transcript.plain_lines)
+        explanation = str(screen.query_one("#explain").render())
+        assert "Password:" in explanation
+
+
+async def test_starttls_upgrades_the_same_connection(tmp_path):
+    app = make_app(tmp_path)
+    async with app.run_test(size=(120, 40)) as pilot:
+        app.action_sandbox()
+        await wait_for(pilot, lambda: isinstance(app.screen, SandboxScreen) and bool(app.screen.query("#smtp-console")))
+        screen = app.screen
+        smtp = screen.query_one("#smtp-console")
+        await wait_for(pilot, lambda: smtp.session is not None and smtp.session.greeting is not None)
+        await send_line(pilot, screen, "EHLO learner.example", smtp)
+        await send_line(pilot, screen, "STARTTLS", smtp)
+        await wait_for(pilot, lambda: smtp.session.tls_active)
+        assert any("TLS started" in line and "CN=" in line for line in smtp.transcript.plain_lines)
+        await send_line(pilot, screen, "EHLO learner.example", smtp)
+        assert not any("STARTTLS" in line for line in smtp.transcript.plain_lines[-12:])
+
+
+async def test_data_mode_editor_with_a_dot_stuffed_line(tmp_path):
+    app = make_app(tmp_path)
+    async with app.run_test(size=(100, 30)) as pilot:
+        app.action_sandbox()
+        await wait_for(pilot, lambda: isinstance(app.screen, SandboxScreen) and bool(app.screen.query("#smtp-console")))
+        screen = app.screen
+        smtp = screen.query_one("#smtp-console")
+        await wait_for(pilot, lambda: smtp.session is not None and smtp.session.greeting is not None)
+        for line in ("EHLO learner.example", "MAIL FROM:<alice@example.com>", "RCPT TO:<bob@example.com>", "DATA"):
+            await send_line(pilot, screen, line, smtp)
+        assert smtp.session.expecting == Expect.MESSAGE
+        # The editor opens from the lesson screen's Ctrl+E; here the sandbox console sends directly.
+        await smtp.send_message(["Subject: dots", "", "..a line that starts with a dot"])
+        await wait_for(pilot, lambda: smtp.session.messages_accepted == 1)
+        store = app.lab.store
+        (message,) = store.messages("bob@example.com")
+        assert store.read("bob@example.com", message.uid).endswith(b"\r\n\r\n.a line that starts with a dot\r\n")
+
+
+async def test_data_editor_screen_stuffs_dots(tmp_path):
+    app = make_app(tmp_path)
+    async with app.run_test(size=(100, 30)) as pilot:
+        screen = await open_lesson(pilot, app, "smtp-send-mail")
+        variables = screen.run.variables
+        for line in ("EHLO learner.example", f"MAIL FROM:<{variables['user']}>", f"RCPT TO:<{variables['to']}>", "DATA"):
+            await send_line(pilot, screen, line)
+        await pilot.press("ctrl+e")
+        from simulator.tui.dialogs import DataEditorScreen
+
+        await wait_for(pilot, lambda: isinstance(app.screen, DataEditorScreen))
+        editor = app.screen.query_one("#data-editor")
+        editor.text = "Subject: from the editor\n\n.hidden dot\nbye"
+        await pilot.pause(0.1)
+        assert "dot-stuffing" in str(app.screen.query_one("#data-notes").render())
+        await pilot.press("ctrl+s")
+        await wait_for(pilot, lambda: screen.console.session.messages_accepted == 1)
+        store = app.lab.store
+        (message,) = store.messages(variables["to"])
+        assert store.read(variables["to"], message.uid).endswith(b"\r\n\r\n.hidden dot\r\nbye\r\n")
+        assert any("..hidden dot" in line for line in screen.console.transcript.plain_lines)
+
+
+async def test_pop3_lesson_by_typing(tmp_path):
+    app = make_app(tmp_path)
+    async with app.run_test(size=(100, 30)) as pilot:
+        screen = await open_lesson(pilot, app, "pop3-login-retr")
+        assert screen.console.protocol == "pop3"
+        await solve_by_typing(pilot, screen)
+        assert screen.run.finished
+
+
+async def test_watch_mode_follows_an_external_session(tmp_path):
+    app = make_app(tmp_path)
+    async with app.run_test(size=(100, 30)) as pilot:
+        screen = await open_lesson(pilot, app, "smtp-hello")
+        port = screen.endpoints.smtp
+        await pilot.press("f6")
+        from simulator.tui.dialogs import WatchScreen
+
+        await wait_for(pilot, lambda: isinstance(app.screen, WatchScreen))
+        assert f"telnet 127.0.0.1 {port}" in str(app.screen.query_one("#watch-commands").render())
+        await pilot.press("escape")
+
+        def telnet_session() -> None:
+            with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+                sock.recv(1024)
+                sock.sendall(b"EHLO telnet.example\r\n")
+                sock.recv(4096)
+
+        await asyncio.to_thread(telnet_session)
+        await wait_for(pilot, lambda: any("› EHLO telnet.example" in l for l in screen.console.transcript.plain_lines))
+        external = [l for l in screen.console.transcript.plain_lines if l.startswith("[127.0.0.1:")]
+        assert any("EHLO telnet.example" in l for l in external) and any("‹ 250" in l for l in external)
+        assert screen.run.session.esmtp  # the lesson's checks saw the external EHLO
+
+
+async def test_switching_to_chinese(tmp_path):
+    app = make_app(tmp_path)
+    async with app.run_test(size=(100, 30)) as pilot:
+        screen = await open_lesson(pilot, app, "smtp-hello")
+        await pilot.press("ctrl+l")
+        await pilot.pause(0.2)
+        assert app.lang == "zh"
+        assert screen.lesson.language == "zh"
+        assert "步" in str(screen.query_one("#step-title").render())
+        footer_keys = {b.description for b in screen._bindings.key_to_bindings.get("f2", [])}
+        assert footer_keys == {"提示"}
+        await send_line(pilot, screen, "NOOP")
+        assert "肯定" in str(screen.query_one("#explain").render()) or "成功" in str(screen.query_one("#explain").render())
+
+
+async def test_reconnect_after_the_server_drops(tmp_path):
+    app = make_app(tmp_path)
+    async with app.run_test(size=(100, 30)) as pilot:
+        screen = await open_lesson(pilot, app, "smtp-hello")
+        await send_line(pilot, screen, "QUIT")
+        await wait_for(pilot, lambda: not screen.console.conversation.connected)
+        assert any("Connection closed" in l and "Ctrl+R" in l for l in screen.console.transcript.plain_lines)
+        await pilot.press("ctrl+r")
+        await wait_for(pilot, lambda: screen.console.conversation.connected and screen.console.session.greeting is not None)
+        await send_line(pilot, screen, "NOOP")
+        replies = [l for l in screen.console.transcript.plain_lines if l.startswith("‹ ")]
+        assert replies[-1].startswith("‹ 250")
+
+
+async def test_server_down_is_explained(tmp_path):
+    app = make_app(tmp_path, remote_host="127.0.0.1", smtp_port=1, pop3_port=1)
+    async with app.run_test(size=(100, 30)) as pilot:
+        app.open_lesson("smtp-hello")
+        await wait_for(pilot, lambda: isinstance(app.screen, LessonScreen) and bool(app.screen.query("Console")))
+        screen = app.screen
+        await wait_for(pilot, lambda: any("Cannot connect" in l for l in screen.console.transcript.plain_lines))
+
+
+async def test_reference_is_searchable_in_both_languages(tmp_path):
+    app = make_app(tmp_path)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await pilot.press("f4")
+        await wait_for(pilot, lambda: isinstance(app.screen, ReferenceScreen))
+        await type_text(pilot, "550")
+        await pilot.pause(0.1)
+        assert "550" in str(app.screen.query_one("#reference-detail").render())
+
+
+@pytest.mark.parametrize("size", [(80, 24), (120, 40)])
+async def test_snapshots(tmp_path, size):
+    app = make_app(tmp_path)
+    width, height = size
+    async with app.run_test(size=size) as pilot:
+        await pilot.pause(0.2)
+        check_snapshot(app, f"home-{width}x{height}")
+        screen = await open_lesson(pilot, app, "smtp-hello")
+        await send_line(pilot, screen, "EHLO learner.example")
+        await pilot.pause(0.3)
+        check_snapshot(app, f"lesson-{width}x{height}")
+        await pilot.press("f3")
+        await wait_for(pilot, lambda: isinstance(app.screen, ToolsScreen))
+        await pilot.pause(0.2)
+        check_snapshot(app, f"tools-{width}x{height}")

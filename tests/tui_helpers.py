@@ -1,0 +1,84 @@
+"""Helpers for driving the maillab TUI with Textual's Pilot."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from pathlib import Path
+from typing import Any, Callable
+
+from simulator.tui.app import MaillabApp
+from simulator.tui.lesson_screen import LessonScreen
+
+SNAPSHOTS = Path(__file__).with_name("snapshots")
+
+
+def make_app(tmp_path: Path, lang: str = "en", **options: Any) -> MaillabApp:
+    return MaillabApp(data_dir=tmp_path / "data", lang=lang, **options)
+
+
+async def wait_for(pilot: Any, condition: Callable[[], bool], timeout: float = 10.0) -> None:
+    """Let the app run until `condition()` holds (network replies arrive asynchronously)."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not condition():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError("timed out waiting for the TUI")
+        await pilot.pause(0.05)
+
+
+async def type_text(pilot: Any, text: str) -> None:
+    keys = ["space" if ch == " " else ch for ch in text]
+    await pilot.press(*keys)
+
+
+async def open_lesson(pilot: Any, app: MaillabApp, lesson_id: str) -> LessonScreen:
+    app.open_lesson(lesson_id)
+    await wait_for(pilot, lambda: isinstance(app.screen, LessonScreen) and app.screen.run is not None and bool(app.screen.query("Console")))
+    screen = app.screen
+    assert isinstance(screen, LessonScreen)
+    await wait_for(pilot, lambda: screen.console.conversation is not None and screen.console.conversation.connected)
+    await wait_for(pilot, lambda: screen.console.session.greeting is not None)
+    return screen
+
+
+async def send_line(pilot: Any, screen: Any, line: str, console: Any = None) -> None:
+    """Type a line into the console's command input and press Enter; wait for the answer."""
+    console = console or screen.console
+    console.command.focus()
+    await pilot.pause()
+    before = len(console.session.history) if console.session is not None else 0
+    expects_reply = True
+    console.command.value = ""
+    await type_text(pilot, line)
+    await pilot.press("enter")
+    session = console.session
+    from simulator.engine.session import Expect
+
+    if session.data_mode if hasattr(session, "data_mode") else False:
+        expects_reply = line == "."
+    if expects_reply:
+        await wait_for(pilot, lambda: len(console.session.history) > before or console.session.closed)
+
+
+def normalize_svg(svg: str) -> str:
+    """Remove what changes between runs: generated ids, ports, paths and times."""
+    svg = re.sub(r"terminal-\d+", "terminal", svg)
+    svg = re.sub(r"127\.0\.0\.1:\d{4,5}", "127.0.0.1:PORT", svg)
+    svg = re.sub(r"127\.0\.0\.1&#160;\d{4,5}", "127.0.0.1 PORT", svg)
+    return svg
+
+
+def check_snapshot(app: MaillabApp, name: str) -> None:
+    """Compare an SVG screenshot with tests/snapshots/NAME.svg (MAILLAB_UPDATE_SNAPSHOTS=1 rewrites)."""
+    import os
+
+    svg = normalize_svg(app.export_screenshot(title="maillab"))
+    path = SNAPSHOTS / f"{name}.svg"
+    if os.environ.get("MAILLAB_UPDATE_SNAPSHOTS") or not path.exists():
+        path.write_text(svg, encoding="utf-8")
+        if not os.environ.get("MAILLAB_UPDATE_SNAPSHOTS"):
+            return
+    expected = path.read_text(encoding="utf-8")
+    if svg != expected:
+        (SNAPSHOTS / f"{name}.actual.svg").write_text(svg, encoding="utf-8")
+        raise AssertionError(f"snapshot {name} differs (see tests/snapshots/{name}.actual.svg; MAILLAB_UPDATE_SNAPSHOTS=1 to accept)")
