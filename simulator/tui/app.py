@@ -9,16 +9,13 @@ from typing import Any
 from textual.app import App
 from textual.command import Hit, Hits, Provider
 
-from simulator.course.catalog import load_catalog
+from simulator.course.catalog import load_index
 from simulator.course.progress import Progress
 
 from .dialogs import HelpScreen
 from .home_screen import HomeScreen
 from .lab import Lab
-from .lesson_screen import LessonScreen
-from .sandbox_screen import SandboxScreen
 from .strings import t
-from .tools import ReferenceScreen, ToolsScreen
 from .widgets import localized_bindings
 
 APP_KEYS = [
@@ -37,8 +34,8 @@ class LessonCommands(Provider):
     async def search(self, query: str) -> Hits:
         app: Any = self.app
         matcher = self.matcher(query)
-        for lesson_id, versions in app.catalog.lessons.items():
-            lesson = versions.get(app.lang) or next(iter(versions.values()))
+        for lesson_id in app.catalog.lessons:
+            lesson = app.catalog.get(lesson_id, app.lang)
             text = f"{lesson.title} ({lesson.id})"
             score = matcher.match(text)
             if score > 0:
@@ -72,7 +69,7 @@ class MaillabApp(App[None]):
         self.login = login
         self.lab = Lab(data_dir, remote_host=remote_host, remote_smtp=smtp_port, remote_pop3=pop3_port)
         self.progress = Progress.load(data_dir / "progress.json")
-        self.catalog = load_catalog(self.lessons_dirs)
+        self.catalog = load_index(self.lessons_dirs)
         self.title = t("app_title", lang)
 
     def on_mount(self) -> None:
@@ -81,21 +78,34 @@ class MaillabApp(App[None]):
         self.lab.deliver = lambda callback, item: loop.call_soon_threadsafe(callback, item)
         self._bindings = localized_bindings(APP_KEYS, self.lang)
         self.push_screen(HomeScreen())
+        # After the first screen is up (not during start-up, where it would compete for the CPU).
+        self.set_timer(1.0, lambda: self.run_worker(self._warm_up, thread=True, exclusive=False))
+
+    def _warm_up(self) -> None:
+        """Import the lesson machinery while the learner reads the home screen."""
+        from . import lesson_screen, sandbox_screen, tools  # noqa: F401
 
     # --- navigation ----------------------------------------------------------------------------
 
     def open_lesson(self, lesson_id: str) -> None:
-        lesson = self.catalog.get(lesson_id, self.lang)
+        from .lesson_screen import LessonScreen
+
+        lesson = self.catalog.load(lesson_id, self.lang)
         if lesson is not None:
             self.push_screen(LessonScreen(lesson, self.lessons_dirs))
+        else:
+            self.notify(t("home_lesson_errors", self.lang, count=len(self.catalog.errors)), severity="error")
 
     def add_lessons_folder(self, path: Path) -> int:
         before = set(self.catalog.lessons)
         self.lessons_dirs.append(path)
-        self.catalog = load_catalog(self.lessons_dirs)
+        self.catalog = load_index(self.lessons_dirs)
         return len(set(self.catalog.lessons) - before)
 
     def action_sandbox(self) -> None:
+        from .lesson_screen import LessonScreen
+        from .sandbox_screen import SandboxScreen
+
         if not isinstance(self.screen, (SandboxScreen, LessonScreen)):
             self.push_screen(SandboxScreen())
 
@@ -103,6 +113,8 @@ class MaillabApp(App[None]):
         self.push_screen(HelpScreen(self.lang))
 
     def action_tools(self) -> None:
+        from .tools import ToolsScreen
+
         if isinstance(self.screen, ToolsScreen):
             return
         target = self.screen
@@ -127,6 +139,8 @@ class MaillabApp(App[None]):
         return (focused or consoles or [None])[0]
 
     def action_reference(self) -> None:
+        from .tools import ReferenceScreen
+
         if not isinstance(self.screen, ReferenceScreen):
             self.push_screen(ReferenceScreen(self.lang))
 
@@ -134,9 +148,11 @@ class MaillabApp(App[None]):
         self.lang = "zh" if self.lang == "en" else "en"
         self._bindings = localized_bindings(APP_KEYS, self.lang)
         self.title = t("app_title", self.lang)
+        from .lesson_screen import LessonScreen
+
         for screen in self.screen_stack:
             if isinstance(screen, LessonScreen):
-                other = self.catalog.get(screen.lesson.id, self.lang)
+                other = self.catalog.load(screen.lesson.id, self.lang)
                 if other is not None and other is not screen.lesson and screen.run is not None:
                     screen.lesson = other
                     screen.run.lesson = other
@@ -156,7 +172,7 @@ class MaillabApp(App[None]):
 
     async def action_quit(self) -> None:
         for screen in list(self.screen_stack):
-            if isinstance(screen, LessonScreen):
+            if hasattr(screen, "leave"):
                 await screen.leave()
         await asyncio.to_thread(self.lab.stop)
         await asyncio.to_thread(self.progress.save)

@@ -6,6 +6,7 @@ Used once by the lesson screen and twice (SMTP and POP3) by the sandbox. It owns
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from textual.app import ComposeResult
@@ -42,6 +43,7 @@ class Console(Vertical):
         self.profile: Profile | None = None
         self.conversation: Conversation | None = None
         self.last_diagnostics: list[Any] = []
+        self.submitted_at = 0.0  # when Enter was handled (for the latency benchmark)
 
     def compose(self) -> ComposeResult:
         yield Transcript(classes="transcript")
@@ -156,6 +158,7 @@ class Console(Vertical):
             self.query_one(".diagnostics", Static).update(t("lesson_strict_refused", self.lang, message=errors[0].message))
             return
         self.command.value = ""
+        self.submitted_at = time.perf_counter()
         await self.send(line, diagnostics)
 
     async def send(self, line: str, diagnostics: list[Any] | None = None) -> None:

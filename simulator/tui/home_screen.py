@@ -82,12 +82,13 @@ class HomeScreen(Screen[None]):
                 lesson = app.catalog.get(lesson_id, lang)
                 if lesson is None:
                     continue
-                done = len(app.progress.completed(lesson))
-                total = len(lesson.steps)
-                state = t("home_done", lang) if done >= total else t("home_steps", lang, done=done, total=total)
+                entry = app.progress.entries().get(lesson.id, {})
+                done, total = len(entry.get("completed", [])), entry.get("total", 0)
+                finished = bool(total) and done >= total
+                state = t("home_done", lang) if finished else t("home_steps", lang, done=done, total=total) if done else ""
                 minutes = t("home_minutes", lang, minutes=lesson.minutes)
-                mark = "✔" if done >= total else "…" if done else " "
-                options.add_option(Option(f"{mark} {lesson.title}  · {minutes} · {state}", id=lesson.id))
+                mark = "✔" if finished else "…" if done else " "
+                options.add_option(Option(f"{mark} {lesson.title}  · {minutes}" + (f" · {state}" if state else ""), id=lesson.id))
         if highlighted is not None and highlighted < options.option_count:
             options.highlighted = highlighted
 

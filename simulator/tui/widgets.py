@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any, Iterable
 
 from rich.text import Text
@@ -66,6 +67,8 @@ class Transcript(RichLog):
 class ExplanationPane(Static):
     """Explains the last reply and shows the session state and what may be sent next."""
 
+    shown_at = 0.0  # when the last explanation was put on screen (for the latency benchmark)
+
     def show(
         self,
         lang: str,
@@ -86,6 +89,7 @@ class ExplanationPane(Static):
             parts.append(f"{t('lesson_instructor_note', lang)}: {note}")
         parts.append(state_summary(session, lang))
         self.update(Text("\n\n".join(parts)))
+        self.shown_at = time.perf_counter()
 
 
 def state_summary(session: SMTPSession | POP3Session, lang: str) -> str:

@@ -1,0 +1,363 @@
+"""What the SMTP and POP3 line checks share: the diagnostic collector, the server's own
+AUTH decoding, the credential check, fault scripts and "did you mean ...?".
+
+Every decision here is the server's decision made with the server's own pure functions
+(`mockservers.sasl`, `mockservers.faults`, the persona's `Profile`), so the validator predicts the
+mock servers instead of guessing; see docs/ARCHITECTURE.md.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import re
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable
+
+from mockservers import sasl
+from mockservers.faults import FaultAction, FaultScript
+from mockservers.profile import Account, Profile
+
+from .diagnostics import Diagnostic, Severity, make
+from .knowledge import Lang
+
+#: Where the validator assumes the learner connects from (fault rules may name a client).
+DEFAULT_CLIENT_IP = "127.0.0.1"
+
+
+def common_values(client_ip: str = DEFAULT_CLIENT_IP) -> dict[str, Any]:
+    """Placeholders any reply may use that only the live session knows ({session}, {date} ...)."""
+    now = int(time.time())
+    return {"client_ip": client_ip, "session": "0a1b2c3d", "date": email.utils.formatdate(now, localtime=True), "epoch": now}
+
+
+def is_refusal(code: str | None) -> bool:
+    """True for a code that means "no": SMTP 4xx/5xx, POP3 -ERR."""
+    return bool(code) and (code[0] in "45" or code == "-ERR")  # type: ignore[index]
+
+
+class LineCheck:
+    """Collects the diagnostics of one line; subclasses know one protocol."""
+
+    protocol = "?"
+
+    def __init__(self, line: str, session: Any, profile: Profile, lang: Lang, client_ip: str) -> None:
+        self.line = line
+        self.session = session
+        self.profile = profile
+        self.lang = lang
+        self.client_ip = client_ip
+        self.found: list[Diagnostic] = []
+
+    # --- rendering replies (subclasses) --------------------------------------------------------
+
+    def render(self, key: str, values: dict[str, Any]) -> list[str]:
+        raise NotImplementedError
+
+    def code_of(self, reply: list[str] | tuple[str, ...]) -> str:
+        raise NotImplementedError
+
+    # --- collecting ----------------------------------------------------------------------------
+
+    def add(
+        self,
+        diagnostic_id: str,
+        severity: Severity,
+        key: str | None = None,
+        *,
+        suggestion: str | None = None,
+        reply: list[str] | tuple[str, ...] | None = None,
+        reply_values: dict[str, Any] | None = None,
+        **values: Any,
+    ) -> Diagnostic:
+        """Record a diagnostic; `key` names the profile reply the server will send for it."""
+        lines: tuple[str, ...] = ()
+        if reply is not None:
+            lines = tuple(reply)
+        elif key is not None:
+            lines = tuple(self.render(key, reply_values or {}))
+        code = self.code_of(lines) if lines else None
+        if severity == "error" and lines and not is_refusal(code):
+            severity = "warning"  # this persona answers the mistake with a success reply
+        diagnostic = make(diagnostic_id, severity, self.lang, suggestion=suggestion, code=code, reply=lines, **values)
+        self.found.append(diagnostic)
+        return diagnostic
+
+    @property
+    def decided(self) -> bool:
+        """True once a diagnostic carries the server's refusal (later checks only add advice)."""
+        return any(is_refusal(d.code) for d in self.found)
+
+    # --- faults --------------------------------------------------------------------------------
+
+    def fault(self, command: str, argument: str) -> FaultAction | None:
+        """The instructor's fault rule that fires for this command, replaying the session so far."""
+        if not self.profile.faults:
+            return None
+        return replay_faults(self, command, argument)
+
+    def server_verb(self, text: str) -> tuple[str, str] | None:
+        """(VERB, argument) as the server dispatches a history line; None when it is not dispatched."""
+        raise NotImplementedError
+
+    def account_now(self) -> str | None:
+        raise NotImplementedError
+
+    def apply_fault(self, action: FaultAction, command: str) -> bool:
+        """Report a scripted fault; True when it replaces the server's normal answer."""
+        if action.reply:
+            reply = self.render_fault(action.reply)
+            code = self.code_of(reply)
+            self.add("scripted-fault", "error" if is_refusal(code) else "info", reply=reply, command=command)
+            return True
+        if action.drop:
+            self.add("scripted-drop", "error", command=command)
+            return True
+        self.add("scripted-delay", "info", command=command, seconds=f"{action.delay:g}")
+        return False
+
+    def render_fault(self, lines: tuple[str, ...]) -> list[str]:
+        return list(lines)
+
+
+def replay_faults(check: LineCheck, command: str, argument: str) -> FaultAction | None:
+    """Count every rule over the session's history exactly as the server did, then match this line."""
+    profile = check.profile
+    script = FaultScript(tuple(profile.faults), profile.seed)
+    counter = script.new_counter()
+    protocol = check.protocol
+    ip = check.client_ip
+    account: str | None = None
+    recipients: list[str] = []
+    for exchange in check.session.history:
+        if exchange.kind == "greeting":
+            script.match(counter, protocol, "CONNECT", "", account=None, client=ip)
+            continue
+        code = _code_of_reply(exchange.reply)
+        if exchange.kind in ("command", "bdat") and exchange.sent is not None:
+            parsed = check.server_verb(exchange.sent)
+            if parsed is None:
+                continue
+            verb, arg = parsed
+            script.match(counter, protocol, verb, arg, account=account, client=ip)
+            if verb == "STARTTLS" and code == "220":
+                account = None
+            elif verb == "STLS" and code == "+OK":
+                account = None
+            elif verb == "MAIL" and code == "250":
+                recipients = []
+            elif verb == "RCPT" and code[:1] == "2":
+                recipients.append(_path_of(arg))
+            elif verb in ("PASS", "APOP") and code == "+OK":
+                account = check.account_now()
+            elif verb == "AUTH" and code in ("235", "+OK"):
+                account = check.account_now()
+        elif exchange.kind == "auth-response" and code in ("235", "+OK"):
+            account = check.account_now()
+        elif exchange.kind == "end-of-data":
+            script.match(counter, protocol, "DATA-END", " ".join(recipients), account=account, client=ip)
+            recipients = []
+    return script.match(counter, protocol, command, argument, account=check.account_now(), client=ip)
+
+
+def _code_of_reply(reply: Any) -> str:
+    code = getattr(reply, "code", None)
+    if isinstance(code, str):
+        return code
+    indicator = getattr(reply, "indicator", None)
+    return indicator or ""
+
+
+def _path_of(argument: str) -> str:
+    match = re.search(r"<([^>]*)>", argument)
+    if match:
+        return match.group(1).lower()
+    return argument.partition(":")[2].strip().split(" ")[0].lower()
+
+
+# --- AUTH: the server's decoding of one client line ---------------------------------------------
+
+
+@dataclass
+class SaslOutcome:
+    """What the server does with one line of an AUTH exchange (or the initial response)."""
+
+    kind: str  # "challenge", "credentials", "error"
+    key: str = ""  # profile reply key for "challenge" and "error"
+    diagnostic: str = ""  # diagnostic id explaining an "error"
+    values: dict[str, Any] = field(default_factory=dict)
+    user: str | None = None
+    check: Callable[[str], bool] | None = None
+    decoded: bytes | None = None
+
+
+def sasl_respond(mechanism: str, line: str, *, username: str | None, challenge: str | None) -> SaslOutcome:
+    """mockservers.auth.SASLExchange.respond, decision for decision, without Twisted."""
+    if line.strip() == "*":
+        return SaslOutcome("error", "auth_aborted", "auth-cancel")
+    try:
+        decoded = sasl.b64decode_strict(line)
+    except sasl.SASLError:
+        return SaslOutcome("error", "auth_bad_base64", "auth-not-base64")
+    if mechanism == "PLAIN":
+        try:
+            authzid, user, password = sasl.parse_plain(decoded)
+        except sasl.SASLError as problem:
+            return _malformed(_plain_problem(decoded), problem, decoded)
+        if authzid and authzid.lower() != user.lower():
+            return _malformed("auth-plain-authzid", "authorization identity differs from the user", decoded)
+        return SaslOutcome("credentials", user=user, check=lambda secret: secret == password, decoded=decoded)
+    if mechanism == "LOGIN":
+        try:
+            text = decoded.decode("utf-8")
+        except UnicodeDecodeError:
+            return _malformed("auth-not-utf8", "decoded text is not UTF-8", decoded)
+        if username is None:
+            if not text:
+                return _malformed("auth-empty-user", "empty user name", decoded)
+            return SaslOutcome("challenge", "auth_password_prompt", user=text, decoded=decoded)
+        return SaslOutcome("credentials", user=username, check=lambda secret: secret == text, decoded=decoded)
+    # CRAM-MD5
+    try:
+        user, digest = sasl.parse_cram_md5(decoded)
+    except sasl.SASLError as problem:
+        return _malformed("auth-cram-format", problem, decoded)
+    signed = (challenge or "").encode("utf-8")
+    return SaslOutcome(
+        "credentials", user=user, check=lambda secret: sasl.cram_md5_digest(secret, signed) == digest, decoded=decoded
+    )
+
+
+def _plain_problem(decoded: bytes) -> str:
+    parts = decoded.split(b"\0")
+    if len(parts) == 3 and not parts[1]:
+        return "auth-plain-empty-user"
+    if len(parts) == 3:
+        return "auth-not-utf8"
+    return "auth-plain-no-nul"
+
+
+def _malformed(diagnostic: str, reason: object, decoded: bytes) -> SaslOutcome:
+    return SaslOutcome("error", "auth_malformed", diagnostic, {"reason": str(reason)}, decoded=decoded)
+
+
+#: SASL mechanisms the mock servers can run (others are advertised by some personas but answer 504).
+IMPLEMENTED_MECHANISMS = ("PLAIN", "LOGIN", "CRAM-MD5")
+
+
+def sasl_start(mechanism: str, initial: str | None, challenge: str | None) -> SaslOutcome:
+    """mockservers.auth.SASLExchange.start: the reply to `AUTH mechanism [initial-response]`."""
+    if mechanism == "PLAIN":
+        if initial is None:
+            return SaslOutcome("challenge", "auth_plain_prompt")
+        return sasl_respond("PLAIN", initial, username=None, challenge=None)
+    if mechanism == "LOGIN":
+        if initial is not None and initial.strip() not in ("", "="):
+            return sasl_respond("LOGIN", initial, username=None, challenge=None)
+        return SaslOutcome("challenge", "auth_username_prompt")
+    if mechanism == "CRAM-MD5":
+        if initial is not None:
+            return SaslOutcome(
+                "error", "auth_malformed", "auth-cram-initial", {"reason": "CRAM-MD5 takes no initial response"}
+            )
+        return SaslOutcome("challenge", "auth_cram_challenge")
+    return SaslOutcome("error", "auth_unknown_mechanism", "auth-mechanism-unsupported", {"mechanism": mechanism})
+
+
+@dataclass(frozen=True)
+class LoginVerdict:
+    ok: bool
+    diagnostic: str = ""  # "auth-unknown-user", "auth-web-password", "auth-wrong-secret"
+    account: Account | None = None
+
+
+def check_login(profile: Profile, user: str, check: Callable[[str], bool]) -> LoginVerdict:
+    """mockservers.auth.AccountChecker: who may log in with what."""
+    account = profile.find_account(user)
+    if profile.quirks.accept_any_secret:
+        return LoginVerdict(True, account=account)
+    if account is not None and check(account.secret):
+        return LoginVerdict(True, account=account)
+    if account is None:
+        return LoginVerdict(False, "auth-unknown-user")
+    if account.password and check(account.password):
+        return LoginVerdict(False, "auth-web-password", account)
+    return LoginVerdict(False, "auth-wrong-secret", account)
+
+
+def logged_in_address(profile: Profile, user: str | None) -> str | None:
+    """The address the server keeps after a login as `user` (None when it cannot know)."""
+    if not user:
+        return None
+    account = profile.find_account(user)
+    if account is not None:
+        return account.address
+    return user.strip().lower() if profile.quirks.accept_any_secret else None
+
+
+def describe_decoded(decoded: bytes | None) -> str:
+    """Decoded AUTH bytes for a sentence: printable, NUL shown as \\0."""
+    if decoded is None:
+        return ""
+    text = decoded.decode("utf-8", "replace")
+    out = []
+    for char in text:
+        if char == "\0":
+            out.append("\\0")
+        elif ord(char) < 32 or ord(char) == 127:
+            out.append(f"\\x{ord(char):02x}")
+        else:
+            out.append(char)
+    return "".join(out)
+
+
+def has_control_characters(decoded: bytes) -> bool:
+    try:
+        text = decoded.decode("utf-8")
+    except UnicodeDecodeError:
+        return True
+    return any((ord(c) < 32 and c not in "\0") or ord(c) == 127 or c == "\ufffd" for c in text)
+
+
+# --- "did you mean ...?" --------------------------------------------------------------------------
+
+
+def edit_distance(a: str, b: str) -> int:
+    """Optimal string alignment distance: insertions, deletions, substitutions, adjacent swaps."""
+    rows = [[0] * (len(b) + 1) for _ in range(len(a) + 1)]
+    for i in range(len(a) + 1):
+        rows[i][0] = i
+    for j in range(len(b) + 1):
+        rows[0][j] = j
+    for i in range(1, len(a) + 1):
+        for j in range(1, len(b) + 1):
+            cost = 0 if a[i - 1] == b[j - 1] else 1
+            rows[i][j] = min(rows[i - 1][j] + 1, rows[i][j - 1] + 1, rows[i - 1][j - 1] + cost)
+            if i > 1 and j > 1 and a[i - 1] == b[j - 2] and a[i - 2] == b[j - 1]:
+                rows[i][j] = min(rows[i][j], rows[i - 2][j - 2] + 1)
+    return rows[-1][-1]
+
+
+def nearest_verb(typed: str, candidates: Iterable[str]) -> str | None:
+    """The known verb closest to a mistyped one (EHOL -> EHLO), or None when nothing is close."""
+    word = typed.upper()
+    if not word:
+        return None
+    best: tuple[int, int, str] | None = None
+    for rank, verb in enumerate(candidates):
+        distance = edit_distance(word, verb)
+        if sorted(word) == sorted(verb):
+            distance = min(distance, 1)  # the right letters in the wrong order
+        limit = 1 if len(verb) <= 3 or len(word) <= 3 else 2
+        if distance <= limit and (best is None or (distance, rank) < best[:2]):
+            best = (distance, rank, verb)
+    return best[2] if best else None
+
+
+_B64_ALPHABET = re.compile(r"^[A-Za-z0-9+/]+={0,2}$")
+
+
+def looks_like_base64_text(text: str) -> bool:
+    """The decoded text is itself base64 (the learner encoded twice)."""
+    stripped = text.strip()
+    return len(stripped) >= 8 and len(stripped) % 4 == 0 and bool(_B64_ALPHABET.match(stripped))

@@ -1,0 +1,845 @@
+"""Check one SMTP line against the client-side session and the persona: the server's decisions.
+
+`SMTPCheck.run()` walks the same steps as `mockservers.smtp.SMTPSession` (line framing, verb
+dispatch, HELO gate, one method per verb, AUTH exchange, DATA text) and records a diagnostic at
+each step the line would fail or is merely non-standard. The first diagnostic that carries a
+refusal is the reply the server will send; the others are advice.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from mockservers.addresses import (
+    MAX_LOCAL_PART,
+    MAX_PATH,
+    AddressSyntaxError,
+    PathArgument,
+    is_domain,
+    is_mailbox,
+    parse_path,
+    split_keyword,
+)
+from mockservers.faults import SMTP_COMMANDS, POP3_COMMANDS
+from mockservers.parameters import mail_parameter_problem, rcpt_parameter_problem
+from mockservers.profile import render_smtp
+from mockservers.sasl import b64encode_text
+
+from .checks import (
+    IMPLEMENTED_MECHANISMS,
+    LineCheck,
+    check_login,
+    common_values,
+    describe_decoded,
+    has_control_characters,
+    logged_in_address,
+    looks_like_base64_text,
+    nearest_verb,
+    sasl_respond,
+    sasl_start,
+)
+from .data_checks import check_data_line
+from .diagnostics import secret_kind
+from .replies import looks_like_command
+
+#: Verbs the server answers before HELO/EHLO even when the persona requires a greeting first
+#: (mockservers.smtp._BEFORE_HELO).
+BEFORE_HELO = frozenset({"HELO", "EHLO", "NOOP", "RSET", "QUIT", "HELP", "VRFY", "EXPN", "TURN"})
+#: Verbs that take no argument; the server answers 501 to an argument.
+NO_ARGUMENT = ("RSET", "QUIT", "DATA")
+#: The order "did you mean" prefers when two verbs are equally close.
+VERB_ORDER = (
+    "EHLO", "HELO", "MAIL", "RCPT", "DATA", "QUIT", "RSET", "NOOP", "AUTH", "STARTTLS",
+    "VRFY", "EXPN", "HELP", "BDAT", "ETRN", "TURN", "ATRN",
+)
+#: Host names learners may copy; the suggestion for a bad HELO/EHLO argument.
+EXAMPLE_HELO = "client.example.com"
+
+_SYNTAX_WITH_EXAMPLE = {"MAIL": "MAIL FROM:<{address}>", "RCPT": "RCPT TO:<{address}>"}
+
+
+@dataclass
+class ServerEnvelope:
+    """The server's mail transaction as the client can reconstruct it."""
+
+    sender: str
+    params: dict[str, str | None]
+    recipients: list[str]  # unique, as the server keeps them
+    attempts: int  # RCPT commands that reached the address check
+    bdat_used: bool
+    bdat_failed: bool
+
+
+class SMTPCheck(LineCheck):
+    protocol = "smtp"
+
+    # --- rendering -----------------------------------------------------------------------------
+
+    def render(self, key: str, values: dict[str, Any]) -> list[str]:
+        if key not in self.profile.smtp_replies:
+            return []
+        return self.profile.smtp(key, **{**common_values(self.client_ip), **values})
+
+    def code_of(self, reply: list[str] | tuple[str, ...]) -> str:
+        return reply[-1][:3]
+
+    def render_fault(self, lines: tuple[str, ...]) -> list[str]:
+        return render_smtp(lines, self.profile.values(**common_values(self.client_ip)))
+
+    # --- the server's view of the session --------------------------------------------------------
+
+    @property
+    def policies(self) -> Any:
+        return self.profile.policies
+
+    @property
+    def tls(self) -> bool:
+        return bool(self.session.tls_active)
+
+    @property
+    def greeted(self) -> bool:
+        return self.session.helo_domain is not None
+
+    def account_now(self) -> str | None:
+        if not self.session.authenticated:
+            return None
+        return logged_in_address(self.profile, self.session.authenticated_user) or (
+            (self.session.authenticated_user or "").strip().lower() or None
+        )
+
+    @property
+    def extensions(self) -> frozenset[str]:
+        return self.profile.smtp_extensions(self.tls)
+
+    def strict(self) -> bool:
+        return bool(self.policies.strict_syntax)
+
+    def server_verb(self, text: str) -> tuple[str, str] | None:
+        if "\0" in text or len(text.encode("utf-8", "surrogateescape")) + 2 > self.policies.max_command_line:
+            return None
+        verb, _, argument = text.strip().partition(" ")
+        verb = verb.upper()
+        if not verb.isalpha() or verb not in SMTP_COMMANDS or verb in self.profile.quirks.smtp_unimplemented:
+            return None
+        return verb, argument.strip()
+
+    def envelope(self) -> ServerEnvelope | None:
+        session = self.session
+        if session.mail_from is None:
+            return None
+        recipients: list[str] = []
+        for address in session.recipients:
+            key = self.recipient_key(address)
+            if key not in recipients:
+                recipients.append(key)
+        attempts = 0
+        for exchange in reversed(session.history):
+            if exchange.kind != "command" or exchange.sent is None:
+                continue
+            parsed = self.server_verb(exchange.sent)
+            if parsed is None:
+                continue
+            verb, argument = parsed
+            if verb == "MAIL" and getattr(exchange.reply, "code", None) == "250":
+                break
+            if verb == "RCPT" and split_keyword(argument, "TO", strict=self.strict()) is not None:
+                attempts += 1
+        return ServerEnvelope(
+            sender=session.mail_from,
+            params=dict(session.mail_params),
+            recipients=recipients,
+            attempts=attempts,
+            # Without CHUNKING the server answered BDAT as an unknown command: no chunk was taken.
+            bdat_used=bool(session.bdat_open) and "CHUNKING" in self.extensions,
+            bdat_failed=bool(session.bdat_failed) and "CHUNKING" in self.extensions,
+        )
+
+    def recipient_key(self, address: str) -> str:
+        domain = address.rpartition("@")[2].lower()
+        if self.profile.is_local_domain(domain):
+            account = self.profile.find_account(address)
+            if account is not None:
+                return account.address
+        return address.lower()
+
+    # --- entry point ---------------------------------------------------------------------------
+
+    def run(self) -> None:
+        session = self.session
+        if session.closed:
+            self.add("session-closed", "error")
+            return
+        if session.tls_pending:
+            self.add("tls-handshake-pending", "error")
+            return
+        if getattr(session, "reversed", False):
+            self.add("session-reversed", "error")
+            return
+        if session.greeting is None:
+            self.add("spoke-before-greeting", "warning")
+        if session.data_mode:
+            check_data_line(self)
+            return
+        if session.bdat_remaining:
+            self.add("bdat-octets", "info", remaining=session.bdat_remaining)
+            return
+        if session.auth is not None and session.auth.awaiting_client:
+            self.auth_line()
+            return
+        self.command()
+
+    # --- a command line --------------------------------------------------------------------------
+
+    def command(self) -> None:
+        line = self.line
+        octets = len(line.encode("utf-8", "surrogateescape"))
+        limit = self.policies.max_command_line + self.length_allowance(line)
+        if octets + 2 > limit:
+            self.add("line-too-long", "error", "line_too_long", length=octets + 2, limit=limit)
+            return
+        if "\0" in line:
+            self.add("nul-character", "error", "bad_characters")
+            return
+        text = line.strip()
+        if line != line.lstrip() and text:
+            self.add("leading-space", "warning", suggestion=line.strip())
+        verb_token, _, argument = text.partition(" ")
+        verb = verb_token.upper()
+        if not (verb.isalpha() and verb in SMTP_COMMANDS) or verb in self.profile.quirks.smtp_unimplemented:
+            self.unknown(verb_token, argument)
+            return
+        argument = argument.strip()
+        action = self.fault(verb, argument)
+        if action is not None and self.apply_fault(action, verb):
+            return
+        if not self.greeted and verb not in BEFORE_HELO:
+            if self.policies.require_helo:
+                self.add("need-helo", "error", "need_helo", suggestion=f"EHLO {EXAMPLE_HELO}", verb=verb)
+            else:
+                self.add("need-helo", "warning", verb=verb)
+        getattr(self, f"check_{verb}")(argument)
+        self.non_ascii(verb, argument)
+
+    def length_allowance(self, line: str) -> int:
+        """Octets ESMTP parameters add to the MAIL line limit: SIZE 26 (RFC 1870 4), AUTH 500 (RFC 4954 5)."""
+        text = line.strip()
+        if text.partition(" ")[0].upper() != "MAIL":
+            return 0
+        extensions = self.extensions
+        tail = text.split(">", 1)[1] if ">" in text else ""
+        params = {token.partition("=")[0].upper() for token in tail.split()}
+        allowance = 0
+        if "SIZE" in extensions and "SIZE" in params:
+            allowance += 26
+        if "AUTH" in extensions and "AUTH" in params:
+            allowance += 500
+        return allowance
+
+    def unknown(self, verb_token: str, argument: str) -> None:
+        verb = verb_token.upper()
+        if not verb_token:
+            self.add("empty-line", "error", "unknown_command")
+            return
+        if verb in self.profile.quirks.smtp_unimplemented and verb in SMTP_COMMANDS:
+            self.add("command-not-offered", "error", "unknown_command", verb=verb)
+            self.count_unknown()
+            return
+        glued = re.match(r"^(MAIL|RCPT)[^A-Za-z]*(FROM|TO)\s*(:.*)?$", verb_token, re.IGNORECASE)
+        letters = re.match(r"[A-Za-z]*", verb_token).group(0).upper()  # type: ignore[union-attr]
+        if glued:
+            fixed = f"{glued.group(1).upper()} {glued.group(2).upper()}{glued.group(3) or ':'}"
+            self.add("verb-glued", "error", "unknown_command", suggestion=_join(fixed, argument), verb=verb_token)
+        elif letters in SMTP_COMMANDS and letters != verb:
+            rest = verb_token[len(letters):].strip(" \t.,;:")
+            self.add(
+                "verb-separator", "error", "unknown_command",
+                suggestion=_join(letters, (rest + " " + argument).strip()), verb=verb_token,
+            )
+        elif letters in POP3_COMMANDS - SMTP_COMMANDS:
+            self.add("pop3-command-in-smtp", "error", "unknown_command", verb=letters)
+        else:
+            candidates = [v for v in VERB_ORDER if self.offered(v)]
+            near = nearest_verb(letters or verb, candidates)
+            if near is not None:
+                self.add("unknown-verb", "error", "unknown_command", suggestion=_join(near, argument), verb=verb_token, nearest=near)
+            else:
+                self.add("unknown-verb-no-guess", "error", "unknown_command", verb=verb_token)
+        self.count_unknown()
+
+    def offered(self, verb: str) -> bool:
+        """The server implements the verb and this persona offers it."""
+        if verb in self.profile.quirks.smtp_unimplemented:
+            return False
+        extensions = self.profile.smtp_extensions(self.tls)
+        if verb == "BDAT":
+            return "CHUNKING" in extensions
+        if verb == "STARTTLS":
+            return "STARTTLS" in self.profile.smtp_extensions(False) and not self.tls
+        if verb == "ETRN":
+            return "ETRN" in extensions
+        if verb == "ATRN":
+            return bool(self.policies.atrn)
+        return verb != "TURN"
+
+    def count_unknown(self) -> None:
+        limit = self.profile.quirks.disconnect_after_unknown
+        if not limit:
+            return
+        earlier = 0
+        for exchange in self.session.history:
+            if exchange.kind == "command" and exchange.sent is not None:
+                token = exchange.sent.strip().partition(" ")[0].upper()
+                if not (token.isalpha() and token in SMTP_COMMANDS) or token in self.profile.quirks.smtp_unimplemented:
+                    earlier += 1
+        if earlier + 1 >= limit:
+            self.add("too-many-unknown", "warning", reply=self.render("too_many_errors", {}), limit=limit)
+
+    def non_ascii(self, verb: str, argument: str) -> None:
+        if argument.isascii() or verb in ("MAIL", "RCPT"):
+            return
+        self.add("non-ascii-command", "warning", verb=verb)
+
+    # --- greeting --------------------------------------------------------------------------------
+
+    def check_HELO(self, argument: str) -> None:  # noqa: N802
+        self.helo("HELO", argument)
+
+    def check_EHLO(self, argument: str) -> None:  # noqa: N802
+        self.helo("EHLO", argument)
+
+    def helo(self, verb: str, argument: str) -> None:
+        if not argument or " " in argument:
+            key = "helo_syntax" if verb == "HELO" else "ehlo_syntax"
+            name = argument.split()[0] if argument else EXAMPLE_HELO
+            self.add("helo-syntax", "error", key, suggestion=f"{verb} {name}", verb=verb)
+            return
+        literal = argument.startswith("[") and argument.endswith("]")
+        valid = is_domain(argument.rstrip(".")) if not literal else is_domain(argument)
+        fqdn = literal or ("." in argument.strip(".") and valid)
+        suggestion = f"{verb} {EXAMPLE_HELO}"
+        if not fqdn and self.policies.helo_check == "fqdn":
+            self.add("helo-not-fqdn", "error", "helo_not_fqdn", suggestion=suggestion, reply_values={"domain": argument}, name=argument)
+        elif not valid:
+            self.add("helo-bad-domain", "warning", suggestion=suggestion, name=argument)
+        elif not fqdn:
+            self.add("helo-not-fqdn", "warning", suggestion=suggestion, name=argument)
+        if verb == "HELO" and len(self.profile.smtp_capabilities) > 0:
+            self.add("helo-no-extensions", "info", suggestion=f"EHLO {argument}")
+        if self.session.mail_from is not None:
+            self.add("helo-resets-transaction", "info", verb=verb)
+
+    # --- simple commands ---------------------------------------------------------------------------
+
+    def no_argument(self, verb: str, argument: str) -> bool:
+        if argument:
+            self.add("no-argument-expected", "error", "no_arguments", suggestion=verb, reply_values={"verb": verb}, verb=verb)
+            return True
+        return False
+
+    def check_NOOP(self, argument: str) -> None:  # noqa: N802
+        pass
+
+    def check_RSET(self, argument: str) -> None:  # noqa: N802
+        self.no_argument("RSET", argument)
+
+    def check_QUIT(self, argument: str) -> None:  # noqa: N802
+        if self.no_argument("QUIT", argument):
+            return
+        if self.session.mail_from is not None:
+            self.add("quit-abandons-message", "info")
+
+    def check_HELP(self, argument: str) -> None:  # noqa: N802
+        if not argument:
+            return
+        topic = argument.split()[0].upper()
+        available = [v for v in SMTP_COMMANDS if self.help_lists(v)]
+        if topic not in available:
+            self.add("help-unknown-topic", "error", "help_unknown", reply_values={"topic": argument}, topic=argument)
+
+    def help_lists(self, verb: str) -> bool:
+        """mockservers.smtp.SMTPSession.available_commands."""
+        extensions = self.extensions
+        if verb == "BDAT":
+            return "CHUNKING" in extensions
+        if verb == "ETRN":
+            return "ETRN" in extensions
+        if verb == "AUTH":
+            return bool(self.profile.smtp_auth_mechanisms(self.tls))
+        if verb == "STARTTLS":
+            return "STARTTLS" in extensions
+        if verb == "ATRN":
+            return bool(self.policies.atrn)
+        return verb != "TURN"
+
+    def check_TURN(self, argument: str) -> None:  # noqa: N802
+        self.add("turn-obsolete", "error", "turn_refused")
+
+    def check_VRFY(self, argument: str) -> None:  # noqa: N802
+        self.verify("VRFY", "vrfy", self.policies.vrfy, argument)
+
+    def check_EXPN(self, argument: str) -> None:  # noqa: N802
+        self.verify("EXPN", "expn", self.policies.expn, argument)
+
+    def verify(self, verb: str, kind: str, mode: str, argument: str) -> None:
+        if mode == "disabled":
+            self.add("vrfy-disabled", "error", f"{kind}_disabled", verb=verb)
+            return
+        if not argument:
+            self.add("vrfy-syntax", "error", f"{kind}_syntax", suggestion=f"{verb} user@example.com", verb=verb)
+            return
+        address = argument.strip("<>").strip()
+        if mode == "252":
+            self.add("vrfy-cannot", "info", verb=verb)
+            return
+        if self.profile.find_account(address) is None:
+            self.add("vrfy-unknown", "error", f"{kind}_unknown", reply_values={"address": address}, address=address)
+
+    # --- STARTTLS --------------------------------------------------------------------------------
+
+    def check_STARTTLS(self, argument: str) -> None:  # noqa: N802
+        if self.tls:
+            self.add("starttls-already", "error", "tls_already")
+            return
+        if "STARTTLS" not in self.profile.smtp_extensions(False):
+            self.add("command-not-offered", "error", "unknown_command", verb="STARTTLS")
+            return
+        if argument:
+            self.add("starttls-syntax", "error", "starttls_syntax", suggestion="STARTTLS")
+            return
+        if not self.decided:
+            self.add("starttls-telnet", "info")
+
+    # --- AUTH ------------------------------------------------------------------------------------
+
+    def check_AUTH(self, argument: str) -> None:  # noqa: N802
+        session = self.session
+        policies = self.policies
+        mechanisms = self.profile.smtp_auth_mechanisms(self.tls)
+        parts = argument.split()
+        if not mechanisms:
+            if not self.tls and self.profile.smtp_auth_mechanisms(True):
+                self.add("auth-needs-tls", "error", "auth_not_enabled", suggestion="STARTTLS")
+            else:
+                self.add("auth-not-offered", "error", "auth_not_enabled")
+            return
+        if policies.require_tls_for_auth and not self.tls:
+            self.add("auth-needs-tls", "error", "tls_required", suggestion="STARTTLS")
+            return
+        if (
+            policies.max_auth_failures
+            and policies.auth_failure_action == "refuse"
+            and session.auth_failures >= policies.max_auth_failures
+        ):
+            self.add("auth-refused-after-failures", "error", "auth_failures_refused", limit=policies.max_auth_failures)
+            return
+        if session.authenticated:
+            self.add("auth-already", "error", "auth_already")
+            return
+        if session.mail_from is not None:
+            self.add("auth-in-transaction", "error", "auth_in_transaction", suggestion="RSET")
+            return
+        if not parts or len(parts) > 2:
+            self.add("auth-syntax", "error", "auth_syntax", suggestion=f"AUTH {mechanisms[0]}", offered=mechanisms)
+            return
+        mechanism = parts[0].upper()
+        if mechanism not in mechanisms:
+            usable = [m for m in mechanisms if m in IMPLEMENTED_MECHANISMS] or mechanisms
+            self.add(
+                "auth-mechanism-not-offered", "error", "auth_unknown_mechanism",
+                suggestion=f"AUTH {usable[0]}", reply_values={"mechanism": parts[0]},
+                mechanism=parts[0], offered=mechanisms,
+            )
+            return
+        if mechanism in (m.upper() for m in policies.mechanisms_requiring_tls) and not self.tls:
+            self.add("auth-mechanism-needs-tls", "error", "auth_encryption_required",
+                     suggestion="STARTTLS", reply_values={"mechanism": mechanism}, mechanism=mechanism)
+            return
+        if not session.esmtp:
+            self.add("auth-after-helo", "warning")
+        if mechanism not in IMPLEMENTED_MECHANISMS:
+            usable = [m for m in mechanisms if m in IMPLEMENTED_MECHANISMS]
+            self.add("auth-mechanism-unsupported", "error", "auth_unknown_mechanism",
+                     suggestion=f"AUTH {usable[0]}" if usable else None,
+                     reply_values={"mechanism": mechanism}, mechanism=mechanism)
+            return
+        initial = parts[1] if len(parts) > 1 else None
+        outcome = sasl_start(mechanism, initial, None)
+        if outcome.kind != "challenge" or initial is not None:
+            self.sasl_outcome(outcome, mechanism, initial or "")
+        if not self.tls and mechanism in ("PLAIN", "LOGIN") and not self.decided:
+            self.add("auth-cleartext", "info")
+
+    def auth_line(self) -> None:
+        exchange = self.session.auth
+        line = self.line
+        octets = len(line.encode("utf-8", "surrogateescape"))
+        if octets + 2 > self.policies.max_auth_line:
+            self.add("line-too-long", "error", "auth_line_too_long", length=octets + 2, limit=self.policies.max_auth_line)
+            return
+        mechanism = exchange.mechanism
+        if mechanism not in IMPLEMENTED_MECHANISMS:
+            return
+        outcome = sasl_respond(mechanism, line, username=exchange.username or None, challenge=exchange.challenge)
+        self.sasl_outcome(outcome, mechanism, line)
+
+    def sasl_outcome(self, outcome: Any, mechanism: str, line: str) -> None:
+        """Turn the server's decision on an AUTH line into diagnostics (shared shape with POP3)."""
+        explain_sasl_outcome(self, outcome, mechanism, line, fail_key="auth_failed")
+
+    # --- the transaction -------------------------------------------------------------------------
+
+    def check_MAIL(self, argument: str) -> None:  # noqa: N802
+        session = self.session
+        policies = self.policies
+        if session.mail_from is not None:
+            self.add("nested-mail", "error", "nested_mail", suggestion="RSET")
+        elif policies.require_auth_for_mail and not session.authenticated:
+            mechanisms = self.profile.smtp_auth_mechanisms(self.tls)
+            suggestion = f"AUTH {mechanisms[0]}" if mechanisms else ("STARTTLS" if "STARTTLS" in self.extensions else None)
+            self.add("need-auth", "error", "auth_required", suggestion=suggestion)
+        path = self.path("MAIL", "FROM", argument, allow_null=True)
+        if path is None:
+            return
+        if not self.mail_parameters(path):
+            return
+        if path.non_ascii and "SMTPUTF8" not in path.params:
+            self.utf8_not_declared("MAIL", argument)
+            return
+        account = self.account_now()
+        if policies.sender_must_match_auth and account is not None and path.address.lower() != account:
+            self.add("sender-not-owned", "error", "sender_not_owned",
+                     suggestion=f"MAIL FROM:<{account}>",
+                     reply_values={"address": path.address, "user": account}, address=path.address, user=account)
+            return
+        if path.address == "" and not self.decided:
+            self.add("null-sender", "info")
+        if path.params and not session.esmtp and not self.decided:
+            self.add("parameters-after-helo", "warning")
+
+    def check_RCPT(self, argument: str) -> None:  # noqa: N802
+        session = self.session
+        envelope = self.envelope()
+        if envelope is None:
+            # RFC 5321 3.3: RCPT without a previous MAIL MUST get 503, whatever its syntax.
+            self.add("rcpt-before-mail", "error", "need_mail", suggestion=f"MAIL FROM:<{self.sender_example()}>")
+        split = split_keyword(argument, "TO", strict=self.strict())
+        if split is None:
+            self.path("RCPT", "TO", argument, allow_null=False)
+            return
+        if re.fullmatch(r"<postmaster>", split[0].strip(), re.IGNORECASE):
+            # RFC 5321 4.1.1.3 / 4.5.1: `RCPT TO:<Postmaster>` without a domain MUST be accepted.
+            if envelope is not None:
+                self.add("rcpt-postmaster", "info")
+            return
+        path = self.path("RCPT", "TO", argument, allow_null=False)
+        if path is None or envelope is None:
+            return
+        extensions = self.extensions
+        for key, value in path.params.items():
+            problem = rcpt_parameter_problem(key, value, extensions)
+            if problem is not None:
+                self.parameter_problem(problem, key, value, "RCPT")
+                return
+        if path.non_ascii and "SMTPUTF8" not in envelope.params:
+            self.utf8_not_declared("RCPT", argument)
+            return
+        if len(envelope.recipients) >= self.policies.max_recipients:
+            self.add("too-many-recipients", "error", "too_many_recipients",
+                     reply_values={"address": path.address}, limit=self.policies.max_recipients)
+            return
+        address = path.address
+        local = self.profile.is_local_domain(path.domain)
+        if local and address.rpartition("@")[0].lower() == "postmaster":
+            # RFC 5321 4.5.1: every domain a server delivers for has a postmaster mailbox.
+            self.add("rcpt-postmaster", "info")
+            return
+        if local and self.profile.find_account(address) is None:
+            self.add("rcpt-unknown-user", "error", "unknown_user", reply_values={"address": address}, address=address)
+            return
+        relay = self.policies.relay
+        if not local and not (
+            relay == "open"
+            or path.domain in self.profile.relay_domains
+            or (relay == "authenticated" and session.authenticated)
+        ):
+            self.add("rcpt-relay-denied", "error", "relay_denied", reply_values={"address": address}, address=address, domain=path.domain)
+            return
+        if self.policies.greylist_delay:
+            self.add("greylisted", "error", "greylisted",
+                     reply_values={"address": address, "seconds": round(self.policies.greylist_delay)},
+                     seconds=round(self.policies.greylist_delay))
+            return
+        if self.recipient_key(address) in envelope.recipients:
+            self.add("rcpt-duplicate", "info", address=address)
+        elif not local:
+            self.add("rcpt-relay", "info", domain=path.domain)
+
+    def sender_example(self) -> str:
+        account = self.account_now()
+        if account:
+            return account
+        return self.profile.accounts[0].address if self.profile.accounts else "you@example.com"
+
+    def path(self, verb: str, keyword: str, argument: str, *, allow_null: bool) -> PathArgument | None:
+        """`MAIL FROM:` / `RCPT TO:` grammar, strict or lenient as the persona is."""
+        strict = self.strict()
+        low = verb.lower()
+        syntax_key = "mail_syntax" if verb == "MAIL" else "rcpt_syntax"
+        address_key = "bad_sender_syntax" if verb == "MAIL" else "bad_recipient_syntax"
+        example = _SYNTAX_WITH_EXAMPLE[verb].format(address=self.guess_address(argument) or "user@example.com")
+        before = re.match(rf"^{keyword}(\s+):", argument, re.IGNORECASE)
+        after = re.match(rf"^{keyword}\s*:(\s+)", argument, re.IGNORECASE)
+        split = split_keyword(argument, keyword, strict=strict)
+        fixed = self.fixed_line(verb, keyword, argument)
+        if split is None:
+            if not re.match(rf"^{keyword}\s*:", argument, re.IGNORECASE):
+                self.add(f"{low}-missing-keyword", "error", syntax_key, suggestion=example, keyword=f"{keyword}:")
+            elif before:
+                self.add(f"{low}-space-before-colon", "error", syntax_key, suggestion=fixed, keyword=keyword)
+            else:
+                self.add(f"{low}-space-after-colon", "error", syntax_key, suggestion=fixed, keyword=keyword)
+            return None
+        if not strict and before:
+            self.add(f"{low}-space-before-colon", "warning", suggestion=fixed, keyword=keyword)
+        if not strict and after:
+            self.add(f"{low}-space-after-colon", "warning", suggestion=fixed, keyword=keyword)
+        rest = split[0]
+        try:
+            path = parse_path(rest, strict=strict, allow_null=allow_null)
+        except AddressSyntaxError as problem:
+            self.address_problem(verb, rest, str(problem), address_key, example, fixed)
+            return None
+        if not path.bracketed:
+            self.add(f"{low}-missing-brackets", "warning", suggestion=fixed, keyword=keyword)
+        if path.source_route:
+            self.add("source-route", "warning")
+        return path
+
+    def guess_address(self, argument: str) -> str | None:
+        match = re.search(r"[^\s<>:]+@[^\s<>]+", argument)
+        return match.group(0) if match else None
+
+    def fixed_line(self, verb: str, keyword: str, argument: str) -> str:
+        """The line as RFC 5321 writes it: `MAIL FROM:<address> params`."""
+        match = re.match(rf"^{keyword}\s*:\s*(.*)$", argument, re.IGNORECASE | re.DOTALL)
+        rest = match.group(1).strip() if match else argument
+        if rest.startswith("<") and ">" in rest:
+            address, _, tail = rest[1:].partition(">")
+        else:
+            address, _, tail = rest.partition(" ")
+            address = address.strip("<>")
+        tail = tail.strip()
+        if not address and verb == "RCPT":
+            address = "user@example.com"
+        return f"{verb} {keyword}:<{address}>" + (f" {tail}" if tail else "")
+
+    def address_problem(self, verb: str, rest: str, reason: str, key: str, example: str, fixed: str) -> None:
+        low = verb.lower()
+        values = {"reason": reason}
+        if not rest.strip() or rest.strip() == "<>":
+            self.add(f"{low}-empty-address", "error", key, suggestion=example, reply_values=values)
+        elif rest.startswith("<") and ">" not in rest:
+            self.add("address-unclosed-bracket", "error", key, suggestion=fixed, reply_values=values)
+        elif not rest.startswith("<") and self.strict():
+            self.add(f"{low}-missing-brackets", "error", key, suggestion=fixed, reply_values=values, keyword="FROM" if verb == "MAIL" else "TO")
+        elif reason.startswith("parameters must be separated"):
+            self.add("parameters-not-separated", "error", key, suggestion=fixed.replace(">", "> ", 1) if "> " not in fixed else fixed, reply_values=values)
+        elif reason.startswith("malformed parameter") or reason.startswith("parameter "):
+            self.add("parameter-malformed", "error", key, reply_values=values, reason=reason)
+        elif reason.startswith("empty address") or reason.startswith("no address"):
+            self.add(f"{low}-empty-address", "error", key, suggestion=example, reply_values=values)
+        elif reason.startswith("path longer"):
+            self.add("path-too-long", "error", key, reply_values=values, limit=MAX_PATH)
+        elif reason.startswith("malformed source route"):
+            self.add("source-route-malformed", "error", key, reply_values=values)
+        else:
+            inner = rest[1:].partition(">")[0] if rest.startswith("<") else rest.partition(" ")[0]
+            self.add(self.mailbox_problem(inner), "error", key, reply_values=values, address=inner)
+
+    @staticmethod
+    def mailbox_problem(address: str) -> str:
+        local, at, domain = address.rpartition("@")
+        if not at or not local:
+            return "address-no-at"
+        if len(local.encode("utf-8")) > MAX_LOCAL_PART:
+            return "address-local-part-too-long"
+        if not domain or not is_domain(domain):
+            return "address-bad-domain"
+        if not is_mailbox(address):
+            return "address-bad-local-part"
+        return "address-invalid"
+
+    def mail_parameters(self, path: PathArgument) -> bool:
+        extensions = self.extensions
+        for key, value in path.params.items():
+            problem = mail_parameter_problem(key, value, extensions, self.policies.max_message_size)
+            if problem is not None:
+                self.parameter_problem(problem, key, value, "MAIL")
+                return False
+        return True
+
+    def parameter_problem(self, problem: tuple[str, dict[str, Any]], key: str, value: str | None, verb: str) -> None:
+        reply_key, values = problem
+        option = f"{key}={value}" if value is not None else key
+        if reply_key == "size_exceeded_declared":
+            self.add("param-size-exceeded", "error", reply_key, reply_values=dict(values),
+                     size=value, limit=self.policies.max_message_size)
+        elif reply_key == "bad_parameter":
+            parameter = values.get("parameter", key)
+            self.add(f"param-{parameter.lower()}-syntax", "error", reply_key, reply_values=dict(values), option=option)
+        elif key == "BODY" and (value or "").upper() == "BINARYMIME":
+            self.add("param-body-binarymime", "error", reply_key, reply_values=dict(values), option=option)
+        else:
+            extension = _EXTENSION_OF.get(key)
+            if extension is not None and extension not in self.extensions:
+                self.add("param-not-advertised", "error", reply_key, reply_values=dict(values),
+                         option=option, extension=extension, verb=verb)
+            else:
+                self.add("param-unknown", "error", reply_key, reply_values=dict(values), option=option, verb=verb)
+
+    def utf8_not_declared(self, verb: str, argument: str) -> None:
+        if "SMTPUTF8" in self.extensions:
+            suggestion = None
+            if verb == "MAIL":
+                suggestion = self.fixed_line("MAIL", "FROM", argument) + " SMTPUTF8"
+            self.add("utf8-not-declared", "error", "utf8_not_declared", suggestion=suggestion)
+        else:
+            self.add("utf8-not-supported", "error", "utf8_not_declared")
+
+    def check_DATA(self, argument: str) -> None:  # noqa: N802
+        if self.no_argument("DATA", argument):
+            return
+        envelope = self.envelope()
+        if envelope is None:
+            self.add("data-before-mail", "error", "need_mail", suggestion=f"MAIL FROM:<{self.sender_example()}>")
+            return
+        if not envelope.recipients:
+            if envelope.attempts:
+                self.add("data-no-valid-recipients", "error", "no_valid_recipients")
+            else:
+                self.add("data-before-rcpt", "error", "need_rcpt", suggestion="RCPT TO:<user@example.com>")
+            return
+        if envelope.bdat_used:
+            self.add("data-after-bdat", "error", "data_after_bdat")
+            return
+        if not self.decided:
+            self.add("data-start", "info")
+
+    def check_BDAT(self, argument: str) -> None:  # noqa: N802
+        if "CHUNKING" not in self.extensions:
+            self.add("command-not-offered", "error", "unknown_command", verb="BDAT")
+            return
+        match = re.fullmatch(r"(\d{1,18})(?: +(LAST))?", argument, re.IGNORECASE)
+        if not match:
+            self.add("bdat-syntax", "error", "bdat_syntax", suggestion="BDAT 100 LAST")
+            return
+        envelope = self.envelope()
+        if envelope is None:
+            self.add("bdat-before-mail", "error", "need_mail")
+        elif not envelope.recipients:
+            if envelope.attempts:
+                self.add("data-no-valid-recipients", "error", "no_valid_recipients")
+            else:
+                self.add("bdat-before-rcpt", "error", "need_rcpt")
+        elif envelope.bdat_failed:
+            self.add("bdat-after-failure", "error", "bdat_after_failure", suggestion="RSET")
+        self.add("bdat-chunk", "info", size=match.group(1))
+
+    # --- ETRN / ATRN -------------------------------------------------------------------------------
+
+    def check_ETRN(self, argument: str) -> None:  # noqa: N802
+        if "ETRN" not in self.extensions:
+            self.add("command-not-offered", "error", "unknown_command", verb="ETRN")
+            return
+        if self.session.mail_from is not None:
+            self.add("etrn-in-transaction", "error", "transaction_in_progress", suggestion="RSET")
+            return
+        node = argument.strip()
+        if not node or " " in node or not node.lstrip("@#"):
+            self.add("etrn-syntax", "error", "etrn_syntax", suggestion="ETRN example.com")
+
+    def check_ATRN(self, argument: str) -> None:  # noqa: N802
+        if not self.policies.atrn:
+            self.add("atrn-refused", "error", "atrn_refused")
+        elif not self.session.authenticated:
+            self.add("atrn-needs-auth", "error", "atrn_auth_required")
+        else:
+            self.add("atrn-no-mail", "error", "atrn_no_mail")
+
+
+_EXTENSION_OF = {
+    "SIZE": "SIZE", "BODY": "8BITMIME", "SMTPUTF8": "SMTPUTF8", "RET": "DSN", "ENVID": "DSN",
+    "AUTH": "AUTH", "NOTIFY": "DSN", "ORCPT": "DSN",
+}
+
+
+def _join(verb: str, argument: str) -> str:
+    return f"{verb} {argument}".strip()
+
+
+# --- AUTH lines, both protocols -----------------------------------------------------------------
+
+
+def explain_sasl_outcome(
+    check: LineCheck,
+    outcome: Any,
+    mechanism: str,
+    line: str,
+    *,
+    fail_key: str,
+) -> None:
+    """Diagnostics for one AUTH line (or initial response) after the server's decision."""
+    profile = check.profile
+    decoded_text = describe_decoded(outcome.decoded)
+    if check.session.auth is not None and looks_like_command(line):
+        check.add("auth-command-typed", "warning")
+    if outcome.kind == "error":
+        values = dict(outcome.values)
+        diagnostic = outcome.diagnostic
+        if diagnostic == "auth-cancel":
+            check.add("auth-cancel", "info", outcome.key)
+            return
+        if diagnostic == "auth-not-base64":
+            stripped = line.strip()
+            suggestion = b64encode_text(stripped) if stripped else None
+            if mechanism == "PLAIN" and "@" in stripped:
+                suggestion = None
+            check.add("auth-not-base64", "error", outcome.key, suggestion=suggestion, typed=stripped)
+            return
+        if diagnostic == "auth-plain-no-nul":
+            count = (outcome.decoded or b"").count(b"\0")
+            check.add(diagnostic, "error", outcome.key, reply_values=values, decoded=decoded_text, count=count)
+            return
+        if diagnostic == "auth-mechanism-unsupported":
+            check.add(diagnostic, "error", outcome.key, reply_values=values, mechanism=mechanism)
+            return
+        check.add(diagnostic, "error", outcome.key, reply_values=values, decoded=decoded_text)
+        return
+    if outcome.decoded is not None and has_control_characters(outcome.decoded) and mechanism != "PLAIN":
+        check.add("auth-decodes-to-odd", "warning", decoded=decoded_text)
+    elif outcome.decoded is not None and looks_like_base64_text(outcome.decoded.decode("utf-8", "replace")):
+        check.add("auth-double-base64", "warning", decoded=decoded_text)
+    if outcome.kind == "challenge":
+        if outcome.user is not None:  # AUTH LOGIN user name accepted; the password comes next
+            if profile.find_account(outcome.user) is None and not profile.quirks.accept_any_secret:
+                check.add("auth-unknown-user-later", "warning", user=outcome.user)
+            else:
+                check.add("auth-decoded", "info", decoded=decoded_text)
+        return
+    user = outcome.user or ""
+    session = check.session
+    if mechanism == "LOGIN" and outcome.decoded is not None:
+        typed = outcome.decoded.decode("utf-8", "replace")
+        if session.auth is not None and typed == (session.auth.username or None):
+            check.add("auth-password-is-user", "warning")
+    verdict = check_login(profile, user, outcome.check)
+    if verdict.ok:
+        return
+    values = {"user": user}
+    if verdict.diagnostic == "auth-web-password" and verdict.account is not None:
+        check.add("auth-web-password", "error", fail_key, reply_values=values,
+                  user=user, kind=secret_kind(verdict.account.secret_kind, check.lang))
+    else:
+        check.add(verdict.diagnostic, "error", fail_key, reply_values=values, user=user)

@@ -1,0 +1,318 @@
+"""Validate a line before the learner sends it: will this server accept it, and if not, why?
+
+    validate_line(line, protocol="smtp", session=s, profile="qq", lang="zh") -> [Diagnostic, ...]
+    predict(line, session, profile) -> "503" / "-ERR" / None (None: the server should accept it)
+
+The input is the line, the client-side session model (`simulator.engine.session`: where the
+conversation is) and the persona (`mockservers.profile.Profile`: how strict this server is). The
+checks replay the mock server's own decisions with the server's own pure code (addresses,
+parameters, SASL decoding, fault scripts), so a prediction is what the server will answer; a
+`tests/test_engine_corpus.py` corpus holds the validator to that against the real servers.
+
+Severities: "error" the server will refuse the line (the diagnostic carries the reply), "warning"
+non-standard but this server accepts it, "info" worth knowing (what happens next).
+
+`build_session()` replays lines already sent with the replies this persona would give, for
+`maillab validate --after ...`; "what may I send now?" is `session.next_commands()`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterable, Literal, Sequence
+
+from mockservers.profile import Profile, load_profile
+from mockservers.sasl import b64encode_text
+
+from .checks import DEFAULT_CLIENT_IP, IMPLEMENTED_MECHANISMS, common_values, is_refusal
+from .diagnostics import Diagnostic, label
+from .knowledge import Lang, resolve_language
+from .pop3_checks import POP3Check, assume_success
+from .session import POP3Session, SMTPSession
+from .smtp_checks import SMTPCheck
+
+Protocol = Literal["smtp", "pop3"]
+Session = SMTPSession | POP3Session
+
+__all__ = [
+    "Diagnostic",
+    "build_session",
+    "describe_state",
+    "expected_reply",
+    "fresh_session",
+    "has_errors",
+    "predict",
+    "validate_line",
+]
+
+#: The placeholders a success reply may need that only the real server knows.
+_FAKE_VALUES = {
+    "queue_id": "4F2A9C1E07",
+    "id": "",
+    "number": 1763097690,
+    "challenge": b64encode_text("<1896.697170952@mail.example.com>"),
+}
+
+
+def resolve_profile(profile: Profile | str | None) -> Profile:
+    if isinstance(profile, Profile):
+        return profile
+    return load_profile(profile or "rfc")
+
+
+def fresh_session(protocol: Protocol, profile: Profile | str | None = None) -> Session:
+    """A session that has just received this persona's greeting."""
+    chosen = resolve_profile(profile)
+    if protocol == "pop3":
+        session: Session = POP3Session()
+        stamp = f"<1896.697170952@{chosen.pop3_hostname}>"
+        session.received(chosen.pop3("greeting", **common_values(), timestamp=stamp))
+        return session
+    session = SMTPSession()
+    session.received(chosen.smtp("greeting", **common_values()))
+    return session
+
+
+def _protocol_of(session: Session | None, protocol: str | None) -> Protocol:
+    if isinstance(session, POP3Session):
+        return "pop3"
+    if isinstance(session, SMTPSession):
+        return "smtp"
+    return "pop3" if (protocol or "").lower() == "pop3" else "smtp"
+
+
+def validate_line(
+    line: str,
+    *,
+    protocol: str | None = None,
+    session: Session | None = None,
+    profile: Profile | str | None = None,
+    lang: str | None = None,
+    client_ip: str = DEFAULT_CLIENT_IP,
+) -> list[Diagnostic]:
+    """Diagnostics for `line` (without its CRLF), in the order the server would meet them.
+
+    `session` is not changed. Without a session the line is checked right after the greeting.
+    """
+    chosen = resolve_profile(profile)
+    kind = _protocol_of(session, protocol)
+    if session is None:
+        session = fresh_session(kind, chosen)
+    language: Lang = resolve_language(lang)
+    line = line.rstrip("\r\n")
+    current, waiting = _settled(session)
+    check_class = POP3Check if kind == "pop3" else SMTPCheck
+    check = check_class(line, current, chosen, language, client_ip)
+    if waiting:
+        check.add("wait-for-reply", "warning", pending=len(session.pending))
+    check.run()
+    return check.found
+
+
+def _settled(session: Session) -> tuple[Session, bool]:
+    """The session as it will be when the line arrives: pending commands assumed successful.
+
+    Returns (session to check against, whether the client should have waited for a reply).
+    """
+    if not session._pending:
+        return session, False
+    waiting = session.expecting.value == "reply"
+    if isinstance(session, SMTPSession):
+        if session.data_mode or session.bdat_remaining or (session.auth is not None and session.auth.awaiting_client):
+            return session, False
+        return session._assuming_success(), waiting
+    return assume_success(session), waiting
+
+
+def predict(
+    line: str, session: Session | None = None, profile: Profile | str | None = None, *, protocol: str | None = None
+) -> str | None:
+    """The reply code the server will refuse `line` with ("503", "-ERR"), or None if it accepts."""
+    for diagnostic in validate_line(line, protocol=protocol, session=session, profile=profile, lang="en"):
+        if is_refusal(diagnostic.code):
+            return diagnostic.code
+    return None
+
+
+def has_errors(diagnostics: Iterable[Diagnostic]) -> bool:
+    return any(d.is_error for d in diagnostics)
+
+
+# --- the replies this persona would send (for --after and lessons) -------------------------------
+
+
+def expected_reply(line: str, session: Session, profile: Profile | str | None = None) -> list[str]:
+    """The reply lines this persona should send to `line`: the predicted refusal, or its success.
+
+    [] when the line gets no reply of its own (a DATA text line, BDAT octets).
+    """
+    chosen = resolve_profile(profile)
+    for diagnostic in validate_line(line, session=session, profile=chosen, lang="en"):
+        if diagnostic.reply and (is_refusal(diagnostic.code) or diagnostic.id in ("scripted-fault", "auth-cancel")):
+            return list(diagnostic.reply)
+    if isinstance(session, POP3Session):
+        return _pop3_success(line, session, chosen)
+    return _smtp_success(line, session, chosen)
+
+
+def _smtp_success(line: str, session: SMTPSession, profile: Profile) -> list[str]:
+    values = {**common_values(), **_FAKE_VALUES}
+    if session.data_mode:
+        if line != ".":
+            return []
+        size = sum(len(text.encode("utf-8")) + 2 for text in session.message_lines)
+        return profile.smtp("data_ok", size=size, **values)
+    if session.bdat_remaining:
+        return []
+    exchange = session.auth
+    if exchange is not None and exchange.awaiting_client:
+        if exchange.mechanism == "LOGIN" and exchange.username is None:
+            return profile.smtp("auth_password_prompt", **values)
+        return profile.smtp("auth_ok", user=exchange.username or "", **values)
+    text = line.strip()
+    verb, _, argument = text.partition(" ")
+    verb = verb.upper()
+    argument = argument.strip()
+    tls = session.tls_active
+    if verb == "EHLO":
+        return profile.ehlo_reply(tls, **{**common_values(), "client": argument})
+    if verb == "HELO":
+        return profile.smtp("helo", client=argument, **values)
+    if verb == "AUTH":
+        parts = argument.split()
+        mechanism = parts[0].upper() if parts else ""
+        initial = parts[1] if len(parts) > 1 else None
+        if mechanism == "PLAIN":
+            return profile.smtp("auth_plain_prompt" if initial is None else "auth_ok", **values)
+        if mechanism == "LOGIN":
+            if initial is None or initial in ("", "="):
+                return profile.smtp("auth_username_prompt", **values)
+            return profile.smtp("auth_password_prompt", **values)
+        if mechanism == "CRAM-MD5":
+            return profile.smtp("auth_cram_challenge", **values)
+        return profile.smtp("auth_ok", **values)
+    address = _address_in(argument)
+    simple = {
+        "MAIL": "mail_ok", "DATA": "data_start", "RSET": "rset", "NOOP": "noop", "QUIT": "quit",
+        "STARTTLS": "starttls_ready", "TURN": "turn_refused", "ETRN": "etrn_no_mail",
+    }
+    if verb == "RCPT":
+        domain = address.rpartition("@")[2].lower()
+        key = "rcpt_ok" if profile.is_local_domain(domain) else "rcpt_relay_ok"
+        return profile.smtp(key, address=address, **values)
+    if verb in ("VRFY", "EXPN"):
+        kind = verb.lower()
+        mode = profile.policies.vrfy if verb == "VRFY" else profile.policies.expn
+        key = f"{kind}_cannot" if mode == "252" else f"{kind}_ok"
+        return profile.smtp(key, address=argument.strip("<>"), **values)
+    if verb == "HELP":
+        if argument:
+            return profile.smtp("help_topic", topic=argument.split()[0].upper(), syntax=argument, **values)
+        return profile.smtp("help", commands="HELO EHLO MAIL RCPT DATA RSET NOOP QUIT", **values)
+    if verb == "BDAT":
+        last = argument.upper().endswith("LAST")
+        return profile.smtp("data_ok" if last else "bdat_ok", size=0, **values)
+    if verb in simple:
+        return profile.smtp(simple[verb], address=address, node=argument, **values)
+    return profile.smtp("unknown_command", **values)
+
+
+def _address_in(argument: str) -> str:
+    _, _, rest = argument.partition(":")
+    rest = rest.strip()
+    if rest.startswith("<"):
+        return rest[1:].partition(">")[0]
+    return rest.split(" ")[0] if rest else ""
+
+
+def _pop3_success(line: str, session: POP3Session, profile: Profile) -> list[str]:
+    def reply(key: str, **values: Any) -> list[str]:
+        return profile.pop3(key, **{**common_values(), **values})
+
+    exchange = session.auth
+    if exchange is not None and exchange.awaiting_client:
+        if exchange.mechanism == "LOGIN" and exchange.username is None:
+            return reply("auth_password_prompt")
+        return reply("auth_ok", user=exchange.username or "")
+    text = line.strip()
+    verb, _, argument = text.partition(" ")
+    verb = verb.upper()
+    argument = argument.strip()
+    tls = session.tls_active
+    if verb == "USER":
+        return reply("user_ok", user=argument)
+    if verb == "PASS":
+        return reply("pass_ok", user=session.user or "")
+    if verb == "APOP":
+        return reply("apop_ok", user=argument.split(" ")[0])
+    if verb == "AUTH":
+        parts = argument.split()
+        if not parts:
+            return reply("auth_mechanisms") + profile.pop3_sasl_mechanisms(tls) + ["."]
+        mechanism = parts[0].upper()
+        initial = parts[1] if len(parts) > 1 else None
+        if mechanism == "PLAIN":
+            return reply("auth_plain_prompt" if initial is None else "auth_ok")
+        if mechanism == "LOGIN":
+            return reply("auth_username_prompt" if initial in (None, "", "=") else "auth_password_prompt")
+        if mechanism == "CRAM-MD5" and mechanism in IMPLEMENTED_MECHANISMS:
+            return reply("auth_cram_challenge", challenge=_FAKE_VALUES["challenge"])
+        return reply("auth_ok")
+    if verb == "CAPA":
+        lines = profile.pop3_capa_lines(tls)
+        if session.logged_in:
+            lines = [text for text in lines if text.split()[0].upper() not in ("STLS", "USER", "SASL")]
+        return reply("capa") + lines + ["."]
+    if verb == "STLS":
+        return reply("stls_ok")
+    if verb in ("LIST", "UIDL"):
+        if argument:
+            return reply("list_one" if verb == "LIST" else "uidl_one", number=argument)
+        return reply("list_header" if verb == "LIST" else "uidl_header") + ["."]
+    if verb in ("RETR", "TOP"):
+        return reply("retr" if verb == "RETR" else "top", number=argument.split(" ")[0]) + ["."]
+    if verb == "DELE":
+        return reply("dele", number=argument)
+    if verb == "QUIT":
+        return reply("quit_update" if session.logged_in else "quit")
+    simple = {"STAT": "stat", "NOOP": "noop", "RSET": "rset"}
+    return reply(simple.get(verb, "unknown_command"))
+
+
+def build_session(
+    lines: Sequence[str], *, protocol: str = "smtp", profile: Profile | str | None = None
+) -> Session:
+    """Replay lines already sent, each answered as this persona would (refusals included).
+
+    A STARTTLS/STLS that the server accepts is assumed to complete its TLS handshake.
+    """
+    chosen = resolve_profile(profile)
+    kind = _protocol_of(None, protocol)
+    session = fresh_session(kind, chosen)
+    deferred: list[str] = []  # the reply to BDAT, which comes after its octets
+    for line in lines:
+        line = line.rstrip("\r\n")
+        reply = expected_reply(line, session, chosen)
+        known_count = getattr(session, "message_count", None)
+        session.sent(line)
+        if isinstance(session, SMTPSession) and session.bdat_remaining and "CHUNKING" in session.capabilities:
+            deferred = deferred or reply
+            continue
+        if deferred:
+            reply, deferred = deferred, []
+        if reply:
+            session.received(reply)
+        if isinstance(session, POP3Session):
+            # Simulated LIST/STAT replies carry no real numbers: keep what was known.
+            session.message_count = known_count if session.message_count in (None, 0) else session.message_count
+        if session.tls_pending:
+            session.tls_started()
+    return session
+
+
+def describe_state(session: Session, lang: str | None = None) -> str:
+    """One line for the CLI: where the session is and what may be sent now."""
+    language: Lang = resolve_language(lang)
+    allowed = session.next_commands()
+    shown = ", ".join(allowed) if allowed else "-"
+    colon = "：" if language == "zh" else ": "
+    return f"{label('state', language)}{colon}{session.state.value}; {label('next', language)}{colon}{shown}"
