@@ -82,8 +82,11 @@ def split_keyword(argument: str, keyword: str, *, strict: bool) -> tuple[str, bo
     return rest.lstrip() if not strict else rest, spaced
 
 
-def parse_path(rest: str, *, strict: bool, allow_null: bool) -> PathArgument:
-    """Parse `<address> [SP params]` (strict) or also `address [params]` (lenient)."""
+def parse_path(rest: str, *, strict: bool, allow_null: bool, allow_postmaster: bool = False) -> PathArgument:
+    """Parse `<address> [SP params]` (strict) or also `address [params]` (lenient).
+
+    `allow_postmaster`: RCPT accepts the bare `<Postmaster>` (RFC 5321 4.1.1.3).
+    """
     spaced = False
     if rest.startswith("<"):
         close = rest.find(">")
@@ -111,6 +114,8 @@ def parse_path(rest: str, *, strict: bool, allow_null: bool) -> PathArgument:
     if inner == "":
         if not allow_null or not bracketed:
             raise AddressSyntaxError("empty address")
+    elif allow_postmaster and inner.lower() == "postmaster":
+        pass
     elif not is_mailbox(inner):
         raise AddressSyntaxError(f"{inner!r} is not a valid mailbox (local-part@domain)")
     params = parse_params(tail.strip())

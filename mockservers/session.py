@@ -188,6 +188,10 @@ class LineSession(protocol.Protocol, TimeoutMixin):
         """Octets a command line may take, CRLF included."""
         raise NotImplementedError
 
+    def line_limit_for(self, start: bytes) -> int:
+        """The limit for a line that starts with `start` (extensions may allow more)."""
+        return self.line_limit()
+
     def idle_timeout(self) -> float:
         raise NotImplementedError
 
@@ -409,7 +413,7 @@ class LineSession(protocol.Protocol, TimeoutMixin):
                 self._pos = self._raw_handler(data, pos)
                 continue
             newline = data.find(b"\n", pos)
-            limit = self.line_limit()
+            limit = self.line_limit_for(data[pos : pos + 4])
             if newline < 0:
                 if self._discarding or len(data) - pos > limit:
                     self._discarding = True  # drop, keep nothing of an overlong line

@@ -91,6 +91,13 @@ class SMTPSession(LineSession):
         policies = self.profile.policies
         return policies.max_auth_line if self.exchange else policies.max_command_line
 
+    def line_limit_for(self, start: bytes) -> int:
+        """MAIL lines may be longer: SIZE= adds 26 octets (RFC 1870 4), AUTH= adds 500 (RFC 4954 5)."""
+        limit = self.line_limit()
+        if self.exchange is None and start[:4].upper() == b"MAIL":
+            limit += 526
+        return limit
+
     def idle_timeout(self) -> float:
         return self.profile.policies.smtp_idle_timeout
 
@@ -150,10 +157,23 @@ class SMTPSession(LineSession):
             self.unknown_command()
             return None
         argument = argument.strip()
+        if len(line) + 2 > self.profile.policies.max_command_line + self._length_allowance(verb, argument):
+            self.reply("line_too_long")
+            return None
         action = self.fault(verb, argument)
         if action is not None:
             return self.run_fault(action, lambda: self.dispatch(verb, handler, argument))
         return self.dispatch(verb, handler, argument)
+
+    def _length_allowance(self, verb: str, argument: str) -> int:
+        """Octets MAIL parameters add to the line limit: SIZE 26 (RFC 1870 4), AUTH= 500 (RFC 4954 5)."""
+        if verb != "MAIL":
+            return 0
+        extensions = self.profile.smtp_extensions(self.tls_active)
+        params = {token.partition("=")[0].upper() for token in argument.partition(">")[2].split()}
+        return (26 if "SIZE" in params and "SIZE" in extensions else 0) + (
+            500 if "AUTH" in params and "AUTH" in extensions else 0
+        )
 
     def dispatch(self, verb: str, handler: Any, argument: str) -> defer.Deferred | None:
         if self.profile.policies.require_helo and self.helo is None and verb not in _BEFORE_HELO:
@@ -426,18 +446,18 @@ class SMTPSession(LineSession):
         return True
 
     def do_RCPT(self, argument: str) -> None:  # noqa: N802
+        envelope = self.envelope
+        if envelope is None:  # RFC 5321 3.3: sequence before syntax
+            self.reply("need_mail")
+            return
         strict = self.profile.policies.strict_syntax
         split = split_keyword(argument, "TO", strict=strict)
         if split is None:
             self.reply("rcpt_syntax")
             return
-        envelope = self.envelope
-        if envelope is None:
-            self.reply("need_mail")
-            return
         envelope.rcpt_attempts += 1
         try:
-            path = parse_path(split[0], strict=strict, allow_null=False)
+            path = parse_path(split[0], strict=strict, allow_null=False, allow_postmaster=True)
         except AddressSyntaxError as problem:
             self.reply("bad_recipient_syntax", reason=str(problem))
             return
@@ -454,6 +474,15 @@ class SMTPSession(LineSession):
             self.reply("too_many_recipients", address=path.address)
             return
         address = path.address
+        if "@" not in address or (address.lower().startswith("postmaster@") and self.profile.is_local_domain(path.domain)):
+            # RFC 5321 4.5.1: every server MUST accept mail for its postmaster.
+            local = address if "@" in address else f"postmaster@{self.profile.local_domains[0] if self.profile.local_domains else self.profile.hostname}"
+            if self._greylisted(envelope, local):
+                return
+            if local.lower() not in envelope.local:
+                envelope.local.append(local.lower())
+            self.reply("rcpt_ok", address=address)
+            return
         if self.profile.is_local_domain(path.domain):
             account = self.profile.find_account(address)
             if account is None:
