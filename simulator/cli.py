@@ -73,6 +73,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--seed", type=int, default=None, help="seed for probability faults (same seed, same failures)")
     serve.add_argument("--quiet", action="store_true", help="print only the listening lines")
+    serve.add_argument(
+        "--classroom", type=Path, default=None, metavar="DIR",
+        help="serve a class folder made by `maillab classroom init` (its profile, students and data)",
+    )
 
     profiles = sub.add_parser("profiles", help="list personas, or show one resolved")
     profiles_sub = profiles.add_subparsers(dest="profiles_command", parser_class=_Parser)
@@ -108,6 +112,24 @@ def build_parser() -> argparse.ArgumentParser:
         "--after", action="append", default=[], metavar="LINE",
         help="a line already sent in this session, in order (repeatable), e.g. --after 'EHLO x'",
     )
+
+    classroom = sub.add_parser("classroom", help="classroom labs: set up a class, watch it, grade it")
+    classroom_sub = classroom.add_subparsers(dest="classroom_command", parser_class=_Parser, required=True)
+    init = classroom_sub.add_parser("init", help="write a class folder: config, students, handouts")
+    init.add_argument("dir", type=Path)
+    init.add_argument("--students", type=int, required=True, help="number of students")
+    init.add_argument("--prefix", default="s", help="student id prefix (default s: s01, s02 ...)")
+    init.add_argument("--profile", default="rfc", help="persona or profile file for the class (default rfc)")
+    init.add_argument("--lessons", type=Path, default=None, metavar="PACK", help="a lesson folder for the class")
+    init.add_argument("--domain", default=None, help="mail domain of the students (default: the profile's first local domain)")
+    init.add_argument("--server-host", default=None, help="address students connect to (printed on handouts)")
+    watch = classroom_sub.add_parser("watch", help="live dashboard of the class")
+    watch.add_argument("dir", type=Path)
+    watch.add_argument("--lesson", default=None, help="lesson id whose steps the dashboard follows")
+    grade = classroom_sub.add_parser("grade", help="grade a lesson from the server's side")
+    grade.add_argument("dir", type=Path)
+    grade.add_argument("--lesson", required=True, help="lesson id")
+    grade.add_argument("--format", choices=("csv", "md"), default="md")
 
     cert = sub.add_parser("cert", help="print the path of maillab's local CA certificate")
     cert.add_argument("--data", type=Path, default=None)
@@ -157,6 +179,10 @@ def _main(argv: Sequence[str] | None) -> int:
         from .validate_cmd import run_validate
 
         return run_validate(args)
+    if args.command == "classroom":
+        from .classroom.cli import run_classroom
+
+        return run_classroom(args)
     if args.command == "cert":
         from mockservers.tls import ensure_certificates
 
