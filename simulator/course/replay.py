@@ -50,7 +50,7 @@ class _Connection:
 
     async def read_until_answered(self, timeout: float = 10.0) -> None:
         """Read lines until every line waiting for a reply has one (or the server hangs up)."""
-        while self.run._awaiting or self.run.session.expecting == Expect.REPLY:
+        while (self.run._awaiting or self.run.session.expecting == Expect.REPLY) and self.run.session.expecting != Expect.OCTETS:
             try:
                 line = await self.client.read_line(timeout)
             except ClientError:
@@ -142,8 +142,10 @@ async def _replay_steps(lesson: Lesson, run: LessonRun, servers: object, timeout
                     return _failure(run, step, str(error), line_no)
                 kind = run.sent(line)
                 await connection.client.send_line(line)
-                if kind in (LineKind.COMMAND, LineKind.AUTH_RESPONSE, LineKind.END_OF_DATA):
-                    await connection.read_until_answered(timeout)
+                if kind in (LineKind.COMMAND, LineKind.AUTH_RESPONSE, LineKind.END_OF_DATA) or (
+                    kind == LineKind.OCTETS and run.session.expecting == Expect.REPLY
+                ):
+                    await connection.read_until_answered(timeout)  # a BDAT chunk is answered after its last octet
             if run.current is not None and run.current.step is step:
                 return _failure(run, step, _why(run, step), step.line)
         return ReplayResult(lesson, tuple(run.completed_steps()), None, "", None)

@@ -149,7 +149,7 @@ class Console(Vertical):
         event.stop()
         line = event.value
         session = self.session
-        in_message = session is not None and session.expecting == Expect.MESSAGE
+        in_message = session is not None and session.expecting in (Expect.MESSAGE, Expect.OCTETS)
         if not line and not in_message:
             return
         diagnostics = self.diagnose(line)

@@ -77,7 +77,7 @@ class Conversation:
     async def open(self) -> None:
         await self.close()
         self.session = self._new_session()
-        implicit = False
+        implicit = self.endpoints.implicit_tls(self.protocol)
         port = self.endpoints.port(self.protocol)
         self.client = MailClient(self.endpoints.host, port, ca_cert=self.endpoints.ca_cert, implicit_tls=implicit, timeout=15)
         try:
@@ -88,6 +88,9 @@ class Conversation:
             return
         self.connected = True
         self.on_event(Connected(self.endpoints.host, port))
+        if implicit:
+            self.session.tls_active = True
+            self.on_event(TLSStarted(self.client.tls_subject or "TLS"))
         self._reader = asyncio.create_task(self._read_forever())
 
     async def _read_forever(self) -> None:

@@ -30,6 +30,11 @@ class Endpoints:
     def port(self, protocol: str) -> int:
         return self.pop3 if protocol == "pop3" else self.smtp
 
+    def implicit_tls(self, protocol: str) -> bool:
+        """True when this protocol is only served over TLS from the first byte (SMTPS/POP3S)."""
+        tls_port = self.pop3s if protocol == "pop3" else self.smtps
+        return tls_port is not None and tls_port == self.port(protocol)
+
 
 class Lab:
     """Starts and stops the servers one lesson (or the sandbox) talks to."""

@@ -33,6 +33,7 @@ POP3_VERBS = {"USER", "PASS", "APOP", "STAT", "LIST", "RETR", "DELE", "TOP", "UI
 SMTP_VERBS = {"HELO", "EHLO", "MAIL", "RCPT", "DATA", "BDAT", "VRFY", "EXPN", "STARTTLS", "ETRN", "HELP"}
 
 LESSON_KEYS = [
+    ("f1", "help", "key_help", False),
     ("f2", "hint", "key_hint", True),
     ("f6", "watch", "key_watch", True),
     ("ctrl+r", "reconnect", "key_reconnect", True),
@@ -45,6 +46,8 @@ LESSON_KEYS = [
 
 class TrustingFacts:
     """A remote classroom server's mailboxes cannot be read from here: `!` facts are assumed."""
+
+    trusting = True
 
     def mailbox_messages(self, address: str) -> list[bytes]:
         return []
@@ -294,7 +297,14 @@ class LessonScreen(Screen[None]):
             await self.after_progress()
 
     def action_help(self) -> None:
-        self.app.push_screen(HelpScreen(self.lang, t("help_lesson", self.lang)))
+        """F1 in a lesson: the general help, the lesson's way of working, and this step's hints so far."""
+        context = [t("help_lesson", self.lang)]
+        if self.run is not None and self.run.current is not None:
+            step = self.run.current.step
+            context.append(t("lesson_step", self.lang, number=self.lesson.steps.index(step) + 1,
+                             total=len(self.lesson.steps), title=step.title))
+            context += [t("lesson_hint", self.lang, number=i, text=h) for i, h in enumerate(self.run.visible_hints(), start=1)]
+        self.app.push_screen(HelpScreen(self.lang, "\n".join(context)))
 
     async def action_back(self) -> None:
         await self.leave()

@@ -441,7 +441,7 @@ def test_openssl_s_client_seed_qq_session_with_starttls(maillab_server) -> None:
 def test_nc_bare_lf_smtp(shared_rfc_server) -> None:
     server = shared_rfc_server
     done = run_tool(
-        [require_tool("nc"), "-q", "2", "127.0.0.1", str(server.smtp_port)],
+        [require_tool("nc"), "-q", "5", "127.0.0.1", str(server.smtp_port)],
         input="EHLO x\nMAIL FROM:<alice@example.com>\nRCPT TO:<bob@example.com>\nRSET\nQUIT\n",
         timeout=15,
     )
@@ -453,7 +453,7 @@ def test_nc_bare_lf_smtp(shared_rfc_server) -> None:
 def test_nc_bare_lf_pop3(shared_rfc_server) -> None:
     server = shared_rfc_server
     done = run_tool(
-        [require_tool("nc"), "-q", "2", "127.0.0.1", str(server.pop3_port)],
+        [require_tool("nc"), "-q", "5", "127.0.0.1", str(server.pop3_port)],
         input="USER tim@example.com\nPASS tanstaaftanstaaf\nSTAT\nQUIT\n",
         timeout=15,
     )
