@@ -134,7 +134,7 @@ def test_qq_ehlo_matches_the_real_server(tmp_path):
         (["EHLO x", "MAIL FROM:<a@example.com>", "AUTH PLAIN"], "503 5.5.1 Error: MAIL transaction in progress"),
         (["EHLO x", "MAIL FROM:<a@example.com>", "ETRN example.org"], "503 5.5.1 Error: MAIL transaction in progress"),
         (["EHLO x", "ETRN"], "501 5.5.4 Syntax: ETRN domain"),
-        (["EHLO x", "ETRN example.org"], "251 OK, no messages waiting for node example.org"),
+        (["EHLO x", "ETRN example.org"], "251 2.0.0 OK, no messages waiting for node example.org"),
         (["EHLO x", "AUTH"], "501 5.5.4 Syntax: AUTH mechanism"),
         (["EHLO x", "AUTH GSSAPI"], "504 5.5.4 Unsupported authentication mechanism: GSSAPI"),
         (["EHLO x", "AUTH PLAIN !!!"], "501 5.5.2 Cannot decode response"),
@@ -428,7 +428,7 @@ def test_authenticated_relay_goes_to_the_queue_and_etrn_reports_it(tmp_path):
     h.send("DATA")
     assert h.raw(b"Subject: out\r\n\r\nbye\r\n.\r\n")[0].startswith("250")
     assert h.store.queued_count("remote.test") == 1
-    assert h.send("ETRN remote.test") == ["253 OK, 1 pending messages for node remote.test started"]
+    assert h.send("ETRN remote.test") == ["253 2.0.0 OK, 1 pending messages for node remote.test started"]
     assert h.send("ETRN @remote.test")[0].startswith("253")
     assert len(h.store.messages("bob@example.com")) == 1
 
