@@ -5,9 +5,14 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
+from pathlib import Path
 from typing import Any
 
 from .cli import EXIT_OK, EXIT_USAGE, default_data_dir
+
+#: simulator/cli.py's defaults for --smtp-port/--pop3-port: a class folder's own ports win over them.
+DEFAULT_SMTP_PORT = 2525
+DEFAULT_POP3_PORT = 2110
 
 
 def _fail(message: str) -> int:
@@ -15,17 +20,53 @@ def _fail(message: str) -> int:
     return EXIT_USAGE
 
 
+def _classroom(args: argparse.Namespace) -> tuple[Any, Path, int, int, str]:
+    """The class folder's profile (students as accounts), data directory, ports and a banner line.
+
+    The class's ports apply unless --smtp-port/--pop3-port say otherwise (0 picks free ports).
+    """
+    from .classroom.config import ClassroomError, class_profile, load_class
+
+    if args.data is not None:
+        raise ClassroomError("--data cannot be used with --classroom (the class keeps its data in DIR/data)")
+    if args.account:
+        raise ClassroomError("--account cannot be used with --classroom (the accounts are in DIR/students.csv)")
+    if args.profile != "rfc":
+        raise ClassroomError("--profile cannot be used with --classroom (the profile is in DIR/class.toml)")
+    config = load_class(args.classroom)
+    profile = class_profile(config)
+    smtp_port = config.smtp_port if args.smtp_port == DEFAULT_SMTP_PORT else args.smtp_port
+    pop3_port = config.pop3_port if args.pop3_port == DEFAULT_POP3_PORT else args.pop3_port
+    banner = (
+        f"class {config.dir}: {len(config.students)} students @{config.domain}, "
+        f"at most {profile.policies.max_connections_per_client or 'unlimited'} connections per client and protocol"
+    )
+    return profile, config.data_dir, smtp_port, pop3_port, banner
+
+
 def run_serve(args: argparse.Namespace) -> int:
     from mockservers.profile import ProfileError, load_profile, parse_account
 
-    try:
-        profile = load_profile(args.profile)
-    except ProfileError as error:
-        return _fail(str(error))
-    try:
-        accounts = [parse_account(spec) for spec in args.account]
-    except ValueError as error:
-        return _fail(str(error))
+    banner = None
+    smtp_port, pop3_port = args.smtp_port, args.pop3_port
+    if getattr(args, "classroom", None) is not None:
+        from .classroom.config import ClassroomError
+
+        try:
+            profile, data_dir, smtp_port, pop3_port, banner = _classroom(args)
+        except ClassroomError as error:
+            return _fail(str(error))
+        accounts = []
+    else:
+        try:
+            profile = load_profile(args.profile)
+        except ProfileError as error:
+            return _fail(str(error))
+        try:
+            accounts = [parse_account(spec) for spec in args.account]
+        except ValueError as error:
+            return _fail(str(error))
+        data_dir = args.data or default_data_dir()
     from mockservers.faults import FaultError, rule_from_spec
 
     try:
@@ -34,7 +75,6 @@ def run_serve(args: argparse.Namespace) -> int:
         return _fail(str(error))
     if rules or args.seed is not None:
         profile = profile.with_faults(rules, args.seed)
-    data_dir = args.data or default_data_dir()
     try:
         data_dir.mkdir(parents=True, exist_ok=True)
     except OSError as error:
@@ -50,8 +90,8 @@ def run_serve(args: argparse.Namespace) -> int:
             profile,
             data_dir,
             host=args.host,
-            smtp_port=args.smtp_port,
-            pop3_port=args.pop3_port,
+            smtp_port=smtp_port,
+            pop3_port=pop3_port,
             smtps_port=args.smtps_port,
             pop3s_port=args.pop3s_port,
             extra_accounts=accounts,
@@ -64,6 +104,10 @@ def run_serve(args: argparse.Namespace) -> int:
     def started(listening: list[Any]) -> None:
         for item in listening:
             print(f"{item} (profile {servers.profile.name})", flush=True)
+        if banner is not None:
+            print(banner, flush=True)
+            if args.host in ("127.0.0.1", "localhost", "::1"):
+                print("note: listening on this machine only; for students' machines add --host 0.0.0.0", flush=True)
         if not args.quiet:
             servers.events.subscribe(lambda event: print(event, flush=True))
 

@@ -148,7 +148,8 @@ class LessonRun:
         if self.current is not None:
             self.replied_step = self.current.step  # explain this reply with the step it answered
         exchanges = self.session.received(list(lines))
-        if self.server_user is not None and getattr(self.session, "authenticated_user", None) is None:
+        if self.server_user is not None and getattr(self.session, "authenticated_user", None) != self.server_user:
+            # The server knows best who logged in (`USER s01` is s01@class.test; AUTH hid the name).
             if getattr(self.session, "authenticated", False) or getattr(self.session, "logged_in", False):
                 self.session.authenticated_user = self.server_user
         for exchange in exchanges:
@@ -167,9 +168,10 @@ class LessonRun:
     def server_authenticated(self, user: str) -> None:
         """Grading: the server's transcript says this connection is logging in as `user`.
 
-        A redacted AUTH exchange hides the user name from the session model; the server's
-        "authenticated" event (written just before the success reply) supplies it, so
-        `? authenticated as $user` works on transcripts too.
+        A redacted AUTH exchange hides the user name from the session model (and `USER s01`
+        names s01@class.test only for the server); the server's "authenticated" event, written
+        just before the success reply, supplies it, so `? authenticated as $user` works on
+        transcripts too.
         """
         self.server_user = user.strip().lower()
 

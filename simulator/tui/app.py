@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from pathlib import Path
 from typing import Any
 
-from textual.app import App
+from textual.app import App, ComposeResult
 from textual.command import Hit, Hits, Provider
+from textual.containers import Vertical
+from textual.screen import ModalScreen
+from textual.widgets import Input, Static
 
 from simulator.course.catalog import load_index
 from simulator.course.progress import Progress
@@ -47,6 +51,37 @@ class LessonCommands(Provider):
                 yield Hit(score, matcher.highlight(label), action)
 
 
+_SECRET_PROMPT = {
+    "en": "Classroom server: the secret of {login} (from your handout), then Enter. Esc: skip.",
+    "zh": "课堂服务器：请输入 {login} 的密码（见讲义），按回车。Esc：跳过。",
+}
+
+
+class SecretScreen(ModalScreen[str | None]):
+    """Asks once for the secret of the `--login` address (never shown, never saved)."""
+
+    BINDINGS = [("escape", "skip", "Skip")]
+
+    def __init__(self, login: str, lang: str) -> None:
+        super().__init__()
+        self.login = login
+        self.lang = lang
+
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="dialog", id="secret-dialog"):
+            yield Static(_SECRET_PROMPT.get(self.lang, _SECRET_PROMPT["en"]).format(login=self.login))
+            yield Input(password=True, id="secret-input")
+
+    def on_mount(self) -> None:
+        self.query_one(Input).focus()
+
+    def on_input_submitted(self, message: Input.Submitted) -> None:
+        self.dismiss(message.value.strip() or None)
+
+    def action_skip(self) -> None:
+        self.dismiss(None)
+
+
 class MaillabApp(App[None]):
     CSS_PATH = "maillab.tcss"
     COMMANDS = App.COMMANDS | {LessonCommands}
@@ -66,7 +101,9 @@ class MaillabApp(App[None]):
         self.data_dir = data_dir
         self.lessons_dirs = list(lessons_dirs or [])
         self.lang = lang
-        self.login = login
+        self.login = login.strip().lower() if login else None
+        # `--server HOST --login ADDRESS`: lessons use ADDRESS as $user and this secret as $secret.
+        self.login_secret: str | None = (os.environ.get("MAILLAB_SECRET") or None) if self.login else None
         self.lab = Lab(data_dir, remote_host=remote_host, remote_smtp=smtp_port, remote_pop3=pop3_port)
         self.progress = Progress.load(data_dir / "progress.json")
         self.catalog = load_index(self.lessons_dirs)
@@ -78,8 +115,13 @@ class MaillabApp(App[None]):
         self.lab.deliver = lambda callback, item: loop.call_soon_threadsafe(callback, item)
         self._bindings = localized_bindings(APP_KEYS, self.lang)
         self.push_screen(HomeScreen())
+        if self.login and self.lab.remote and not self.login_secret:
+            self.push_screen(SecretScreen(self.login, self.lang), self._set_secret)
         # After the first screen is up (not during start-up, where it would compete for the CPU).
         self.set_timer(1.0, lambda: self.run_worker(self._warm_up, thread=True, exclusive=False))
+
+    def _set_secret(self, secret: str | None) -> None:
+        self.login_secret = secret
 
     def _warm_up(self) -> None:
         """Import the lesson machinery while the learner reads the home screen."""

@@ -38,7 +38,7 @@ LESSON_KEYS = [
     ("f6", "watch", "key_watch", True),
     ("ctrl+r", "reconnect", "key_reconnect", True),
     ("ctrl+e", "editor", "key_send_message", False),
-    ("ctrl+o", "switch_protocol", "key_reconnect", False),
+    ("ctrl+o", "switch_protocol", "key_switch_protocol", True),
     ("ctrl+n", "skip_step", "key_next_step", False),
     ("escape", "back", "key_back", True),
 ]
@@ -109,6 +109,12 @@ class LessonScreen(Screen[None]):
             app.lab.start, self.profile, f"lesson-{self.lesson.id}", on_line=self.external_line
         )
         variables = lesson_variables(self.lesson, self.profile)
+        if app.lab.remote and getattr(app, "login", None):
+            from simulator.classroom.variables import student_variables
+
+            # A classroom server: the learner is the --login address, whatever the lesson's persona says.
+            secret = getattr(app, "login_secret", None) or variables.get("secret", "")
+            variables = student_variables(self.lesson, self.profile, app.login, secret)
         store = app.lab.store
         if store is not None:
             for address, content in lesson_mail(self.lesson, variables):
@@ -254,6 +260,12 @@ class LessonScreen(Screen[None]):
             self.call_later(self.after_progress)
 
     # --- actions -------------------------------------------------------------------------------
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """SMTP⇄POP3 only in lessons that use both protocols."""
+        if action == "switch_protocol":
+            return self.lesson.protocol == "both"
+        return True
 
     def action_hint(self) -> None:
         if self.run is None:
