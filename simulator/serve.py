@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +43,19 @@ def _classroom(args: argparse.Namespace) -> tuple[Any, Path, int, int, str]:
         f"at most {profile.policies.max_connections_per_client or 'unlimited'} connections per client and protocol"
     )
     return profile, config.data_dir, smtp_port, pop3_port, banner
+
+
+def _classroom_event_text(profile: Any) -> Any:
+    """A class's log never names an unknown login: it is often a secret typed as the user name."""
+
+    def text(event: Any) -> str:
+        user = event.fields.get("user") if isinstance(event.fields, dict) else None
+        if event.kind == "authentication failed" and user and profile.find_account(str(user)) is None:
+            reason = event.detail.rpartition(": ")[2] if ": " in event.detail else ""
+            event = replace(event, detail=f"<not an account>: {reason}" if reason else "<not an account>")
+        return str(event)
+
+    return text
 
 
 def run_serve(args: argparse.Namespace) -> int:
@@ -107,9 +121,10 @@ def run_serve(args: argparse.Namespace) -> int:
         if banner is not None:
             print(banner, flush=True)
             if args.host in ("127.0.0.1", "localhost", "::1"):
-                print("note: listening on this machine only; for students' machines add --host 0.0.0.0", flush=True)
+                print(f"note: only this machine can connect ({args.host}); for the students' machines add --host 0.0.0.0", flush=True)
         if not args.quiet:
-            servers.events.subscribe(lambda event: print(event, flush=True))
+            show = _classroom_event_text(servers.profile) if banner is not None else str
+            servers.events.subscribe(lambda event: print(show(event), flush=True))
 
     def failed(failure: Any) -> None:
         if failure.check(twisted_error.CannotListenError):

@@ -358,7 +358,7 @@ def class_profile(config: ClassConfig) -> Profile:
 # --- handouts ----------------------------------------------------------------------------------
 
 
-def handout_text(config: ClassConfig, student: Student, profile: Profile | None = None) -> str:
+def handout_text(config: ClassConfig, student: Student) -> str:
     from mockservers import sasl
 
     host = config.server_host or "SERVER-ADDRESS"

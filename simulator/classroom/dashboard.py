@@ -120,6 +120,7 @@ class StudentScreen(Screen[None]):
                 style = "bold red"
             log.write(Text(line, style=style))
             self.plain_lines.append(line)
+        del self.plain_lines[:-5000]  # as many as the log keeps
         self.shown += len(lines)
 
 

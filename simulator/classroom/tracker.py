@@ -7,7 +7,9 @@ student's sessions through the lesson runner:
 
 * a session belongs to the student it authenticated as (the server's "authenticated" event);
   without AUTH, to the student named by its first `MAIL FROM:` (SMTP) or `USER`/`APOP` (POP3)
-  line; a later successful login moves it;
+  line; a later successful login moves it. A session with neither (EHLO and QUIT) goes to the
+  student whose other sessions come from the same client address, when exactly one does (one
+  machine per student); otherwise it stays unattributed;
 * a student's sessions are replayed in the order they started, each one whole (a new
   connection is `reconnect()`), server lines through `received()`, client lines through
   `sent()`; AUTH secrets are `***` in transcripts, so the runs accept redacted lines;
@@ -33,7 +35,8 @@ from typing import Any, Iterable
 
 from mockservers.transcripts import follow
 from simulator.course.model import Lesson
-from simulator.course.runner import LessonRun, StoreFacts
+from simulator.course.runner import LessonRun, StoreFacts, reply_matches
+from simulator.course.setup import lesson_variables
 
 from .config import ClassConfig, Student, class_profile
 from .variables import student_variables, uses_variable
@@ -58,7 +61,11 @@ class SessionLog:
     closed: bool = False
     records: list[dict] = field(default_factory=list)
     student: str | None = None
-    by_auth: bool = False
+    how: str | None = None  # "auth", "line" (MAIL FROM / USER / APOP) or "ip"
+
+    @property
+    def host(self) -> str:
+        return self.peer.rpartition(":")[0].strip("[]")
 
 
 @dataclass(frozen=True)
@@ -119,6 +126,62 @@ class CachedFacts:
         return self._queue[key]
 
 
+class TranscriptRun(LessonRun):
+    """A LessonRun whose step matching resumes where it stopped.
+
+    `LessonRun._group_done` rescans every event since the step began each time a line or reply
+    arrives: quadratic in a long transcript (a student stuck on one step for a thousand lines).
+    Events before the first one still waiting for its reply never change, so the scan's state
+    (next event, position in the expectations, end) after them is kept and the next call goes on
+    from there: the same answer, in linear time. Facts are still checked on every call.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._resume: dict[tuple[str, int], tuple[int, int, int, int]] = {}
+        self._sequences: dict[int, list[Any]] = {}
+
+    def _group_done(self, step: Any, group: Any, events: list[Any]) -> int | None:
+        start = len(self.events) - len(events)
+        key = (step.id, id(group))
+        sequence = self._sequences.get(id(group))
+        if sequence is None:
+            sequence = self._sequences[id(group)] = [e for e in group.expectations if e.kind in ("send", "reply")]
+        cached = self._resume.get(key)
+        index, position, end = cached[1:] if cached is not None and cached[0] == start else (0, 0, 0)
+        saving = True
+        while index < len(events) and position < len(sequence):
+            event = events[index]
+            if saving and event.reply is None and any(event is waiting for waiting in self._awaiting):
+                saving = False  # its reply may still come and change the answer: keep the state before it
+                self._resume[key] = (start, index, position, end)
+            expectation = sequence[position]
+            if expectation.kind == "send":
+                if event.sent is not None and self._line_matches(expectation, event.sent):
+                    replies = []
+                    following = position + 1
+                    while following < len(sequence) and sequence[following].kind == "reply":
+                        replies.append(sequence[following])
+                        following += 1
+                    if replies and event.reply is None:
+                        return None  # the reply has not arrived yet
+                    if not replies or all(reply_matches(r.text, event.reply) for r in replies):
+                        position, end = following, index + 1
+            elif event.reply is not None and reply_matches(expectation.text, event.reply):
+                position, end = position + 1, index + 1
+            index += 1
+        if saving:
+            self._resume[key] = (start, index, position, end)
+        if position < len(sequence):
+            return None
+        for expectation in group.expectations:
+            if expectation.kind == "fact" and not self.fact(expectation.text):
+                return None
+            if expectation.kind == "server" and not self.server_fact(expectation.text):
+                return None
+        return end
+
+
 def feed_record(run: LessonRun, record: dict) -> None:
     """One transcript record into a lesson run, the way the TUI feeds a live session."""
     direction = record.get("dir")
@@ -144,11 +207,14 @@ def feed_record(run: LessonRun, record: dict) -> None:
 class LessonProgress:
     """A student's runs through one lesson: one per reading of `$to` (partner, or themself)."""
 
-    def __init__(self, lesson: Lesson, variants: list[dict[str, str]], facts: Any) -> None:
+    def __init__(self, lesson: Lesson, variants: list[dict[str, str]], facts: Any, run_class: type | None = None) -> None:
+        run_class = run_class or TranscriptRun
         self.now = 0.0
         self.problem: str | None = None
+        self.done = 0  # steps completed by the best run
+        self.done_at: float | None = None  # when that number last grew (transcript time)
         self.runs = [
-            LessonRun(lesson, variables, server_facts=facts, accept_redacted=True, clock=lambda: self.now)
+            run_class(lesson, variables, server_facts=facts, accept_redacted=True, clock=lambda: self.now)
             for variables in variants
         ]
 
@@ -161,17 +227,21 @@ class LessonProgress:
             pass
         try:
             for run in self.runs:
-                feed_record(run, record)
+                if not run.finished:
+                    feed_record(run, record)
         except Exception as error:  # a lesson that cannot be checked here is reported, not fatal
             self.problem = f"{type(error).__name__}: {error}"
+            return
+        done = max(len(run.completed_steps()) for run in self.runs)
+        if done > self.done:
+            self.done, self.done_at = done, self.now
 
     @property
     def best(self) -> LessonRun:
         return max(self.runs, key=lambda run: len(run.completed_steps()))  # the first on a tie
 
     def last_completion(self) -> float | None:
-        times = [entry["t"] for entry in self.best.record if entry.get("event") == "step complete"]
-        return max(times) if times else None
+        return self.done_at
 
 
 class StudentState:
@@ -252,7 +322,7 @@ class StudentState:
             in_data = self.in_data.get(session.id, False)
             if in_data and line == ".":
                 self.in_data[session.id] = False
-            if not in_data and t >= self.last_command_t:
+            if (not in_data or line == ".") and t >= self.last_command_t:
                 self.last_command, self.last_command_t = line, t
         elif direction == "s":
             if line.startswith("354"):
@@ -345,10 +415,13 @@ class ClassTracker:
 
             self.facts = CachedFacts(StoreFacts(MailStore(config.data_dir)))
         self.sessions: dict[str, SessionLog] = {}
+        self.weak: set[str] = set()  # sessions not (yet) attributed by AUTH or by a line
         self.by_address = {s.address: s for s in config.students}
         locals_ = Counter(s.local_part for s in config.students)
         self.by_local = {s.local_part: s for s in config.students if locals_[s.local_part] == 1}
         self._uses_to = lesson is not None and uses_variable(lesson, "to")
+        self._base: dict[str, str] | None = None  # the lesson's variables on the class profile
+        self._variants: dict[str, list[dict[str, str]]] = {}
         self.mails_sent = 0
         self.error_counts: Counter[str] = Counter()
         self.students = {s.id: StudentState(s, self) for s in config.students}
@@ -358,14 +431,18 @@ class ClassTracker:
     def new_progress(self, student: Student) -> LessonProgress | None:
         if self.lesson is None:
             return None
-        partner = self.config.partner(student)
-        variants = [
-            student_variables(self.lesson, self.profile, student.address, student.secret, to=partner.address, partner=partner.address)
-        ]
-        if self._uses_to and partner is not student:
-            variants.append(
-                student_variables(self.lesson, self.profile, student.address, student.secret, to=student.address, partner=partner.address)
-            )
+        variants = self._variants.get(student.id)
+        if variants is None:
+            if self._base is None:
+                self._base = lesson_variables(self.lesson, self.profile)
+            partner = self.config.partner(student)
+            readings = [partner.address] + ([student.address] if self._uses_to and partner is not student else [])
+            variants = self._variants[student.id] = [
+                student_variables(
+                    self.lesson, self.profile, student.address, student.secret, to=to, partner=partner.address, base=self._base
+                )
+                for to in readings
+            ]
         return LessonProgress(self.lesson, variants, self.facts)
 
     def resolve(self, login: str) -> Student | None:
@@ -410,6 +487,7 @@ class ClassTracker:
                 session = self.sessions.get(session_id)
                 if session is None:
                     session = self.sessions[session_id] = SessionLog(session_id, path)
+                    self.weak.add(session_id)
                 records, session.offset = follow(path, session.offset)
                 if not records:
                     continue
@@ -419,6 +497,8 @@ class ClassTracker:
                 touched[session_id] = session
                 if before is not None and session.student != before:
                     self.students[before].remove(session)
+            if touched and self.weak:
+                self._attribute_by_address(touched)
             for session in sorted(touched.values(), key=lambda s: (s.started, s.id)):
                 if session.student is not None:
                     state = self.students[session.student]
@@ -428,6 +508,26 @@ class ClassTracker:
                 if state.dirty:
                     state.rebuild(self.live)
             return self.snapshot()
+
+    def _attribute_by_address(self, touched: dict[str, SessionLog]) -> None:
+        """Sessions without AUTH, MAIL FROM or USER go to the one student of their client address."""
+        owners: dict[str, set[str]] = {}
+        for session in self.sessions.values():
+            if session.how in ("auth", "line") and session.student is not None:
+                owners.setdefault(session.host, set()).add(session.student)
+        for session_id in list(self.weak):
+            session = self.sessions[session_id]
+            if session.how in ("auth", "line"):
+                self.weak.discard(session_id)
+                continue
+            candidates = owners.get(session.host, set())
+            owner = next(iter(candidates)) if len(candidates) == 1 else None
+            if owner == session.student:
+                continue
+            if session.student is not None:
+                self.students[session.student].remove(session)
+            session.student, session.how = owner, ("ip" if owner else None)
+            touched[session_id] = session
 
     def _take(self, session: SessionLog, record: dict) -> None:
         session.records.append(record)
@@ -442,17 +542,17 @@ class ClassTracker:
                 session.closed = True
             elif event == "authenticated":
                 student = self.resolve(str(record.get("user", "")))
-                if student is not None and not session.by_auth:
-                    session.student, session.by_auth = student.id, True
+                if student is not None and session.how != "auth":
+                    session.student, session.how = student.id, "auth"
             elif event == "message accepted":
                 self.mails_sent += 1
-        elif direction == "c" and session.student is None:
+        elif direction == "c" and session.how in (None, "ip"):
             line = str(record.get("line", ""))
             match = (_MAIL_FROM if session.protocol == "smtp" else _USER).match(line)
             if match:
                 student = self.resolve(match.group(1))
                 if student is not None:
-                    session.student = student.id
+                    session.student, session.how = student.id, "line"
         elif direction == "s":
             line = str(record.get("line", ""))
             if _SMTP_ERROR.match(line) or line.startswith("-ERR"):

@@ -26,16 +26,18 @@ def student_variables(
     *,
     to: str | None = None,
     partner: str | None = None,
+    base: dict[str, str] | None = None,
 ) -> dict[str, str]:
     """The lesson's variables with the student as `$user` (and `$local`, `$domain`, `$secret`).
 
     `$to` is `to` (default: the student's own address); `$user2` is the partner when given.
     Other accounts' secrets are never known to a student, so `$secret2`... become unmatchable.
-    The lesson's own `vars` still win, as in `lesson_variables`.
+    The lesson's own `vars` still win, as in `lesson_variables`. `base` is
+    `lesson_variables(lesson, profile)` when the caller already has it (a class of 200).
     """
     address = address.strip().lower()
     local, _, domain = address.rpartition("@")
-    variables = lesson_variables(lesson, profile)
+    variables = dict(base) if base is not None else lesson_variables(lesson, profile)
     for key in list(variables):
         if _OTHER_SECRET.match(key):
             variables[key] = HIDDEN_SECRET
