@@ -61,6 +61,8 @@ class Conversation:
         self.client: MailClient | None = None
         self._reader: asyncio.Task[None] | None = None
         self.connected = False
+        self.ports_used: set[int] = set()  # every local port this conversation has had (watch mode)
+        self.connecting = False
 
     def _new_session(self) -> SMTPSession | POP3Session:
         if self.run is not None:
@@ -80,13 +82,18 @@ class Conversation:
         implicit = self.endpoints.implicit_tls(self.protocol)
         port = self.endpoints.port(self.protocol)
         self.client = MailClient(self.endpoints.host, port, ca_cert=self.endpoints.ca_cert, implicit_tls=implicit, timeout=15)
+        self.connecting = True
         try:
             await self.client.connect()
         except ClientError as error:
             self.connected = False
             self.on_event(Closed(str(error), failed_to_connect=True))
             return
+        finally:
+            self.connecting = False
         self.connected = True
+        if self.local_port is not None:
+            self.ports_used.add(self.local_port)
         self.on_event(Connected(self.endpoints.host, port))
         if implicit:
             self.session.tls_active = True

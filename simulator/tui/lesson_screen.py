@@ -70,6 +70,7 @@ class LessonScreen(Screen[None]):
         self.following: str | None = None  # session id of an external session being followed
         self.last_exchange: Any = None
         self._held_lines: list[Any] = []
+        self._own_ports: set[int] = set()  # every connection the console made: never "external"
 
     @property
     def lang(self) -> str:
@@ -224,18 +225,19 @@ class LessonScreen(Screen[None]):
         wait until it does (or are dropped as ours).
         """
         conversation = self.console.conversation
-        own_port = conversation.local_port if conversation is not None else None
-        if own_port is None:
-            self._held_lines.append(line)
+        if conversation is not None:
+            self._own_ports |= conversation.ports_used
+        if conversation is None or conversation.connecting:
+            self._held_lines.append(line)  # our connection is being set up: its port is not known yet
             return
         if self._held_lines:
             held, self._held_lines = self._held_lines, []
             for earlier in held:
-                self._follow(earlier, own_port)
-        self._follow(line, own_port)
+                self._follow(earlier)
+        self._follow(line)
 
-    def _follow(self, line: Any, own_port: int) -> None:
-        if line.peer.endswith(f":{own_port}"):
+    def _follow(self, line: Any) -> None:
+        if line.peer.rpartition(":")[2].isdigit() and int(line.peer.rpartition(":")[2]) in self._own_ports:
             return
         run = self.run
         if run is None:
