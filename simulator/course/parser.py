@@ -302,7 +302,7 @@ _FACTS = re.compile(
 _SERVER_FACTS = re.compile(
     r'^(?:mailbox \S+ (?:has (?:subject|body|header) ".*"|count \d+)|queue \S+ count \d+)$', re.IGNORECASE
 )
-_REPLY = re.compile(r"^(?:[2-5][0-9x]{2}(?:[ -].*)?|\+OK.*|-ERR.*|\+ .*|closed)$", re.IGNORECASE)
+_REPLY = re.compile(r"^(?:[2-5][0-9x]{2}(?:[ -].*)?|\+OK.*|-ERR.*|\+(?: .*)?|closed)$", re.IGNORECASE)
 
 
 def _expect_block(content: str, first_line: int, path: Path, block_line: int) -> CheckGroup:
