@@ -69,8 +69,9 @@ def unstuff(content: bytes) -> bytes:
     """
     if content.startswith(b".") or b"\r\n." in content:
         content = (b"\r\n" + content).replace(b"\r\n.", b"\r\n")[2:]
-    if _BARE_LINE_END.search(content):
-        content = re.sub(rb"\r\n|\r|\n", b"\r\n", content)
+    crlf = content.count(b"\r\n")
+    if (crlf != content.count(b"\n") or crlf != content.count(b"\r")) and _BARE_LINE_END.search(content):
+        content = re.sub(rb"\r\n|\r|\n", b"\r\n", content)  # counting first: C speed, no regex scan
     return content
 
 

@@ -131,13 +131,43 @@ class PreloadedMail:
     origin: str
 
 
+#: Control characters never leave in a reply: a value echoed from the client (an address, a VRFY
+#: argument) may carry a bare CR or ESC, which would split or rewrite the line on the learner's side.
+_REPLY_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+#: Widest field a reply template may ask for (`{size:>9999999999}` would allocate gigabytes).
+_MAX_FIELD_WIDTH = 256
+
+
 class _Template(string.Formatter):
-    """str.format that leaves unknown placeholders visible instead of raising."""
+    """str.format for reply templates: data only.
+
+    Unknown placeholders stay visible instead of raising. A placeholder is a plain name: attribute
+    and index lookups (`{host.__class__}`) are left as literal text, never evaluated, so a profile
+    or a lesson's `profile_overrides` cannot walk Python objects; a format spec wider than
+    _MAX_FIELD_WIDTH is ignored; control characters in substituted values become `?`.
+    """
 
     def get_value(self, key: Any, args: Any, kwargs: Mapping[str, Any]) -> Any:
         if isinstance(key, str) and key in kwargs:
             return kwargs[key]
         return "{" + str(key) + "}"
+
+    def get_field(self, field_name: str, args: Any, kwargs: Mapping[str, Any]) -> Any:
+        if not field_name.isidentifier():
+            return "{" + field_name + "}", field_name
+        return self.get_value(field_name, args, kwargs), field_name
+
+    def convert_field(self, value: Any, conversion: str | None) -> Any:
+        return value  # no !r / !s / !a: a template shows values, it does not inspect them
+
+    def format_field(self, value: Any, format_spec: str) -> str:
+        if format_spec and any(int(n) > _MAX_FIELD_WIDTH for n in re.findall(r"\d+", format_spec)):
+            format_spec = ""
+        try:
+            text = format(value, format_spec)
+        except (ValueError, TypeError):
+            text = str(value)
+        return _REPLY_CONTROL.sub("?", text)
 
 
 _FORMATTER = _Template()

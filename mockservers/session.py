@@ -18,9 +18,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from twisted.internet import defer, protocol, task
+from twisted.internet import defer, interfaces, protocol, task
 from twisted.logger import Logger
 from twisted.protocols.policies import TimeoutMixin
+from zope.interface import implementer
 
 from .faults import FaultAction, FaultScript
 from .limits import ServerLimits
@@ -37,6 +38,10 @@ MAX_HELD_INPUT = 256 * 1024
 
 #: Seconds a closing TLS session waits for the client's close_notify before hanging up anyway.
 TLS_CLOSE_GRACE = 1.0
+
+#: Seconds a closing session waits for its last replies to drain before the socket is aborted: a
+#: client that never reads must not keep a connection and its output buffer forever.
+CLOSE_DRAIN_GRACE = 30.0
 
 
 @dataclass(frozen=True)
@@ -91,6 +96,10 @@ class EventHub:
     @property
     def wants_lines(self) -> bool:
         return bool(self._line_subscribers)
+
+    @property
+    def wants_events(self) -> bool:
+        return bool(self._subscribers)
 
     def publish(self, event: ServerEvent) -> None:
         for callback in list(self._subscribers):
@@ -153,8 +162,18 @@ def _date(epoch: int) -> str:
     return email.utils.formatdate(epoch, localtime=True)
 
 
+@implementer(interfaces.IPushProducer, interfaces.IHalfCloseableProtocol)
 class LineSession(protocol.Protocol, TimeoutMixin):
-    """Base of the SMTP and POP3 sessions."""
+    """Base of the SMTP and POP3 sessions.
+
+    Flow control, both ways: while a command waits (disk, tarpit) the input behind it is held, up
+    to MAX_HELD_INPUT, then the socket is no longer read; and the session is a streaming producer
+    for its own transport, so when a client does not read its replies (Twisted's write buffer
+    passes 64 KiB) the session runs no more commands until the buffer drains, holding what arrives
+    up to MAX_HELD_INPUT before it stops reading too. Memory per session is thus bounded whatever
+    the client does (tests/test_hardening_sockets.py). A client that half-closes (shutdown(SHUT_WR))
+    still gets the replies to what it sent, then the session ends.
+    """
 
     protocol_name = "?"
     #: raw handler: called with (data, position), returns the new position; set by DATA/BDAT.
@@ -171,7 +190,10 @@ class LineSession(protocol.Protocol, TimeoutMixin):
         self._discarding = False
         self._busy: defer.Deferred | None = None
         self._closed = False
-        self._paused_transport = False
+        self._paused_transport = False  # reading stopped (held input, or output not draining)
+        self._output_blocked = False  # the transport asked us to pause: its write buffer is full
+        self._input_ended = False  # the client half-closed; close once its commands are answered
+        self._producing = False  # registered as the transport's producer
         self._processing = False
         self.transcript: TranscriptWriter | None = None
         self.client_ip = "?"
@@ -218,8 +240,17 @@ class LineSession(protocol.Protocol, TimeoutMixin):
         self.client_ip = getattr(peer, "host", "?")
         if self.context.record_transcripts and self.context.transcripts_dir is not None:
             self.transcript = TranscriptWriter(
-                self.context.transcripts_dir, self.session_id, self.protocol_name, self.peer, self.profile.name
+                self.context.transcripts_dir, self.session_id, self.protocol_name, self.peer, self.profile.name,
+                flush=False,
             )
+        try:
+            self._connected()
+        finally:
+            if self.transcript is not None:
+                self.transcript.flush()  # the open record and the greeting in one write
+
+    def _connected(self) -> None:
+        clock = self.context.reactor_time()
         self.event("connected")
         policies = self.profile.policies
         refused = self.context.limits.open(
@@ -232,6 +263,10 @@ class LineSession(protocol.Protocol, TimeoutMixin):
             return
         self._counted = True
         self.context.sessions.add(self)
+        register = getattr(self.transport, "registerProducer", None)
+        if register is not None:
+            register(self, True)
+            self._producing = True
         self.setTimeout(self.idle_timeout())
         action = self.fault("CONNECT")
         if action is not None:
@@ -327,17 +362,98 @@ class LineSession(protocol.Protocol, TimeoutMixin):
         self.close()
 
     def close(self) -> None:
-        """Close after the replies already written have left."""
+        """Close after the replies already written have left (or give up after a grace period)."""
         self._closed = True
         self._raw_handler = None
+        self._release()
+        if self._producing:
+            # A registered producer keeps loseConnection from ever completing (Twisted's rule).
+            self._producing = False
+            self.transport.unregisterProducer()
         if self._paused_transport:
             # A paused TLS transport could never read the peer's close_notify and would linger.
             self._paused_transport = False
             self.transport.resumeProducing()
         self.transport.loseConnection()
-        if self.tls_active and self._abort_call is None:
-            # TLS close waits for the peer's close_notify, which many clients never send.
-            self._abort_call = self.callLater(TLS_CLOSE_GRACE, self.transport.abortConnection)
+        if self._abort_call is None and getattr(self.transport, "connected", True):
+            # TLS close waits for the peer's close_notify, which many clients never send; a plain
+            # close waits for the output buffer to drain, which a client that never reads prevents.
+            grace = TLS_CLOSE_GRACE if self.tls_active else CLOSE_DRAIN_GRACE
+            self._abort_call = self.callLater(grace, self._abort)
+
+    def _release(self) -> None:
+        """The session is over once it closes: free its connection slot and what it holds now.
+
+        Not when the socket is finally gone (a turn of the reactor later, or after the drain
+        grace): a client that reconnects at once must find its `max_connections_per_client` slot
+        and its POP3 maildrop free, as it did when EOF dropped the connection at once.
+        """
+        if self._counted:
+            self._counted = False
+            self.context.limits.close(self.protocol_name, self.client_ip)
+        self.session_closing()
+
+    def session_closing(self) -> None:
+        """close() was called: release what the session holds (default: as `session_ended`)."""
+        self.session_ended()
+
+    def _abort(self) -> None:
+        abort = getattr(self.transport, "abortConnection", None)
+        if abort is not None:
+            abort()
+
+    # --- flow control (IPushProducer for the transport, IHalfCloseableProtocol) ---------------
+
+    def pauseProducing(self) -> None:  # noqa: N802
+        """The transport's write buffer is full: run no more commands until it drains.
+
+        Input is still read, and held, up to MAX_HELD_INPUT (`dataReceived` then stops reading):
+        a TLS transport also pauses its producer while the handshake is under way, and the
+        handshake needs the socket to be read.
+        """
+        self._output_blocked = True
+        if len(self._pending) - self._pos > MAX_HELD_INPUT:
+            self._stop_reading()
+
+    def resumeProducing(self) -> None:  # noqa: N802
+        """The client has read its replies: go on with the input already received."""
+        if not self._output_blocked:
+            return
+        self._output_blocked = False
+        if self._closed:
+            return
+        self._maybe_resume_reading()
+        if self._busy is None and not self._processing:
+            self._process()
+
+    def stopProducing(self) -> None:  # noqa: N802
+        """The connection is gone (connectionLost follows)."""
+        self._producing = False
+
+    def readConnectionLost(self) -> None:  # noqa: N802
+        """The client shut its sending side down: answer what it sent, then close."""
+        self._input_ended = True
+        if not self._closed and self._busy is None and not self._processing and not self._output_blocked:
+            self._process()
+
+    def writeConnectionLost(self) -> None:  # noqa: N802
+        """Never asked for (the session does not half-close); nothing to do."""
+
+    def _stop_reading(self) -> None:
+        if not self._paused_transport and not self._closed:
+            self._paused_transport = True
+            self.transport.pauseProducing()
+
+    def _maybe_resume_reading(self) -> None:
+        """Read again once the output drains and the held input is back under MAX_HELD_INPUT."""
+        if (
+            self._paused_transport
+            and not self._closed
+            and not self._output_blocked
+            and len(self._pending) - self._pos <= MAX_HELD_INPUT
+        ):
+            self._paused_transport = False
+            self.transport.resumeProducing()
 
     def shut_down(self) -> None:
         """The server is stopping: say so (421 / -ERR [SYS/TEMP]) and hang up."""
@@ -372,9 +488,9 @@ class LineSession(protocol.Protocol, TimeoutMixin):
     def event(self, kind: str, detail: str = "", **fields: Any) -> None:
         if self.transcript is not None and kind not in ("connected", "disconnected"):
             self.transcript.event(kind, detail=detail, **fields)
-        self.context.events.publish(
-            ServerEvent(self.protocol_name, self.session_id, kind, self.peer, detail, fields)
-        )
+        hub = self.context.events
+        if hub.wants_events:
+            hub.publish(ServerEvent(self.protocol_name, self.session_id, kind, self.peer, detail, fields))
 
     # --- input framing -----------------------------------------------------------------------
 
@@ -386,11 +502,11 @@ class LineSession(protocol.Protocol, TimeoutMixin):
             self._pending = self._pending[self._pos :]
             self._pos = 0
         self._pending = self._pending + data if self._pending else data
-        if self._busy is not None:
-            # A command is waiting (disk, tarpit): keep its followers, but stop reading when they pile up.
-            if len(self._pending) - self._pos > MAX_HELD_INPUT and not self._paused_transport:
-                self._paused_transport = True
-                self.transport.pauseProducing()
+        if self._busy is not None or self._output_blocked:
+            # A command is waiting (disk, tarpit) or the client is not reading its replies: keep
+            # the input, but stop reading when it piles up.
+            if len(self._pending) - self._pos > MAX_HELD_INPUT:
+                self._stop_reading()
             return
         self._process()
 
@@ -402,12 +518,16 @@ class LineSession(protocol.Protocol, TimeoutMixin):
             self._processing = False
             if self.transcript is not None:
                 self.transcript.flush()
+            if self._paused_transport:
+                self._maybe_resume_reading()  # the held input was consumed: read again
 
     def _process_input(self) -> None:
-        while self._busy is None and not self._closed:
+        while self._busy is None and not self._closed and not self._output_blocked:
             data, pos = self._pending, self._pos
             if pos >= len(data):
                 self._pending, self._pos = b"", 0
+                if self._input_ended:
+                    self._end_of_input()
                 return
             if self._raw_handler is not None:
                 self._pos = self._raw_handler(data, pos)
@@ -420,6 +540,8 @@ class LineSession(protocol.Protocol, TimeoutMixin):
                     self._pending, self._pos = b"", 0
                 else:
                     self._pending, self._pos = data[pos:], 0
+                if self._input_ended:
+                    self._end_of_input()  # an unfinished line at EOF is never a command
                 return
             self._pos = newline + 1
             if self._discarding:
@@ -429,10 +551,18 @@ class LineSession(protocol.Protocol, TimeoutMixin):
             end = newline
             while end > pos and data[end - 1] in (13, 0):
                 end -= 1  # CRLF, and telnet's CR NUL (RFC 854) before it
-            if end - pos + 2 > limit:
+            if end - pos + 2 > limit or newline - pos > limit:
+                # The second test is the one an unfinished line gets above, so a line is too long
+                # or not whatever TCP segments it came in (a run of CRs before the LF included).
                 self._guarded(self.line_too_long)
                 continue
             self._guarded(self._dispatch, data[pos:end])
+
+    def _end_of_input(self) -> None:
+        """The client half-closed and every complete command it sent has been answered."""
+        if not self._closed:
+            self.event("client closed", "end of input: every complete command answered, closing")
+            self.close()
 
     def _dispatch(self, line: bytes) -> Any:
         """A tarpit persona answers every command only after a pause."""
@@ -469,8 +599,6 @@ class LineSession(protocol.Protocol, TimeoutMixin):
         self._busy = None
         if self.transcript is not None:
             self.transcript.flush()
-        if self._paused_transport and not self._closed:
-            self._paused_transport = False
-            self.transport.resumeProducing()
-        if not self._closed and not self._processing:
+        self._maybe_resume_reading()
+        if not self._closed and not self._processing and not self._output_blocked:
             self._process()

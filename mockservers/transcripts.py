@@ -14,7 +14,6 @@ import re
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import IO
 
 __all__ = [
     "REDACTED",
@@ -42,6 +41,7 @@ def _check_session_id(session_id: str) -> str:
     return session_id
 
 
+_OPEN_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_APPEND | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
 _ENCODER = json.JSONEncoder(ensure_ascii=False, default=str)
 _quote = json.encoder.encode_basestring  # C-accelerated JSON string quoting (non-ASCII kept as is)
 
@@ -66,6 +66,7 @@ class TranscriptWriter:
         profile: str,
         *,
         clock: Callable[[], float] = time.time,
+        flush: bool = True,
     ) -> None:
         self.session_id = _check_session_id(session_id)
         self._session_json = _quote(self.session_id)
@@ -74,17 +75,18 @@ class TranscriptWriter:
         self.path = Path(directory) / day / f"{session_id}.jsonl"
         self.error: OSError | None = None
         self._closed = False
-        self._file: IO[bytes] | None = None
+        self._file: int | None = None  # a raw descriptor: open() would add fstat, ioctl and lseek calls
         self._pending: list[str] = []
         try:
             if self.path.parent not in TranscriptWriter._made_dirs:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
                 TranscriptWriter._made_dirs.add(self.path.parent)
-            self._file = open(self.path, "ab", buffering=0)
+            self._file = os.open(self.path, _OPEN_FLAGS, 0o600)  # message heads: owner only, like mail
         except OSError as error:
             self.error = error
         self._write({"dir": "e", "event": "open", "protocol": protocol, "peer": peer, "profile": profile})
-        self.flush()
+        if flush:  # a session passes False and flushes once its greeting is recorded too
+            self.flush()
 
     @property
     def closed(self) -> bool:
@@ -112,7 +114,9 @@ class TranscriptWriter:
         data = ("\n".join(self._pending) + "\n").encode("utf-8", "replace")
         self._pending.clear()
         try:
-            self._file.write(data)
+            view = memoryview(data)
+            while view:  # O_APPEND: each write lands at the end; a short write is finished here
+                view = view[os.write(self._file, view) :]
         except OSError as error:
             self.error = error
             self._release()
@@ -145,7 +149,7 @@ class TranscriptWriter:
         handle, self._file = self._file, None
         if handle is not None:
             try:
-                handle.close()
+                os.close(handle)
             except OSError:
                 pass
 
@@ -217,6 +221,7 @@ def follow(path: Path, offset: int = 0) -> tuple[list[dict], int]:
 
 _AUTH_RE = re.compile(r"^(\s*AUTH\s+\S+\s+)(\S.*)$", re.IGNORECASE | re.DOTALL)
 _PASS_RE = re.compile(r"^(\s*PASS\s)(.*\S.*)$", re.IGNORECASE | re.DOTALL)
+_SECRET_VERBS = frozenset({"AUTH", "PASS", "APOP"})
 _APOP_RE = re.compile(r"^(\s*APOP\s+\S+\s+)(\S.*)$", re.IGNORECASE | re.DOTALL)
 
 
@@ -227,6 +232,8 @@ def redact(line: str) -> str:
     and is kept), `PASS <password>` hides the password (which may contain spaces), `APOP <user>
     <digest>` hides the digest. A trailing CR/LF is kept.
     """
+    if line.lstrip()[:4].upper() not in _SECRET_VERBS:
+        return line  # the fast path: most lines carry no secret and skip the three patterns
     body = line.rstrip("\r\n")
     ending = line[len(body):]
     for pattern in (_AUTH_RE, _PASS_RE, _APOP_RE):
