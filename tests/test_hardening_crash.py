@@ -320,3 +320,66 @@ def test_transcripts_on_a_full_disk_do_not_break_sessions(small_tmpfs):
                 client.smtp("EHLO x.example")
                 assert client.smtp("NOOP")[0].startswith("250")
                 assert client.smtp("QUIT")[0].startswith("221")
+
+
+# --- group commit of directory fsyncs ------------------------------------------------------------
+
+
+def test_group_commit_shares_directory_fsyncs_and_never_acknowledges_early(tmp_path, monkeypatch):
+    """Concurrent deliveries share fsyncs of new/, and each returns only after an fsync that
+    started after its own link into new/ has finished (the rule that makes the 250 safe)."""
+    store = store_module.MailStore(tmp_path)
+    store.ensure_mailbox("bob@example.com")
+    clock = threading.Lock()
+    events: list[tuple[str, float, Any]] = []
+    real_fsync_dir = store_module._fsync_dir
+
+    def slow_fsync_dir(directory: Path) -> None:
+        with clock:
+            events.append(("sync-start", time.monotonic(), str(directory)))
+        time.sleep(0.02)  # a slow disk: many deliveries arrive during one fsync
+        real_fsync_dir(directory)
+        with clock:
+            events.append(("sync-end", time.monotonic(), str(directory)))
+
+    proxy = failing_os("link", errno.ENOSPC, after=10**9)  # a pass-through os, with link wrapped below
+    real_link = os.link
+
+    def recording_link(source: Any, target: Any, *args: Any, **kwargs: Any) -> None:
+        real_link(source, target, *args, **kwargs)
+        with clock:
+            events.append(("link", time.monotonic(), os.path.basename(str(target))))
+
+    proxy.link = recording_link
+    monkeypatch.setattr(store_module, "os", proxy)
+    monkeypatch.setattr(store_module, "_fsync_dir", slow_fsync_dir)
+    returned: dict[str, float] = {}
+
+    def deliver(n: int) -> None:
+        name = store.deliver(["bob@example.com"], f"Subject: {n}\r\n\r\nbody\r\n".encode())
+        returned[name] = time.monotonic()
+
+    threads = [threading.Thread(target=deliver, args=(n,)) for n in range(24)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    monkeypatch.undo()
+    new_dir = str(tmp_path / "mailboxes" / "bob@example.com" / "new")
+    syncs = []
+    starts = {}
+    for index, (kind, when, what) in enumerate(events):
+        if kind == "sync-start" and what == new_dir:
+            starts[len(syncs)] = when
+            syncs.append([when, None])
+        elif kind == "sync-end" and what == new_dir:
+            open_syncs = [s for s in syncs if s[1] is None]
+            open_syncs[0][1] = when
+    assert len(returned) == 24 and len(store.messages("bob@example.com")) == 24
+    assert 1 <= len(syncs) < 24, f"{len(syncs)} directory fsyncs for 24 concurrent deliveries"
+    links = {what: when for kind, when, what in events if kind == "link"}
+    for name, done in returned.items():
+        linked = links[name]
+        assert any(start > linked and end is not None and end <= done for start, end in syncs), (
+            f"{name} returned without an fsync of new/ that started after its link"
+        )
