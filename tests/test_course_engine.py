@@ -13,7 +13,6 @@ from pathlib import Path
 import pytest
 
 from mockservers import sasl
-from mockservers.profile import load_profile
 from simulator.course.lint import lint_lessons
 from simulator.course.parser import parse_lesson_text
 from simulator.course.patterns import PatternError, RuntimeValues, compile_pattern, render_solution
@@ -421,6 +420,3 @@ def test_progress_cli(tmp_path):
     missing = subprocess.run(maillab + ["progress", "--data", str(tmp_path), "--reset", "nope"], capture_output=True, text=True, timeout=60)
     assert missing.returncode == 1
 
-
-def test_profile_is_loaded_for_lessons():
-    assert load_profile("rfc").name == "rfc"

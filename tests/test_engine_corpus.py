@@ -399,32 +399,6 @@ def corpus() -> list[Sequence]:
     return out
 
 
-#: Server behaviour that disagrees with the RFCs (and the validator, which follows them):
-#: (persona or "*", sequence name) -> reason. Each is checked on its own below, xfail(strict=True).
-def _strict_personas() -> list[str]:
-    return [name for name in bundled_personas() if load_profile(name).policies.strict_syntax]
-
-
-def _auth_before_tls_personas() -> list[str]:
-    return [name for name in bundled_personas() if load_profile(name).smtp_auth_mechanisms(False)]
-
-
-def _name_of(prefix: str, probes: list[str], probe: str) -> str:
-    return f"{prefix}#{probes.index(probe)}/{probe[:40]!r}"
-
-
-_RCPT_ORDER = (
-    "RFC 5321 3.3: a RCPT without a previous MAIL MUST get 503; mockservers/smtp.py do_RCPT checks the "
-    "`TO:` syntax first and answers rcpt_syntax (501) on strict personas (Postfix itself checks `need MAIL` first)"
-)
-_LONG_AUTH = (
-    "RFC 4954 5: the AUTH= parameter adds 500 octets to the MAIL FROM line limit (RFC 1870 4: SIZE adds 26); "
-    "mockservers/session.py frames every command line at max_command_line (512) and answers line_too_long (500)"
-)
-
-KNOWN_SERVER_BUGS: dict[tuple[str, str], str] = {}  # none known: the server follows the RFCs here
-
-
 # --- per persona: accounts, payloads, macros -------------------------------------------------------
 
 
@@ -745,7 +719,7 @@ def run_corpus(name: str, data_dir: Path, sequences: list[Sequence]) -> Outcome:
 
 def selected(name: str) -> list[Sequence]:
     everything = corpus()
-    chosen = [s for s in everything if (name, s.name) not in KNOWN_SERVER_BUGS and ("*", s.name) not in KNOWN_SERVER_BUGS]
+    chosen = list(everything)
     if load_profile(name).policies.tarpit_delay:
         chosen = chosen[::10]  # a tarpit answers slowly on purpose: a sample keeps the test short
     return chosen
@@ -770,32 +744,3 @@ def test_validator_predicts_the_server(name: str, tmp_path: Path) -> None:
         f"{len(outcome.disagreements)} disagreement(s) in {outcome.lines_checked} lines "
         f"({time.monotonic() - started:.1f} s):\n" + "\n".join(outcome.disagreements[:60])
     )
-
-
-def _bug_cases() -> Iterator[Any]:
-    for (persona, sequence_name), reason in KNOWN_SERVER_BUGS.items():
-        personas = bundled_personas() if persona == "*" else [persona]
-        for name in personas:
-            yield pytest.param(name, sequence_name, id=f"{name}:{sequence_name}", marks=pytest.mark.xfail(strict=True, reason=reason))
-
-
-@pytest.fixture(scope="module")
-def bug_labs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Lab]]:
-    """One server per persona for all the known-bug cases (starting one per case is slow)."""
-    labs: dict[str, Lab] = {}
-    yield labs
-    for lab in labs.values():
-        lab.stop()
-
-
-@pytest.mark.parametrize(("name", "sequence_name"), list(_bug_cases()))
-def test_known_server_bugs(name: str, sequence_name: str, bug_labs: dict[str, Lab], tmp_path_factory: pytest.TempPathFactory) -> None:
-    [sequence] = [s for s in corpus() if s.name == sequence_name]
-    lab = bug_labs.get(name)
-    if lab is None:
-        lab = bug_labs[name] = Lab(name, tmp_path_factory.mktemp(f"bugs-{name}"))
-    outcome = Outcome()
-    if needs_restart(lab.profile, run_sequence(lab, sequence, outcome)):
-        lab.restart()
-    assert outcome.sequences == 1
-    assert not outcome.disagreements, "\n".join(outcome.disagreements)
