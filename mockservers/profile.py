@@ -17,6 +17,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
+from .output import DEFAULT_MAX_BYTES, DEFAULT_MAX_LOG_LINES
+
 PERSONA_DIR = Path(__file__).with_name("personas")
 
 _REPLY_LINE = re.compile(r"^(?P<code>[2-5]\d\d)(?P<sep>[ -]?)(?P<text>.*)$", re.DOTALL)
@@ -109,7 +111,8 @@ class Policies:
     login_delay: float = 0.0
     expire_days: int = -1
     implicit_tls_only: bool = False
-
+    log_queue_lines: int = DEFAULT_MAX_LOG_LINES
+    transcript_queue_bytes: int = DEFAULT_MAX_BYTES
 
 @dataclass(frozen=True)
 class Quirks:

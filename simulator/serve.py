@@ -97,6 +97,7 @@ def run_serve(args: argparse.Namespace) -> int:
     from twisted.internet import error as twisted_error
     from twisted.internet import reactor
 
+    from mockservers.output import EXIT_DRAIN_SECONDS, LogWriter
     from mockservers.server import MailServers
 
     try:
@@ -114,6 +115,7 @@ def run_serve(args: argparse.Namespace) -> int:
         return _fail(str(error))
 
     outcome: dict[str, Any] = {"status": EXIT_OK}
+    log = LogWriter(sys.stdout, max_lines=servers.profile.policies.log_queue_lines)
 
     def started(listening: list[Any]) -> None:
         for item in listening:
@@ -124,7 +126,8 @@ def run_serve(args: argparse.Namespace) -> int:
                 print(f"note: only this machine can connect ({args.host}); for the students' machines add --host 0.0.0.0", flush=True)
         if not args.quiet:
             show = _classroom_event_text(servers.profile) if banner is not None else str
-            servers.events.subscribe(lambda event: print(show(event), flush=True))
+            # Off the reactor thread: a paused terminal or a full pipe drops log lines, not sessions.
+            servers.events.subscribe(lambda event: log.line(show(event)))
 
     def failed(failure: Any) -> None:
         if failure.check(twisted_error.CannotListenError):
@@ -148,6 +151,7 @@ def run_serve(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, stop)
     reactor.callWhenRunning(lambda: servers.start().addCallbacks(started, failed))
     reactor.run(installSignalHandlers=False)
+    log.drain(EXIT_DRAIN_SECONDS)
     if outcome["status"] != EXIT_OK:
         return _fail(outcome["message"])
     print("maillab serve: stopped", flush=True)
