@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import re
 
-from mockservers.profile import bundled_personas, load_profile
+from mockservers.profile import load_profile
+from mockservers.profile_files import bundled_personas
 from simulator.engine import knowledge as kb
 from simulator.engine.explain import explain_reply
 
