@@ -10,7 +10,7 @@ from .cli import EXIT_FAILED, EXIT_OK
 
 def run_lint(args: argparse.Namespace) -> int:
     from mockservers.lint import lint_profile
-    from mockservers.profile import bundled_personas
+    from mockservers.profile_files import bundled_personas
     from simulator.course.lint import lint_lessons
 
     paths = [Path(p) for p in args.paths]

@@ -9,7 +9,8 @@ from .cli import EXIT_OK, EXIT_USAGE
 
 
 def run_profiles(args: argparse.Namespace) -> int:
-    from mockservers.profile import ProfileError, bundled_personas, load_profile
+    from mockservers.profile import load_profile
+    from mockservers.profile_files import ProfileError, bundled_personas
 
     if args.profiles_command == "show":
         try:

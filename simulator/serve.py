@@ -59,7 +59,9 @@ def _classroom_event_text(profile: Any) -> Any:
 
 
 def run_serve(args: argparse.Namespace) -> int:
-    from mockservers.profile import ProfileError, load_profile, parse_account
+    from mockservers.accounts import parse_account
+    from mockservers.profile import load_profile
+    from mockservers.profile_files import ProfileError
 
     banner = None
     smtp_port, pop3_port = args.smtp_port, args.pop3_port

@@ -14,7 +14,8 @@ from .cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 
 
 def run_validate(args: argparse.Namespace) -> int:
-    from mockservers.profile import ProfileError, load_profile
+    from mockservers.profile import load_profile
+    from mockservers.profile_files import ProfileError
     from simulator.engine.checks import is_refusal
     from simulator.engine.diagnostics import label
     from simulator.engine.knowledge import resolve_language
