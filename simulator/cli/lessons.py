@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from .cli import EXIT_FAILED, EXIT_OK
+from . import EXIT_FAILED, EXIT_OK
 
 
 def run_lessons(args: argparse.Namespace) -> int:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .cli import EXIT_FAILED, EXIT_OK
+from . import EXIT_FAILED, EXIT_OK
 
 
 def run_lint(args: argparse.Namespace) -> int:

@@ -6,9 +6,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from simulator.cli import EXIT_OK, EXIT_USAGE
+from . import EXIT_OK, EXIT_USAGE
 
-from .config import ClassConfig, ClassroomError, init_class, load_class
+from simulator.classroom.config import ClassConfig, ClassroomError, init_class, load_class
 
 
 def _fail(message: str) -> int:
@@ -68,7 +68,7 @@ def load_lesson(config: ClassConfig, lesson_id: str | None):  # -> Lesson | None
 def _watch(args: argparse.Namespace) -> int:
     config = load_class(args.dir)
     lesson = load_lesson(config, args.lesson or config.lesson)
-    from .dashboard import ClassroomApp
+    from simulator.classroom.dashboard import ClassroomApp
 
     ClassroomApp(config, lesson).run()
     return EXIT_OK
@@ -77,7 +77,7 @@ def _watch(args: argparse.Namespace) -> int:
 def _grade(args: argparse.Namespace) -> int:
     config = load_class(args.dir)
     lesson = load_lesson(config, args.lesson)
-    from .grading import format_csv, format_md, grade_class
+    from simulator.classroom.grading import format_csv, format_md, grade_class
 
     report = grade_class(config, lesson)
     if args.format == "csv":

@@ -9,7 +9,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from .cli import EXIT_OK, EXIT_USAGE, default_data_dir
+from . import EXIT_OK, EXIT_USAGE, default_data_dir
 
 #: simulator/cli.py's defaults for --smtp-port/--pop3-port: a class folder's own ports win over them.
 DEFAULT_SMTP_PORT = 2525
@@ -26,7 +26,7 @@ def _classroom(args: argparse.Namespace) -> tuple[Any, Path, int, int, str]:
 
     The class's ports apply unless --smtp-port/--pop3-port say otherwise (0 picks free ports).
     """
-    from .classroom.config import ClassroomError, class_profile, load_class
+    from simulator.classroom.config import ClassroomError, class_profile, load_class
 
     if args.data is not None:
         raise ClassroomError("--data cannot be used with --classroom (the class keeps its data in DIR/data)")
@@ -64,7 +64,7 @@ def run_serve(args: argparse.Namespace) -> int:
     banner = None
     smtp_port, pop3_port = args.smtp_port, args.pop3_port
     if getattr(args, "classroom", None) is not None:
-        from .classroom.config import ClassroomError
+        from simulator.classroom.config import ClassroomError
 
         try:
             profile, data_dir, smtp_port, pop3_port, banner = _classroom(args)

@@ -148,7 +148,7 @@ def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
-        from .tui.app import run_app
+        from simulator.tui.app import run_app
 
         return run_app(args)
     if args.command == "serve":
@@ -156,31 +156,31 @@ def _main(argv: Sequence[str] | None) -> int:
 
         return run_serve(args)
     if args.command == "profiles":
-        from .profiles_cmd import run_profiles
+        from .profiles import run_profiles
 
         return run_profiles(args)
     if args.command == "lint":
-        from .lint_cmd import run_lint
+        from .lint import run_lint
 
         return run_lint(args)
     if args.command == "lessons":
-        from .lessons_cmd import run_lessons
+        from .lessons import run_lessons
 
         return run_lessons(args)
     if args.command == "progress":
-        from .lessons_cmd import run_progress
+        from .lessons import run_progress
 
         return run_progress(args)
     if args.command == "explain":
-        from .explain_cmd import run_explain
+        from .explain import run_explain
 
         return run_explain(args)
     if args.command == "validate":
-        from .validate_cmd import run_validate
+        from .validate import run_validate
 
         return run_validate(args)
     if args.command == "classroom":
-        from .classroom.cli import run_classroom
+        from .classroom import run_classroom
 
         return run_classroom(args)
     if args.command == "cert":
@@ -191,7 +191,3 @@ def _main(argv: Sequence[str] | None) -> int:
         return EXIT_OK
     parser.print_help()
     return EXIT_OK
-
-
-if __name__ == "__main__":
-    sys.exit(main())

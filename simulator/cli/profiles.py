@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .cli import EXIT_OK, EXIT_USAGE
+from . import EXIT_OK, EXIT_USAGE
 
 
 def run_profiles(args: argparse.Namespace) -> int:
