@@ -1,4 +1,4 @@
-"""`maillab classroom init | watch | grade` (the argparse definitions are in simulator/cli.py)."""
+"""`maillab classroom init | watch | grade`: set up a class, watch it, grade it."""
 
 from __future__ import annotations
 
@@ -6,9 +6,29 @@ import argparse
 import sys
 from pathlib import Path
 
-from . import EXIT_OK, EXIT_USAGE
+from simulator.defaults import EXIT_OK, EXIT_USAGE
 
-from simulator.classroom.config import ClassConfig, ClassroomError, init_class, load_class
+HELP = "classroom labs: set up a class, watch it, grade it"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from .options import subcommands
+
+    slot = subcommands(parser, "classroom_command", required=True)
+    init = slot.add("init", "write a class folder: config, students, handouts (--lessons PACK: the class's lesson folder)")
+    init.add_argument("dir", type=Path)
+    init.add_argument("--students", type=int, required=True, help="number of students")
+    init.add_argument("--prefix", default="s", help="student id prefix (default s: s01, s02 ...)")
+    init.add_argument("--profile", default="rfc", help="persona or profile file for the class (default rfc)")
+    init.add_argument("--domain", default=None, help="mail domain of the students (default: the profile's first local domain)")
+    init.add_argument("--server-host", default=None, help="address students connect to (printed on handouts)")
+    watch = slot.add("watch", "live dashboard of the class")
+    watch.add_argument("dir", type=Path)
+    watch.add_argument("--lesson", default=None, help="lesson id whose steps the dashboard follows")
+    grade = slot.add("grade", "grade a lesson from the server's side")
+    grade.add_argument("dir", type=Path)
+    grade.add_argument("--lesson", required=True, help="lesson id")
+    grade.add_argument("--format", choices=("csv", "md"), default="md")
 
 
 def _fail(message: str) -> int:
@@ -16,7 +36,9 @@ def _fail(message: str) -> int:
     return EXIT_USAGE
 
 
-def run_classroom(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> int:
+    from simulator.classroom.config import ClassroomError
+
     command = args.classroom_command
     try:
         if command == "init":
@@ -31,12 +53,16 @@ def run_classroom(args: argparse.Namespace) -> int:
 
 
 def _init(args: argparse.Namespace) -> int:
+    from simulator.classroom.config import ClassroomError, init_class
+
+    if len(args.lessons) > 1:
+        raise ClassroomError("a class has one lesson pack: give --lessons once")
     config = init_class(
         args.dir,
         students=args.students,
         prefix=args.prefix,
         profile=args.profile,
-        lessons=args.lessons,
+        lessons=args.lessons[0] if args.lessons else None,
         domain=args.domain,
         server_host=args.server_host,
     )
@@ -48,24 +74,9 @@ def _init(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def load_lesson(config: ClassConfig, lesson_id: str | None):  # -> Lesson | None
-    """The lesson by id from the bundled curriculum and the class's lesson pack."""
-    if not lesson_id:
-        return None
-    from simulator.course.catalog import load_index
-
-    dirs: list[Path] = [config.lessons] if config.lessons else []
-    index = load_index(dirs)
-    lesson = index.load(lesson_id, "en")
-    if lesson is None:
-        where = "the bundled lessons" + (f" and {config.lessons}" if config.lessons else "")
-        problems = [str(e) for e in index.errors if lesson_id in str(e)]
-        detail = f" ({problems[0]})" if problems else ""
-        raise ClassroomError(f"no lesson {lesson_id!r} in {where}{detail}")
-    return lesson
-
-
 def _watch(args: argparse.Namespace) -> int:
+    from simulator.classroom.config import load_class, load_lesson
+
     config = load_class(args.dir)
     lesson = load_lesson(config, args.lesson or config.lesson)
     from simulator.classroom.dashboard import ClassroomApp
@@ -75,6 +86,8 @@ def _watch(args: argparse.Namespace) -> int:
 
 
 def _grade(args: argparse.Namespace) -> int:
+    from simulator.classroom.config import load_class, load_lesson
+
     config = load_class(args.dir)
     lesson = load_lesson(config, args.lesson)
     from simulator.classroom.grading import format_csv, format_md, grade_class
