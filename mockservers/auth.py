@@ -18,7 +18,7 @@ from twisted.internet import defer
 from zope.interface import Interface, implementer
 
 from . import sasl
-from .profile import Account
+from .accounts import Account
 
 
 class IMailAccount(Interface):

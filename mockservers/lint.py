@@ -16,7 +16,7 @@ from typing import Any, Iterator, Mapping
 
 from . import schema
 from .faults import SMTP_COMMANDS, POP3_COMMANDS, FaultError, rule_from_table
-from .profile import ProfileError, ProfileSources, load_sources, resolve_profile_path
+from .profile_files import ProfileError, ProfileSources, locate, load_sources, resolve_profile_path
 
 #: Placeholders a reply text may use.
 PLACEHOLDERS = frozenset(
@@ -99,8 +99,6 @@ def _check_shape(
     sources: ProfileSources, file: Path, data: Any, shape: Any, path: tuple[Any, ...]
 ) -> list[Problem]:
     text = next(t for f, _, t in sources.chain if f == file)
-    from .profile import locate
-
     def problem(where: tuple[Any, ...], message: str) -> Problem:
         return Problem(str(file), locate(text, where), message)
 

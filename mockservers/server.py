@@ -18,7 +18,8 @@ from twisted.protocols.tls import TLSMemoryBIOFactory
 
 from . import auth
 from .pop3 import POP3Factory
-from .profile import Account, Profile
+from .accounts import Account
+from .profile import Profile
 from .session import EventHub, ServerContext, log
 from .smtp import SMTPFactory
 from .store import MailStore

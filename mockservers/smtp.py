@@ -17,7 +17,7 @@ from twisted.internet import defer, protocol
 from . import auth
 from .addresses import AddressSyntaxError, PathArgument, is_domain, parse_path, split_keyword
 from .parameters import mail_parameter_problem, rcpt_parameter_problem, unstuff
-from .profile import render_smtp
+from .rendering import render_smtp
 from .session import LineSession, ServerContext, log
 from .store import StoreError
 from .masking import mask_line

@@ -10,7 +10,8 @@ from twisted.internet.testing import StringTransport
 
 from mockservers import auth
 from mockservers.pop3 import POP3Session
-from mockservers.profile import Account, Profile, load_profile
+from mockservers.accounts import Account
+from mockservers.profile import Profile, load_profile
 from mockservers.session import EventHub, ServerContext
 from mockservers.smtp import SMTPSession
 from mockservers.store import MailStore

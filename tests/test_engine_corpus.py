@@ -23,7 +23,8 @@ from typing import Any, Iterator
 import pytest
 
 from mockservers import sasl
-from mockservers.profile import Profile, bundled_personas, load_profile
+from mockservers.profile import Profile, load_profile
+from mockservers.profile_files import bundled_personas
 from mockservers.server import EmbeddedServers
 from mockservers.tls import client_ssl_context
 from simulator.engine.session import LineKind, POP3Session, SMTPSession

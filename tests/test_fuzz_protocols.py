@@ -47,7 +47,8 @@ from twisted.logger import LogLevel, globalLogPublisher
 
 from fakes import Harness
 from mockservers.pop3 import POP3Session
-from mockservers.profile import Profile, bundled_personas, load_profile
+from mockservers.profile import Profile, load_profile
+from mockservers.profile_files import bundled_personas
 from mockservers.session import MAX_HELD_INPUT
 from mockservers.smtp import SMTPSession
 

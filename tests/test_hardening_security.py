@@ -36,7 +36,8 @@ import pytest
 from fakes import Harness, smtp as smtp_harness
 from live import LineClient, persona, serving
 from mockservers import sasl
-from mockservers.profile import bundled_personas, load_profile
+from mockservers.profile import load_profile
+from mockservers.profile_files import bundled_personas
 from mockservers.server import MailServers
 from mockservers.smtp import SMTPSession
 from mockservers.tls import client_ssl_context, ensure_certificates

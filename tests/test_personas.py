@@ -14,7 +14,8 @@ import pytest
 from fakes import pop3, smtp
 from mockservers import schema
 from mockservers.lint import lint_profile
-from mockservers.profile import bundled_personas, load_profile
+from mockservers.profile import load_profile
+from mockservers.profile_files import bundled_personas
 from mockservers.sasl import b64encode_text as b64
 from mockservers.store import MailStore
 

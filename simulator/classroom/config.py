@@ -27,7 +27,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mockservers.profile import Account, Profile, ProfileError, load_profile
+from mockservers.accounts import Account
+from mockservers.profile import Profile, load_profile
+from mockservers.profile_files import ProfileError
 
 CLASS_FILE = "class.toml"
 STUDENTS_FILE = "students.csv"

@@ -43,7 +43,8 @@ def run(args: argparse.Namespace) -> int:
 
 def _persona_name(name_or_path: str) -> str | None:
     """A bundled persona name as given, or the `name` of a profile file (None after an error)."""
-    from mockservers.profile import ProfileError, load_profile
+    from mockservers.profile import load_profile
+    from mockservers.profile_files import ProfileError
 
     try:
         return load_profile(name_or_path).name

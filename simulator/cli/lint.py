@@ -17,7 +17,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from mockservers.lint import lint_profile
-    from mockservers.profile import bundled_personas
+    from mockservers.profile_files import bundled_personas
     from simulator.course.lint import lint_lessons
 
     paths = [Path(p) for p in args.paths]

@@ -18,7 +18,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from mockservers.profile import ProfileError, bundled_personas, load_profile
+    from mockservers.profile import load_profile
+    from mockservers.profile_files import ProfileError, bundled_personas
 
     if args.profiles_command == "show":
         try:

@@ -80,7 +80,9 @@ def _classroom_event_text(profile: Any) -> Any:
 
 
 def run(args: argparse.Namespace) -> int:
-    from mockservers.profile import ProfileError, load_profile, parse_account
+    from mockservers.accounts import parse_account
+    from mockservers.profile import load_profile
+    from mockservers.profile_files import ProfileError
 
     banner = None
     smtp_port = DEFAULT_SMTP_PORT if args.smtp_port is None else args.smtp_port

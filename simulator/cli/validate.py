@@ -26,7 +26,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from mockservers.profile import ProfileError, load_profile
+    from mockservers.profile import load_profile
+    from mockservers.profile_files import ProfileError
     from simulator.engine.checks import is_refusal
     from simulator.engine.diagnostics import label
     from simulator.engine.knowledge import resolve_language

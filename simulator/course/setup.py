@@ -7,15 +7,9 @@ import email.utils
 from pathlib import Path
 from typing import Sequence
 
-from mockservers.profile import (
-    Profile,
-    ProfileError,
-    ProfileSources,
-    build_profile,
-    load_sources,
-    parse_account,
-    resolve_profile_path,
-)
+from mockservers.accounts import parse_account
+from mockservers.profile import Profile, build_profile
+from mockservers.profile_files import ProfileError, ProfileSources, load_sources, resolve_profile_path
 
 from .model import Lesson
 from .parser import LessonError

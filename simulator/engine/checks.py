@@ -16,7 +16,8 @@ from typing import Any, Callable, Iterable
 
 from mockservers import sasl
 from mockservers.faults import FaultAction, FaultScript
-from mockservers.profile import Account, Profile
+from mockservers.accounts import Account
+from mockservers.profile import Profile
 
 from .diagnostics import Diagnostic, Severity, make
 from .knowledge import Lang

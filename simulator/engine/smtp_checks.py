@@ -24,7 +24,7 @@ from mockservers.addresses import (
 )
 from mockservers.faults import SMTP_COMMANDS, POP3_COMMANDS
 from mockservers.parameters import mail_parameter_problem, rcpt_parameter_problem
-from mockservers.profile import render_smtp
+from mockservers.rendering import render_smtp
 from mockservers.sasl import b64encode_text
 
 from .checks import (

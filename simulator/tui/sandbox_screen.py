@@ -11,7 +11,8 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import Screen
 from textual.widgets import Footer, Header, Select, Static
 
-from mockservers.profile import ProfileError, bundled_personas, load_profile
+from mockservers.profile import load_profile
+from mockservers.profile_files import ProfileError, bundled_personas
 
 from .console import Console
 from .dialogs import WatchScreen, watch_commands
