@@ -212,24 +212,38 @@ class POP3Session(LineSession):
             return None
         return self._login(step.creds, step.username, "auth_ok", "auth_failed")
 
-    def _login(self, creds: object, user: str, ok_key: str, fail_key: str) -> defer.Deferred:
-        d = auth.login(self.context.portal, creds)
-
+    def _login(self, creds: object, user: str, ok_key: str, fail_key: str) -> defer.Deferred | None:
         limits = self.context.limits
         policies = self.profile.policies
+        if self.auth_locked_out():  # the secret is never checked while the client is locked out
+            self.event("authentication refused", f"{user}: too many failures from {self.client_ip}", user=user)
+            self.reply("too_many_auth_failures")
+            self.close()
+            return None
+        d = auth.login(self.context.portal, creds)
 
-        def failed(failure: Any) -> None:
-            failure.trap(UnauthorizedLogin)
-            self.event("authentication failed", f"{user}: {failure.getErrorMessage()}", user=user)
+        def answer_failure(reason: str) -> None:
+            if self._closed:
+                return
+            self.event("authentication failed", f"{user}: {reason}", user=user)
             self.reply(fail_key, user=user)
-            failures = limits.failed_auth("POP3", self.client_ip)
+            failures = self.persona_auth_failures()
             if policies.max_auth_failures and failures >= policies.max_auth_failures:
                 self.event("too many authentication failures", f"{failures} from {self.client_ip}")
                 self.reply("too_many_auth_failures")
                 self.close()
 
+        def failed(failure: Any) -> defer.Deferred | None:
+            failure.trap(UnauthorizedLogin)
+            reason = failure.getErrorMessage()
+            pause = self.auth_failure_pause(user)
+            if pause is None:
+                answer_failure(reason)
+                return None
+            return pause.addCallback(lambda _: answer_failure(reason))
+
         def succeeded(address: str) -> defer.Deferred | None:
-            limits.reset_auth_failures("POP3", self.client_ip)
+            limits.auth_succeeded(address)
             wait = limits.login_wait(address, self.context.now(), policies.login_delay)
             if wait > 0:
                 self.event("login delayed", f"{address}: {wait:.0f} s to go", user=address)

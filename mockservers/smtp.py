@@ -15,7 +15,7 @@ from twisted.cred.error import UnauthorizedLogin
 from twisted.internet import defer, protocol
 
 from . import auth
-from .addresses import AddressSyntaxError, PathArgument, is_domain, parse_path, split_keyword
+from .addresses import AddressSyntaxError, PathArgument, is_domain, parse_path, split_keyword, valid_helo_argument
 from .parameters import mail_parameter_problem, rcpt_parameter_problem, unstuff
 from .rendering import render_smtp
 from .session import LineSession, ServerContext, log
@@ -203,7 +203,7 @@ class SMTPSession(LineSession):
         return False
 
     def do_HELO(self, argument: str) -> None:  # noqa: N802
-        if not argument or " " in argument:
+        if not valid_helo_argument(argument):
             self.reply("helo_syntax")
             return
         if self.helo_refused(argument):
@@ -212,7 +212,7 @@ class SMTPSession(LineSession):
         self.reply("helo", client=argument, client_ip=self.client_ip)
 
     def do_EHLO(self, argument: str) -> None:  # noqa: N802
-        if not argument or " " in argument:
+        if not valid_helo_argument(argument):
             self.reply("ehlo_syntax")
             return
         if self.helo_refused(argument):
@@ -337,8 +337,8 @@ class SMTPSession(LineSession):
         if (
             policies.max_auth_failures
             and policies.auth_failure_action == "refuse"
-            and self.context.limits.auth_failure_count("SMTP", self.client_ip) >= policies.max_auth_failures
-        ):
+            and self.persona_auth_failures() >= policies.max_auth_failures
+        ) or self.auth_locked_out():
             self.reply("auth_failures_refused")
             return None
         if self.authenticated_as is not None:
@@ -373,22 +373,35 @@ class SMTPSession(LineSession):
         if step.kind == "error":
             self.reply(step.reply, **step.values)
             return None
+        if self.auth_locked_out():  # locked while the exchange went on: the secret is never checked
+            self.reply("auth_failures_refused")
+            return None
         d = auth.login(self.context.portal, step.creds)
         d.addCallbacks(self._auth_ok, self._auth_failed, errbackArgs=(step.username,))
         return d
 
     def _auth_ok(self, address: str) -> None:
-        self.context.limits.reset_auth_failures("SMTP", self.client_ip)
+        self.context.limits.auth_succeeded(address)
         self.authenticated_as = address
         self.event("authenticated", address, user=address)
         self.reply("auth_ok", user=address)
 
-    def _auth_failed(self, failure: Any, username: str) -> None:
+    def _auth_failed(self, failure: Any, username: str) -> defer.Deferred | None:
         failure.trap(UnauthorizedLogin)
-        self.event("authentication failed", f"{username}: {failure.getErrorMessage()}", user=username)
+        reason = failure.getErrorMessage()
+        pause = self.auth_failure_pause(username)
+        if pause is None:
+            self._answer_auth_failure(username, reason)
+            return None
+        return pause.addCallback(lambda _: self._answer_auth_failure(username, reason))
+
+    def _answer_auth_failure(self, username: str, reason: str) -> None:
+        if self._closed:
+            return
+        self.event("authentication failed", f"{username}: {reason}", user=username)
         self.reply("auth_failed", user=username)
         policies = self.profile.policies
-        failures = self.context.limits.failed_auth("SMTP", self.client_ip)
+        failures = self.persona_auth_failures()
         if policies.max_auth_failures and failures >= policies.max_auth_failures and policies.auth_failure_action == "disconnect":
             self.event("too many authentication failures", f"{failures} from {self.client_ip}")
             self.reply("too_many_errors")

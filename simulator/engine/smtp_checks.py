@@ -21,6 +21,7 @@ from mockservers.addresses import (
     is_mailbox,
     parse_path,
     split_keyword,
+    valid_helo_argument,
 )
 from mockservers.faults import SMTP_COMMANDS, POP3_COMMANDS
 from mockservers.parameters import mail_parameter_problem, rcpt_parameter_problem
@@ -310,7 +311,7 @@ class SMTPCheck(LineCheck):
         self.helo("EHLO", argument)
 
     def helo(self, verb: str, argument: str) -> None:
-        if not argument or " " in argument:
+        if not valid_helo_argument(argument):
             key = "helo_syntax" if verb == "HELO" else "ehlo_syntax"
             name = argument.split()[0] if argument else EXAMPLE_HELO
             self.add("helo-syntax", "error", key, suggestion=f"{verb} {name}", verb=verb)
