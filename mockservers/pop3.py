@@ -16,8 +16,7 @@ from twisted.internet import defer, protocol
 from . import auth
 from .session import LineSession, ServerContext
 from .store import StoredMessage
-from .smtp import sasl_redacted
-from .transcripts import redact
+from .masking import mask_line
 
 AUTHORIZATION = "AUTHORIZATION"
 TRANSACTION = "TRANSACTION"
@@ -113,7 +112,8 @@ class POP3Session(LineSession):
 
     def line_received(self, line: bytes) -> defer.Deferred | None:
         if self.exchange is not None:
-            self.record_client(sasl_redacted(line), line.decode("utf-8", "replace"))
+            text = line.decode("utf-8", "replace")
+            self.record_client(mask_line(text, in_sasl_exchange=True), text)
             return self._auth_step(self.exchange.respond(line.decode("ascii", "replace")))
         try:
             text = line.decode("utf-8")
@@ -123,7 +123,7 @@ class POP3Session(LineSession):
             self.record_client(line.decode("utf-8", "replace"))
             self.reply("bad_characters")
             return None
-        self.record_client(redact(text), text)
+        self.record_client(mask_line(text), text)
         verb, _, argument = text.strip().partition(" ")
         verb = verb.upper()
         if verb not in _ALL_COMMANDS or verb in self.profile.quirks.pop3_unimplemented:

@@ -3,28 +3,23 @@
 Pure standard library. One file per session under DATA/transcripts/<YYYY-MM-DD>/<session>.jsonl;
 each record is one `write()` of one line, so a crash can at most truncate the last line, and
 readers skip such a line. Secrets never reach the file: protocol code passes client lines through
-`redact` (or writes `REDACTED` for bare SASL continuation lines, which carry no verb).
+`mockservers.masking.mask_line`, the rule the app's panes use too.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import re
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 __all__ = [
-    "REDACTED",
     "TranscriptWriter",
     "follow",
     "iter_transcripts",
     "read_transcript",
-    "redact",
 ]
-
-REDACTED = "***"
 
 _RESERVED_FIELDS = frozenset({"t", "session", "dir", "event"})
 
@@ -217,30 +212,3 @@ def follow(path: Path, offset: int = 0) -> tuple[list[dict], int]:
     if end < 0:
         return [], offset
     return _parse_lines(data[: end + 1]), offset + end + 1
-
-
-_AUTH_RE = re.compile(r"^(\s*AUTH\s+\S+\s+)(\S.*)$", re.IGNORECASE | re.DOTALL)
-_PASS_RE = re.compile(r"^(\s*PASS\s)(.*\S.*)$", re.IGNORECASE | re.DOTALL)
-_SECRET_VERBS = frozenset({"AUTH", "PASS", "APOP"})
-_APOP_RE = re.compile(r"^(\s*APOP\s+\S+\s+)(\S.*)$", re.IGNORECASE | re.DOTALL)
-
-
-def redact(line: str) -> str:
-    """Hide the secret in one client line of SMTP or POP3; other lines are returned unchanged.
-
-    `AUTH <mech> <initial response>` hides the response (the empty response `=` carries no secret
-    and is kept), `PASS <password>` hides the password (which may contain spaces), `APOP <user>
-    <digest>` hides the digest. A trailing CR/LF is kept.
-    """
-    if line.lstrip()[:4].upper() not in _SECRET_VERBS:
-        return line  # the fast path: most lines carry no secret and skip the three patterns
-    body = line.rstrip("\r\n")
-    ending = line[len(body):]
-    for pattern in (_AUTH_RE, _PASS_RE, _APOP_RE):
-        match = pattern.match(body)
-        if match is None:
-            continue
-        if pattern is _AUTH_RE and match.group(2).strip() == "=":
-            return line
-        return match.group(1) + REDACTED + ending
-    return line
