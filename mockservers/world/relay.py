@@ -401,12 +401,14 @@ class RelayAgent:
                 record["last_error"] = f"{recipient}: {result.text}"
         if deferred:
             record["next_attempt"] = now + self.backoff(record["attempts"])
-            wait = record["next_attempt"] - now
-            self._publish("deferred", "", f"{', '.join(deferred)}: {record['last_error'].partition(': ')[2]}; next attempt in {wait:.0f} s", id=record["id"])
         if failed and record.get("sender"):
             yield self.run_blocking(self._bounce, record, failed, content, now)
+            self._publish("bounce sent", "", f"to {record['sender']} for {', '.join(s.recipient for s in failed)}", id=record["id"])
         if deferred:
             yield self.run_blocking(self.store.update_queued, record)
+            wait = record["next_attempt"] - now
+            reason = record["last_error"].partition(": ")[2]
+            self._publish("deferred", "", f"{', '.join(deferred)}: {reason}; next attempt in {wait:.0f} s", id=record["id"])
         else:
             yield self.run_blocking(self.store.remove_queued, record["id"])
 

@@ -10,13 +10,13 @@ from __future__ import annotations
 import ipaddress
 import re
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ..accounts import Account
 from ..lint import Problem
-from ..profile_files import ProfileError, locate, resolve_profile_path
+from ..profile_files import ProfileError, locate, resolve_profile_path, toml_error_position
 
 WORLD_DIR = Path(__file__).with_name("worlds")
 DEFAULT_WORLD = WORLD_DIR / "default.toml"
@@ -166,8 +166,7 @@ def _read(path: Path) -> tuple[dict[str, Any], str]:
     try:
         return tomllib.loads(text), text
     except tomllib.TOMLDecodeError as error:
-        line = getattr(error, "lineno", None)
-        message = getattr(error, "msg", str(error))
+        line, message = toml_error_position(error)
         raise WorldError(path, line, f"TOML syntax error: {message}") from None
 
 

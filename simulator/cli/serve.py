@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import argparse
-import signal
-import sys
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from simulator.defaults import DEFAULT_POP3_PORT, DEFAULT_SMTP_PORT, EXIT_OK, EXIT_USAGE, data_dir
+from simulator.defaults import DEFAULT_POP3_PORT, DEFAULT_SMTP_PORT, data_dir
 
+from .foreground import fail as _fail
+from .foreground import run_reactor
 from .options import port
 
 HELP = "run the mock SMTP and POP3 servers"
@@ -32,14 +32,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=None, help="seed for probability faults (same seed, same failures)")
     parser.add_argument("--quiet", action="store_true", help="print only the listening lines")
     parser.add_argument(
+        "--world", nargs="?", const="", default=None, metavar="FILE",
+        help="run a lab internet: several mail domains with DNS, relays and bounces (the bundled world without FILE)",
+    )
+    parser.add_argument(
         "--classroom", type=Path, default=None, metavar="DIR",
         help="serve a class folder made by `maillab classroom init` (its profile, students and data)",
     )
 
 
-def _fail(message: str) -> int:
-    print(f"maillab serve: {message}", file=sys.stderr, flush=True)
-    return EXIT_USAGE
 
 
 def _classroom(args: argparse.Namespace) -> tuple[Any, Path, int, int, str]:
@@ -84,6 +85,10 @@ def run(args: argparse.Namespace) -> int:
     from mockservers.profile import load_profile
     from mockservers.profile_files import ProfileError
 
+    if args.world is not None:
+        from .serve_world import run_world
+
+        return run_world(args)
     banner = None
     smtp_port = DEFAULT_SMTP_PORT if args.smtp_port is None else args.smtp_port
     pop3_port = DEFAULT_POP3_PORT if args.pop3_port is None else args.pop3_port
@@ -118,9 +123,6 @@ def run(args: argparse.Namespace) -> int:
     except OSError as error:
         return _fail(f"cannot use data directory {directory}: {error.strerror}")
 
-    from twisted.internet import error as twisted_error
-    from twisted.internet import reactor
-
     from mockservers.server import MailServers
 
     try:
@@ -137,8 +139,6 @@ def run(args: argparse.Namespace) -> int:
     except (OSError, ValueError) as error:
         return _fail(str(error))
 
-    outcome: dict[str, Any] = {"status": EXIT_OK}
-
     def started(listening: list[Any]) -> None:
         for item in listening:
             print(f"{item} (profile {servers.profile.name})", flush=True)
@@ -150,29 +150,4 @@ def run(args: argparse.Namespace) -> int:
             show = _classroom_event_text(servers.profile) if banner is not None else str
             servers.events.subscribe(lambda event: print(show(event), flush=True))
 
-    def failed(failure: Any) -> None:
-        if failure.check(twisted_error.CannotListenError):
-            value = failure.value
-            reason = getattr(value.socketError, "strerror", None) or str(value.socketError)
-            outcome["message"] = f"cannot listen on {value.interface or '*'}:{value.port}: {reason}"
-        else:
-            outcome["message"] = failure.getErrorMessage()
-        outcome["status"] = EXIT_USAGE
-        reactor.stop()
-
-    def stop(signum: int, frame: object) -> None:
-        reactor.callFromThread(shutdown)
-
-    def shutdown() -> None:
-        if reactor.running:
-            d = servers.stop()
-            d.addBoth(lambda _: reactor.stop())
-
-    signal.signal(signal.SIGINT, stop)
-    signal.signal(signal.SIGTERM, stop)
-    reactor.callWhenRunning(lambda: servers.start().addCallbacks(started, failed))
-    reactor.run(installSignalHandlers=False)
-    if outcome["status"] != EXIT_OK:
-        return _fail(outcome["message"])
-    print("maillab serve: stopped", flush=True)
-    return EXIT_OK
+    return run_reactor(servers.start, servers.stop, started)
