@@ -15,7 +15,7 @@ from twisted.internet import defer, protocol
 
 from . import auth
 from .session import LineSession, ServerContext
-from .store import StoredMessage
+from .store import StoredMessage, to_wire
 from .masking import mask_line
 
 AUTHORIZATION = "AUTHORIZATION"
@@ -448,7 +448,12 @@ class POP3Session(LineSession):
 
 
 def dot_stuff(content: bytes) -> bytes:
-    """Multi-line body: a leading '.' is doubled, CRLF-terminated, then the final '.'."""
+    """Multi-line body (RFC 1939 3): every line CRLF-ended and a leading '.' doubled, then '.'.
+
+    Whatever endings `content` has (CRLF, bare LF, a mix): every line is framed the same way, so
+    no line of a message can end the response early or pass for the next reply.
+    """
+    content = to_wire(content)
     if content.startswith(b"."):
         content = b"." + content
     content = content.replace(b"\r\n.", b"\r\n..")

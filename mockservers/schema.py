@@ -19,6 +19,8 @@ POLICY_TYPES: dict[str, Any] = {
     "strict_syntax": BOOL,
     "require_helo": BOOL,
     "helo_check": ("none", "fqdn"),
+    "delay_reject": BOOL,
+    "undeclared_8bit": ("accept", "note", "refuse"),
     "require_auth_for_mail": BOOL,
     "sender_must_match_auth": BOOL,
     "require_tls_for_auth": BOOL,
@@ -44,6 +46,8 @@ POLICY_TYPES: dict[str, Any] = {
     "login_delay": NUM,
     "expire_days": INT,
     "implicit_tls_only": BOOL,
+    "log_queue_lines": INT,
+    "transcript_queue_bytes": INT,
 }
 
 QUIRK_TYPES: dict[str, Any] = {
@@ -116,7 +120,9 @@ SMTP_REPLY_COMMAND: dict[str, str] = {
     "need_helo": "*", "nested_mail": "MAIL", "need_mail": "*", "need_rcpt": "*", "no_valid_recipients": "DATA",
     "transaction_in_progress": "*", "unknown_command": "*", "not_implemented": "*", "turn_refused": "TURN",
     "helo_syntax": "HELO", "ehlo_syntax": "EHLO", "helo_not_fqdn": "HELO", "mail_syntax": "MAIL", "rcpt_syntax": "RCPT",
-    "bad_sender_syntax": "MAIL", "bad_recipient_syntax": "RCPT", "no_arguments": "*", "unsupported_option": "*",
+    "bad_sender_syntax": "MAIL", "bad_recipient_syntax": "RCPT",
+    "mail_missing_brackets": "MAIL", "rcpt_missing_brackets": "RCPT",
+    "data_ok_undeclared_8bit": "DATA-END", "undeclared_8bit": "DATA-END", "no_arguments": "*", "unsupported_option": "*",
     "bad_parameter": "*", "utf8_not_declared": "*", "size_exceeded_declared": "MAIL", "size_exceeded": "DATA-END",
     "too_many_recipients": "RCPT", "relay_denied": "RCPT", "unknown_user": "RCPT", "greylisted": "RCPT", "mailbox_full": "RCPT",
     "line_too_long": "*", "bad_characters": "*", "data_after_bdat": "DATA", "bdat_syntax": "BDAT",

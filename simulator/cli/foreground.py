@@ -14,7 +14,9 @@ def fail(message: str) -> int:
     return EXIT_USAGE
 
 
-def run_reactor(start: Callable[[], Any], stop: Callable[[], Any], started: Callable[[Any], None]) -> int:
+def run_reactor(
+    start: Callable[[], Any], stop: Callable[[], Any], started: Callable[[Any], None], on_exit: Callable[[], None] | None = None
+) -> int:
     """Run the reactor in the foreground: `start()`, then `started(result)`; SIGINT/SIGTERM stop.
 
     A port that cannot be bound ends the command with one clear line and exit status 2.
@@ -46,6 +48,8 @@ def run_reactor(start: Callable[[], Any], stop: Callable[[], Any], started: Call
     signal.signal(signal.SIGTERM, on_signal)
     reactor.callWhenRunning(lambda: start().addCallbacks(started, failed))
     reactor.run(installSignalHandlers=False)
+    if on_exit is not None:
+        on_exit()  # e.g. the log lines still queued
     if outcome["status"] != EXIT_OK:
         return fail(outcome["message"])
     print("maillab serve: stopped", flush=True)

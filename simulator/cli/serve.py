@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -123,6 +124,7 @@ def run(args: argparse.Namespace) -> int:
     except OSError as error:
         return _fail(f"cannot use data directory {directory}: {error.strerror}")
 
+    from mockservers.output import EXIT_DRAIN_SECONDS, LogWriter
     from mockservers.server import MailServers
 
     try:
@@ -139,6 +141,8 @@ def run(args: argparse.Namespace) -> int:
     except (OSError, ValueError) as error:
         return _fail(str(error))
 
+    log = LogWriter(sys.stdout, max_lines=servers.profile.policies.log_queue_lines)
+
     def started(listening: list[Any]) -> None:
         for item in listening:
             print(f"{item} (profile {servers.profile.name})", flush=True)
@@ -148,6 +152,7 @@ def run(args: argparse.Namespace) -> int:
                 print(f"note: only this machine can connect ({args.host}); for the students' machines add --host 0.0.0.0", flush=True)
         if not args.quiet:
             show = _classroom_event_text(servers.profile) if banner is not None else str
-            servers.events.subscribe(lambda event: print(show(event), flush=True))
+            # Off the reactor thread: a paused terminal or a full pipe drops log lines, not sessions.
+            servers.events.subscribe(lambda event: log.line(show(event)))
 
-    return run_reactor(servers.start, servers.stop, started)
+    return run_reactor(servers.start, servers.stop, started, on_exit=lambda: log.drain(EXIT_DRAIN_SECONDS))

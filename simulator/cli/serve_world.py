@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Any
 
 from simulator.defaults import data_dir
@@ -42,7 +43,10 @@ def run_world(args: argparse.Namespace) -> int:
 
     from mockservers.world.servers import WorldServers
 
+    from mockservers.output import EXIT_DRAIN_SECONDS, LogWriter
+
     servers = WorldServers(world, directory)
+    log = LogWriter(sys.stdout)
 
     def started(_: Any) -> None:
         for domain, item in servers.listening():
@@ -52,6 +56,7 @@ def run_world(args: argparse.Namespace) -> int:
             print(f"{domain.name} ({domain.persona}) at {domain.address}: {accounts}", flush=True)
         print(f"data in {directory}; lab time runs {servers.world.time_scale:g}x", flush=True)
         if not args.quiet:
-            servers.subscribe(lambda domain, event: print(f"[{domain}] {event}", flush=True))
+            # Off the reactor thread: a paused terminal drops log lines, not sessions.
+            servers.subscribe(lambda domain, event: log.line(f"[{domain}] {event}"))
 
-    return run_reactor(servers.start, servers.stop, started)
+    return run_reactor(servers.start, servers.stop, started, on_exit=lambda: log.drain(EXIT_DRAIN_SECONDS))
