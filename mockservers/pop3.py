@@ -17,10 +17,9 @@ from mailprotocol import pop3 as core
 from mailprotocol.decision import AUTH_FAILED, LOGIN, REMOVE_MESSAGES, SEND_MESSAGE, START_TLS, Decision, Effect
 
 from . import auth
+from .masking import mask_line
 from .session import LineSession, ServerContext
-from .smtp import sasl_redacted
 from .store import StoredMessage
-from .transcripts import redact
 
 #: Messages up to this size are read in the reactor thread (see `POP3Session._send_message`).
 INLINE_READ_LIMIT = 256 * 1024
@@ -87,14 +86,15 @@ class POP3Session(LineSession):
 
     def line_received(self, line: bytes) -> defer.Deferred | None:
         if self.state.exchange is not None:
-            self.record_client(sasl_redacted(line), line.decode("utf-8", "replace"))
+            text = line.decode("utf-8", "replace")
+            self.record_client(mask_line(text, in_sasl_exchange=True), text)
             return self.carry_out(core.auth_line(self.state, self.profile, line.decode("ascii", "replace")))
         try:
             text = line.decode("utf-8")
         except UnicodeDecodeError:
             self.record_client(line.decode("utf-8", "replace"))
             return self.carry_out(core.bad_characters(self.state))
-        self.record_client(redact(text), text)
+        self.record_client(mask_line(text), text)
         parsed = core.parse(self.state, self.profile, text)
         if isinstance(parsed, Decision):
             return self.carry_out(parsed)

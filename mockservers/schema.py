@@ -44,6 +44,8 @@ POLICY_TYPES: dict[str, Any] = {
     "login_delay": NUM,
     "expire_days": INT,
     "implicit_tls_only": BOOL,
+    "log_queue_lines": INT,
+    "transcript_queue_bytes": INT,
 }
 
 QUIRK_TYPES: dict[str, Any] = {

@@ -25,6 +25,7 @@ from zope.interface import implementer
 
 from .faults import FaultAction, FaultScript
 from .limits import ServerLimits
+from .output import OutputQueue
 from .profile import Profile
 from .store import MailStore
 from .transcripts import TranscriptWriter
@@ -132,6 +133,7 @@ class ServerContext:
     limits: ServerLimits = field(default_factory=ServerLimits)
     faults: FaultScript | None = None
     sessions: set[Any] = field(default_factory=set)
+    output: OutputQueue | None = None  # transcripts written by its thread; None: written inline (tests)
 
     def __post_init__(self) -> None:
         if self.faults is None:
@@ -241,7 +243,7 @@ class LineSession(protocol.Protocol, TimeoutMixin):
         if self.context.record_transcripts and self.context.transcripts_dir is not None:
             self.transcript = TranscriptWriter(
                 self.context.transcripts_dir, self.session_id, self.protocol_name, self.peer, self.profile.name,
-                flush=False,
+                flush=False, sink=self.context.output,
             )
         try:
             self._connected()

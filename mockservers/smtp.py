@@ -20,7 +20,7 @@ from .parameters import mail_parameter_problem, rcpt_parameter_problem, unstuff
 from .rendering import render_smtp
 from .session import LineSession, ServerContext, log
 from .store import StoreError
-from .transcripts import redact
+from .masking import mask_line
 
 #: Command grammar, beside the handlers, for HELP and for learners.
 SYNTAX = {
@@ -137,7 +137,8 @@ class SMTPSession(LineSession):
 
     def line_received(self, line: bytes) -> defer.Deferred | None:
         if self.exchange is not None:
-            self.record_client(sasl_redacted(line), line.decode("utf-8", "replace"))
+            text = line.decode("utf-8", "replace")
+            self.record_client(mask_line(text, in_sasl_exchange=True), text)
             return self.auth_line(line)
         if b"\0" in line:
             self.record_client(line.decode("utf-8", "replace"))
@@ -149,7 +150,7 @@ class SMTPSession(LineSession):
             self.record_client(line.decode("utf-8", "replace"))
             self.reply("bad_characters")
             return None
-        self.record_client(redact(text), text)
+        self.record_client(mask_line(text), text)
         verb, _, argument = text.strip().partition(" ")
         verb = verb.upper()
         handler = getattr(self, f"do_{verb}", None) if verb.isalpha() else None
@@ -785,11 +786,6 @@ class SMTPSession(LineSession):
             self.reply("atrn_no_mail")
             return
         self.reply("atrn_unable")
-
-
-def sasl_redacted(line: bytes) -> str:
-    """Lines inside an AUTH exchange are secrets (or cancel with `*`)."""
-    return "*" if line.strip() == b"*" else "***"
 
 
 class SMTPFactory(protocol.Factory):

@@ -18,7 +18,7 @@ import pytest
 from mockservers.server import EmbeddedServers
 from simulator.classroom.config import ClassConfig, ClassroomError, class_profile, init_class, load_class
 from simulator.classroom.grading import format_csv, grade_class
-from simulator.classroom.cli import load_lesson
+from simulator.classroom.config import load_lesson
 from simulator.cli import main
 from simulator.course.runner import redacted_matches
 from test_classroom_helpers import Student, b64, plain, write_pack

@@ -9,7 +9,7 @@ import pytest
 from textual.widgets import DataTable, Input
 
 from mockservers.server import EmbeddedServers
-from simulator.classroom.cli import load_lesson
+from simulator.classroom.config import load_lesson
 from simulator.classroom.config import class_profile, init_class
 from simulator.classroom.dashboard import ClassroomApp, StudentScreen
 from simulator.tui.app import MaillabApp, SecretScreen

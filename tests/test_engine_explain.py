@@ -197,7 +197,7 @@ CASES = {
     "pop3 in-use": Case(["-ERR [IN-USE] Unable to lock maildrop"], protocol="pop3", after="PASS", code="-ERR",
                         response_codes=["IN-USE"], says=[("zh", "锁定")]),
     "pop3 sys/perm": Case(["-ERR [SYS/PERM] mailbox damaged"], protocol="pop3", after="PASS", code="-ERR",
-                          response_codes=["SYS/PERM"], says=[("en", "administrator")]),
+                          response_codes=["SYS/PERM"], says=[("en", "support")]),
     "pop3 unknown resp code": Case(["-ERR [WHATEVER] hmm"], protocol="pop3", after="PASS", code="-ERR",
                                    response_codes=["WHATEVER"]),
     "pop3 auth continuation": Case(["+ VXNlcm5hbWU6"], protocol="pop3", after="AUTH LOGIN", code="+", decoded="Username:",

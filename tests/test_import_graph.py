@@ -8,27 +8,8 @@ from __future__ import annotations
 
 from import_graph import cycles, import_graph
 
-#: The `maillab` command and its subcommand modules still share exit codes and the data directory
-#: through `simulator.cli`; that package is being split into one module per command with shared
-#: constants. Only cycles made entirely of these modules are tolerated, and only until then.
-_CLI_MODULES_BEING_SPLIT = frozenset(
-    {
-        "simulator.cli",
-        "simulator.classroom.cli",
-        "simulator.course.progress",
-        "simulator.explain_cmd",
-        "simulator.lessons_cmd",
-        "simulator.lint_cmd",
-        "simulator.profiles_cmd",
-        "simulator.serve",
-        "simulator.tui.app",
-        "simulator.validate_cmd",
-    }
-)
-
-
 def test_the_project_has_no_import_cycles() -> None:
-    found = [loop for loop in cycles(import_graph()) if not set(loop) <= _CLI_MODULES_BEING_SPLIT]
+    found = cycles(import_graph())
     assert found == [], "import cycles: " + "; ".join(" <-> ".join(loop) for loop in found)
 
 

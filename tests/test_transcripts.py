@@ -9,13 +9,12 @@ from pathlib import Path
 
 import pytest
 
+from mockservers.masking import MASK, mask_account, mask_line
 from mockservers.transcripts import (
-    REDACTED,
     TranscriptWriter,
     follow,
     iter_transcripts,
     read_transcript,
-    redact,
 )
 
 NOON = time.mktime((2025, 3, 14, 12, 0, 0, 0, 0, -1))
@@ -246,14 +245,30 @@ def test_iter_transcripts_by_mtime_then_name(tmp_path: Path) -> None:
     ],
 )
 def test_redact(line: str, expected: str) -> None:
-    assert redact(line) == expected
+    assert mask_line(line) == expected
 
 
 def test_redacted_secret_never_reaches_disk(tmp_path: Path) -> None:
     writer = make_writer(tmp_path)
     for line in ("AUTH PLAIN AGFsaWNlAHNlY3JldA==", "PASS hunter2", "APOP alice 0123456789abcdef"):
-        writer.client(redact(line))
+        writer.client(mask_line(line))
     writer.close()
     data = writer.path.read_text()
     assert "AGFsaWNlAHNlY3JldA" not in data and "hunter2" not in data and "0123456789abcdef" not in data
-    assert data.count(json.dumps(REDACTED)[1:-1]) == 3
+    assert data.count(json.dumps(MASK)[1:-1]) == 3
+
+
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [("dXNlcg==", "***"), ("AGFsaWNlAHNlY3JldA==\r\n", "***\r\n"), ("*", "*"), ("MAIL FROM:<a@x>", "***")],
+)
+def test_every_line_inside_a_sasl_exchange_is_a_secret(line: str, expected: str) -> None:
+    assert mask_line(line, in_sasl_exchange=True) == expected
+
+
+@pytest.mark.parametrize(
+    ("spec", "expected"),
+    [("a@b.test:hunter2", "a@b.test:***"), ("a@b.test:with:colons", "a@b.test:***"), ("a@b.test", "a@b.test"), ("a@b.test:", "a@b.test:")],
+)
+def test_account_values_hide_their_secret(spec: str, expected: str) -> None:
+    assert mask_account(spec) == expected

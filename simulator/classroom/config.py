@@ -298,6 +298,23 @@ def load_class(directory: Path) -> ClassConfig:
     return config
 
 
+def load_lesson(config: ClassConfig, lesson_id: str | None):  # -> Lesson | None
+    """The lesson by id from the bundled curriculum and the class's lesson pack."""
+    if not lesson_id:
+        return None
+    from simulator.course.catalog import load_index
+
+    dirs: list[Path] = [config.lessons] if config.lessons else []
+    index = load_index(dirs)
+    lesson = index.load(lesson_id, "en")
+    if lesson is None:
+        where = "the bundled lessons" + (f" and {config.lessons}" if config.lessons else "")
+        problems = [str(e) for e in index.errors if lesson_id in str(e)]
+        detail = f" ({problems[0]})" if problems else ""
+        raise ClassroomError(f"no lesson {lesson_id!r} in {where}{detail}")
+    return lesson
+
+
 def _lessons_path(directory: Path, value: Any) -> Path | None:
     if not value:
         return None

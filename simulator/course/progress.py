@@ -94,7 +94,6 @@ class Progress:
             raise
 
 
-def default_progress_path() -> Path:
-    from simulator.cli import default_data_dir
-
-    return default_data_dir() / "progress.json"
+def progress_path(data_dir: Path) -> Path:
+    """The progress file inside a data directory (the app and `maillab progress` share it)."""
+    return data_dir / "progress.json"

@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol
 
+from mockservers.masking import MASK
 from simulator.engine.session import Exchange, LineKind, POP3Session, SMTPSession
 
 from .model import CheckGroup, Expectation, Lesson, Step
@@ -277,7 +278,7 @@ class LessonRun:
     def _line_matches(self, expectation: Expectation, line: str) -> bool:
         if self._pattern(expectation).matches(line):
             return True
-        return self.accept_redacted and REDACTED in line and redacted_matches(expectation.text, line, self.variables)
+        return self.accept_redacted and MASK in line and redacted_matches(expectation.text, line, self.variables)
 
     def fact(self, text: str) -> bool:
         """Session facts (`? tls`, `? authenticated as $user`, `? recipients 2` ...)."""
@@ -350,8 +351,6 @@ class LessonRun:
         }
 
 
-#: What server transcripts write instead of a secret (mockservers.transcripts.REDACTED).
-REDACTED = "***"
 
 _HIDDEN_TOKEN = re.compile(r"^(?:\{[^{}]*\}|\$[A-Za-z_][A-Za-z0-9_]*)+$")
 
@@ -367,9 +366,9 @@ def redacted_matches(pattern: str, line: str, variables: dict[str, str]) -> bool
     stays failed.
     """
     body = line.strip()
-    if not body.endswith(REDACTED) or body.count(REDACTED) != 1:
+    if not body.endswith(MASK) or body.count(MASK) != 1:
         return False
-    shown = body[: -len(REDACTED)].split()
+    shown = body[: -len(MASK)].split()
     words = pattern.strip().split()
     hidden = words[len(shown) :]
     if not hidden or not all(_HIDDEN_TOKEN.match(word) for word in hidden):

@@ -14,7 +14,7 @@ from textual.screen import ModalScreen
 from textual.widgets import Input, Static
 
 from simulator.course.catalog import load_index
-from simulator.course.progress import Progress
+from simulator.course.progress import Progress, progress_path
 
 from .dialogs import HelpScreen
 from .home_screen import HomeScreen
@@ -105,7 +105,7 @@ class MaillabApp(App[None]):
         # `--server HOST --login ADDRESS`: lessons use ADDRESS as $user and this secret as $secret.
         self.login_secret: str | None = (os.environ.get("MAILLAB_SECRET") or None) if self.login else None
         self.lab = Lab(data_dir, remote_host=remote_host, remote_smtp=smtp_port, remote_pop3=pop3_port)
-        self.progress = Progress.load(data_dir / "progress.json")
+        self.progress = Progress.load(progress_path(data_dir))
         self.catalog = load_index(self.lessons_dirs)
         self.title = t("app_title", lang)
 
@@ -219,22 +219,3 @@ class MaillabApp(App[None]):
         await asyncio.to_thread(self.lab.stop)
         await asyncio.to_thread(self.progress.save)
         self.exit()
-
-
-def run_app(args: Any) -> int:
-    from simulator.cli import default_data_dir
-    from simulator.engine.knowledge import resolve_language
-
-    data_dir = args.data or default_data_dir()
-    data_dir.mkdir(parents=True, exist_ok=True)
-    app = MaillabApp(
-        data_dir=data_dir,
-        lessons_dirs=list(args.lessons),
-        lang=resolve_language(args.lang),
-        remote_host=args.server,
-        smtp_port=args.smtp_port,
-        pop3_port=args.pop3_port,
-        login=args.login,
-    )
-    app.run()
-    return 0

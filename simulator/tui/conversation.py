@@ -7,6 +7,7 @@ import asyncio
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from mockservers.masking import mask_line
 from simulator.course.runner import LessonRun
 from simulator.engine.client import ClientError, MailClient
 from simulator.engine.session import Exchange, Expect, LineKind, POP3Session, SMTPSession
@@ -130,7 +131,7 @@ class Conversation:
             self.on_event(Closed("not connected"))
             return
         kind = self.run.sent(line, diagnostics) if self.run is not None else self.session.sent(line)
-        shown = "***" if kind == LineKind.AUTH_RESPONSE else line
+        shown = mask_line(line, in_sasl_exchange=kind == LineKind.AUTH_RESPONSE)
         self.on_event(Sent(line, shown, kind))
         try:
             await self.client.send_line(line)

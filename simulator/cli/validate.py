@@ -10,10 +10,22 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE
+from simulator.defaults import EXIT_FAILED, EXIT_OK, EXIT_USAGE
+
+HELP = "check a command line before sending it; exit 1 on an error"
 
 
-def run_validate(args: argparse.Namespace) -> int:
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("line", metavar="COMMAND LINE")
+    parser.add_argument("--protocol", choices=("smtp", "pop3"), default="smtp")
+    parser.add_argument("--profile", default="rfc", help="persona the line is meant for (default rfc)")
+    parser.add_argument(
+        "--after", action="append", default=[], metavar="LINE",
+        help="a line already sent in this session, in order (repeatable), e.g. --after 'EHLO x'",
+    )
+
+
+def run(args: argparse.Namespace) -> int:
     from mockservers.profile import load_profile
     from mockservers.profile_files import ProfileError
     from simulator.engine.checks import is_refusal

@@ -5,10 +5,19 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .cli import EXIT_OK, EXIT_USAGE
+from simulator.defaults import EXIT_OK, EXIT_USAGE
+
+HELP = "list personas, or show one resolved"
 
 
-def run_profiles(args: argparse.Namespace) -> int:
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from .options import subcommands
+
+    show = subcommands(parser, "profiles_command").add("show", "print a persona or profile file, fully resolved")
+    show.add_argument("profile", help="persona name or profile .toml path")
+
+
+def run(args: argparse.Namespace) -> int:
     from mockservers.profile import load_profile
     from mockservers.profile_files import ProfileError, bundled_personas
 

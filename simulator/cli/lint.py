@@ -5,10 +5,17 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .cli import EXIT_FAILED, EXIT_OK
+from simulator.defaults import EXIT_FAILED, EXIT_OK
+
+HELP = "check lessons and profiles, replay each lesson's solution; file:line problems"
 
 
-def run_lint(args: argparse.Namespace) -> int:
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("paths", nargs="*", help="lesson .md, profile .toml or folders (default: everything bundled)")
+    parser.add_argument("--no-replay", action="store_true", help="skip replaying solutions against servers")
+
+
+def run(args: argparse.Namespace) -> int:
     from mockservers.lint import lint_profile
     from mockservers.profile_files import bundled_personas
     from simulator.course.lint import lint_lessons

@@ -9,11 +9,32 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from .cli import EXIT_OK, EXIT_USAGE, default_data_dir
+from simulator.defaults import DEFAULT_POP3_PORT, DEFAULT_SMTP_PORT, EXIT_OK, EXIT_USAGE, data_dir
 
-#: simulator/cli.py's defaults for --smtp-port/--pop3-port: a class folder's own ports win over them.
-DEFAULT_SMTP_PORT = 2525
-DEFAULT_POP3_PORT = 2110
+from .options import port
+
+HELP = "run the mock SMTP and POP3 servers"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--profile", default="rfc", help="persona name (rfc, qq, sina, ...) or a profile .toml path")
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    parser.add_argument("--smtps-port", type=port, default=None, metavar="N", help="SMTP over implicit TLS (off unless given)")
+    parser.add_argument("--pop3s-port", type=port, default=None, metavar="N", help="POP3 over implicit TLS (off unless given)")
+    parser.add_argument(
+        "--account", action="append", default=[], metavar="ADDRESS:SECRET",
+        help="add a mailbox and its login secret (repeatable); its domain becomes local",
+    )
+    parser.add_argument(
+        "--fault", action="append", default=[], metavar="RULE",
+        help="add a fault rule, e.g. 'RCPT#2 452 4.5.3 Too many recipients' (repeatable; see docs/profiles.md)",
+    )
+    parser.add_argument("--seed", type=int, default=None, help="seed for probability faults (same seed, same failures)")
+    parser.add_argument("--quiet", action="store_true", help="print only the listening lines")
+    parser.add_argument(
+        "--classroom", type=Path, default=None, metavar="DIR",
+        help="serve a class folder made by `maillab classroom init` (its profile, students and data)",
+    )
 
 
 def _fail(message: str) -> int:
@@ -24,9 +45,9 @@ def _fail(message: str) -> int:
 def _classroom(args: argparse.Namespace) -> tuple[Any, Path, int, int, str]:
     """The class folder's profile (students as accounts), data directory, ports and a banner line.
 
-    The class's ports apply unless --smtp-port/--pop3-port say otherwise (0 picks free ports).
+    The class's ports apply unless --smtp-port/--pop3-port are given (0 picks free ports).
     """
-    from .classroom.config import ClassroomError, class_profile, load_class
+    from simulator.classroom.config import ClassroomError, class_profile, load_class
 
     if args.data is not None:
         raise ClassroomError("--data cannot be used with --classroom (the class keeps its data in DIR/data)")
@@ -36,8 +57,8 @@ def _classroom(args: argparse.Namespace) -> tuple[Any, Path, int, int, str]:
         raise ClassroomError("--profile cannot be used with --classroom (the profile is in DIR/class.toml)")
     config = load_class(args.classroom)
     profile = class_profile(config)
-    smtp_port = config.smtp_port if args.smtp_port == DEFAULT_SMTP_PORT else args.smtp_port
-    pop3_port = config.pop3_port if args.pop3_port == DEFAULT_POP3_PORT else args.pop3_port
+    smtp_port = config.smtp_port if args.smtp_port is None else args.smtp_port
+    pop3_port = config.pop3_port if args.pop3_port is None else args.pop3_port
     banner = (
         f"class {config.dir}: {len(config.students)} students @{config.domain}, "
         f"at most {profile.policies.max_connections_per_client or 'unlimited'} connections per client and protocol"
@@ -58,18 +79,19 @@ def _classroom_event_text(profile: Any) -> Any:
     return text
 
 
-def run_serve(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> int:
     from mockservers.accounts import parse_account
     from mockservers.profile import load_profile
     from mockservers.profile_files import ProfileError
 
     banner = None
-    smtp_port, pop3_port = args.smtp_port, args.pop3_port
+    smtp_port = DEFAULT_SMTP_PORT if args.smtp_port is None else args.smtp_port
+    pop3_port = DEFAULT_POP3_PORT if args.pop3_port is None else args.pop3_port
     if getattr(args, "classroom", None) is not None:
-        from .classroom.config import ClassroomError
+        from simulator.classroom.config import ClassroomError
 
         try:
-            profile, data_dir, smtp_port, pop3_port, banner = _classroom(args)
+            profile, directory, smtp_port, pop3_port, banner = _classroom(args)
         except ClassroomError as error:
             return _fail(str(error))
         accounts = []
@@ -82,7 +104,7 @@ def run_serve(args: argparse.Namespace) -> int:
             accounts = [parse_account(spec) for spec in args.account]
         except ValueError as error:
             return _fail(str(error))
-        data_dir = args.data or default_data_dir()
+        directory = data_dir(args.data)
     from mockservers.faults import FaultError, rule_from_spec
 
     try:
@@ -92,19 +114,20 @@ def run_serve(args: argparse.Namespace) -> int:
     if rules or args.seed is not None:
         profile = profile.with_faults(rules, args.seed)
     try:
-        data_dir.mkdir(parents=True, exist_ok=True)
+        directory.mkdir(parents=True, exist_ok=True)
     except OSError as error:
-        return _fail(f"cannot use data directory {data_dir}: {error.strerror}")
+        return _fail(f"cannot use data directory {directory}: {error.strerror}")
 
     from twisted.internet import error as twisted_error
     from twisted.internet import reactor
 
+    from mockservers.output import EXIT_DRAIN_SECONDS, LogWriter
     from mockservers.server import MailServers
 
     try:
         servers = MailServers(
             profile,
-            data_dir,
+            directory,
             host=args.host,
             smtp_port=smtp_port,
             pop3_port=pop3_port,
@@ -116,6 +139,7 @@ def run_serve(args: argparse.Namespace) -> int:
         return _fail(str(error))
 
     outcome: dict[str, Any] = {"status": EXIT_OK}
+    log = LogWriter(sys.stdout, max_lines=servers.profile.policies.log_queue_lines)
 
     def started(listening: list[Any]) -> None:
         for item in listening:
@@ -126,7 +150,8 @@ def run_serve(args: argparse.Namespace) -> int:
                 print(f"note: only this machine can connect ({args.host}); for the students' machines add --host 0.0.0.0", flush=True)
         if not args.quiet:
             show = _classroom_event_text(servers.profile) if banner is not None else str
-            servers.events.subscribe(lambda event: print(show(event), flush=True))
+            # Off the reactor thread: a paused terminal or a full pipe drops log lines, not sessions.
+            servers.events.subscribe(lambda event: log.line(show(event)))
 
     def failed(failure: Any) -> None:
         if failure.check(twisted_error.CannotListenError):
@@ -150,6 +175,7 @@ def run_serve(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, stop)
     reactor.callWhenRunning(lambda: servers.start().addCallbacks(started, failed))
     reactor.run(installSignalHandlers=False)
+    log.drain(EXIT_DRAIN_SECONDS)
     if outcome["status"] != EXIT_OK:
         return _fail(outcome["message"])
     print("maillab serve: stopped", flush=True)

@@ -5,10 +5,19 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .cli import EXIT_OK, EXIT_USAGE
+from simulator.defaults import EXIT_OK, EXIT_USAGE
+
+HELP = "explain a server reply (SMTP or POP3), in English or Chinese"
 
 
-def run_explain(args: argparse.Namespace) -> int:
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("lines", nargs="+", metavar="REPLY LINE", help="the reply, one argument per line")
+    parser.add_argument("--after", default=None, metavar="COMMAND", help="the command this reply answers, e.g. 'AUTH LOGIN'")
+    parser.add_argument("--profile", default=None, help="persona whose notes apply (qq, sina, ...)")
+    parser.add_argument("--protocol", choices=("smtp", "pop3"), default=None, help="default: guessed from the reply")
+
+
+def run(args: argparse.Namespace) -> int:
     from simulator.engine import explain_reply
     from simulator.engine.knowledge import resolve_language
     from simulator.engine.replies import looks_like_pop3, looks_like_smtp, split_lines

@@ -1,0 +1,52 @@
+"""The one rule that hides secrets, for server transcripts and for every pane of the app.
+
+Pure standard library, so the server (transcripts) and the app (transcript panes, the sandbox's
+account list, watch mode) apply the same rule and a secret hidden in one place is hidden in all.
+What counts as a secret: the response of `AUTH <mech> <initial response>` (RFC 4954 section 4;
+the empty response `=` is kept), every line the client sends inside a SASL exchange (RFC 4954
+section 4, RFC 5034 section 4; a lone `*` cancels and is kept), the password of POP3 `PASS`
+(RFC 1939 section 7, may contain spaces), the digest of `APOP` (RFC 1939 section 7), and the
+secret half of an `ADDRESS:SECRET` account given on the command line.
+"""
+
+from __future__ import annotations
+
+import re
+
+__all__ = ["MASK", "mask_account", "mask_line"]
+
+#: What a hidden secret looks like, everywhere.
+MASK = "***"
+
+_SECRET_VERBS = frozenset({"AUTH", "PASS", "APOP"})
+_AUTH_RE = re.compile(r"^(\s*AUTH\s+\S+\s+)(\S.*)$", re.IGNORECASE | re.DOTALL)
+_PASS_RE = re.compile(r"^(\s*PASS\s)(.*\S.*)$", re.IGNORECASE | re.DOTALL)
+_APOP_RE = re.compile(r"^(\s*APOP\s+\S+\s+)(\S.*)$", re.IGNORECASE | re.DOTALL)
+
+
+def mask_line(line: str, *, in_sasl_exchange: bool = False) -> str:
+    """One client line of SMTP or POP3 with its secret replaced by MASK; other lines unchanged.
+
+    `in_sasl_exchange`: the server has asked for a SASL response (a `334` or `+ ` reply), so the
+    whole line is a secret unless it is the `*` that cancels the exchange. A trailing CR/LF is kept.
+    """
+    body = line.rstrip("\r\n")
+    ending = line[len(body):]
+    if in_sasl_exchange:
+        return line if body.strip() == "*" else MASK + ending
+    if line.lstrip()[:4].upper() not in _SECRET_VERBS:
+        return line  # the fast path: most lines carry no secret and skip the three patterns
+    for pattern in (_AUTH_RE, _PASS_RE, _APOP_RE):
+        match = pattern.match(body)
+        if match is None:
+            continue
+        if pattern is _AUTH_RE and match.group(2).strip() == "=":
+            return line
+        return match.group(1) + MASK + ending
+    return line
+
+
+def mask_account(spec: str) -> str:
+    """`ADDRESS:SECRET` (a `--account` value) as `ADDRESS:***`; text without a secret unchanged."""
+    address, sep, secret = spec.partition(":")
+    return f"{address}:{MASK}" if sep and secret else spec
