@@ -19,7 +19,7 @@ from mailprotocol.decision import AUTH_FAILED, LOGIN, REMOVE_MESSAGES, SEND_MESS
 from . import auth
 from .masking import mask_line
 from .session import LineSession, ServerContext
-from .store import StoredMessage
+from .store import StoredMessage, to_wire
 
 #: Messages up to this size are read in the reactor thread (see `POP3Session._send_message`).
 INLINE_READ_LIMIT = 256 * 1024
@@ -262,7 +262,12 @@ class POP3Session(LineSession):
 
 
 def dot_stuff(content: bytes) -> bytes:
-    """Multi-line body: a leading '.' is doubled, CRLF-terminated, then the final '.'."""
+    """Multi-line body (RFC 1939 3): every line CRLF-ended and a leading '.' doubled, then '.'.
+
+    Whatever endings `content` has (CRLF, bare LF, a mix): every line is framed the same way, so
+    no line of a message can end the response early or pass for the next reply.
+    """
+    content = to_wire(content)
     if content.startswith(b"."):
         content = b"." + content
     content = content.replace(b"\r\n.", b"\r\n..")

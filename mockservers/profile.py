@@ -51,6 +51,8 @@ class Policies:
     strict_syntax: bool = True
     require_helo: bool = True
     helo_check: str = "none"
+    delay_reject: bool = False
+    undeclared_8bit: str = "accept"
     require_auth_for_mail: bool = False
     sender_must_match_auth: bool = False
     require_tls_for_auth: bool = False

@@ -15,7 +15,8 @@ from twisted.cred.error import UnauthorizedLogin
 from twisted.internet import defer, protocol
 
 from . import auth
-from .addresses import AddressSyntaxError, PathArgument, is_domain, parse_path, split_keyword
+from .addresses import AddressSyntaxError, MissingBrackets, PathArgument, parse_path, split_keyword
+from .persona_rules import end_of_data_reply, helo_refused_at, missing_brackets_key
 from .parameters import mail_parameter_problem, rcpt_parameter_problem, unstuff
 from .rendering import render_smtp
 from .session import LineSession, ServerContext, log
@@ -194,10 +195,8 @@ class SMTPSession(LineSession):
     # --- greeting ----------------------------------------------------------------------------
 
     def helo_refused(self, name: str) -> bool:
-        """Postfix's reject_non_fqdn_helo_hostname: a dotted name or an address literal."""
-        if self.profile.policies.helo_check == "fqdn" and not (
-            (name.startswith("[") and name.endswith("]")) or ("." in name.strip(".") and is_domain(name.rstrip(".")))
-        ):
+        """Postfix's reject_non_fqdn_helo_hostname at HELO time (smtpd_delay_reject = no)."""
+        if helo_refused_at(self.profile.policies, name, "helo"):
             self.reply("helo_not_fqdn", domain=name)
             return True
         return False
@@ -418,6 +417,9 @@ class SMTPSession(LineSession):
             return
         try:
             path = parse_path(split[0], strict=strict, allow_null=True)
+        except MissingBrackets as problem:
+            self.reply(missing_brackets_key("MAIL"), reason=str(problem))
+            return
         except AddressSyntaxError as problem:
             self.reply("bad_sender_syntax", reason=str(problem))
             return
@@ -459,6 +461,9 @@ class SMTPSession(LineSession):
         envelope.rcpt_attempts += 1
         try:
             path = parse_path(split[0], strict=strict, allow_null=False, allow_postmaster=True)
+        except MissingBrackets as problem:
+            self.reply(missing_brackets_key("RCPT"), reason=str(problem))
+            return
         except AddressSyntaxError as problem:
             self.reply("bad_recipient_syntax", reason=str(problem))
             return
@@ -473,6 +478,10 @@ class SMTPSession(LineSession):
             return
         if len(envelope.recipients) >= self.profile.policies.max_recipients:
             self.reply("too_many_recipients", address=path.address)
+            return
+        if helo_refused_at(self.profile.policies, self.helo, "rcpt"):
+            # Postfix, smtpd_delay_reject = yes: the HELO restrictions are evaluated now.
+            self.reply("helo_not_fqdn", domain=self.helo)
             return
         address = path.address
         if "@" not in address or (address.lower().startswith("postmaster@") and self.profile.is_local_domain(path.domain)):
@@ -696,9 +705,14 @@ class SMTPSession(LineSession):
         envelope.chunks.clear()
         if dot_stuffed:
             content = unstuff(content)
+        reply_key = end_of_data_reply(self.profile.policies, envelope.params, not content.isascii())
+        if reply_key == "undeclared_8bit":
+            self.event("message refused", "8-bit data without BODY=8BITMIME")
+            self.reply(reply_key)
+            return defer.succeed(None)
         message = self.trace_headers(envelope) + content
         d = self.context.run_blocking(self._store, envelope, message)
-        d.addCallbacks(self._stored, self._store_failed, callbackArgs=(envelope, len(content)))
+        d.addCallbacks(self._stored, self._store_failed, callbackArgs=(envelope, len(content), reply_key))
         return d
 
     def _store(self, envelope: Envelope, message: bytes) -> str:
@@ -711,7 +725,7 @@ class SMTPSession(LineSession):
             message_id = message_id or relay_id
         return message_id
 
-    def _stored(self, message_id: str, envelope: Envelope, size: int) -> None:
+    def _stored(self, message_id: str, envelope: Envelope, size: int, reply_key: str = "data_ok") -> None:
         digest = hashlib.sha1(message_id.encode()).hexdigest()
         queue_id = digest[:10].upper()
         self.event(
@@ -722,7 +736,7 @@ class SMTPSession(LineSession):
             size=size,
             id=message_id,
         )
-        self.reply("data_ok", id=message_id, queue_id=queue_id, number=int(digest[:8], 16), size=size)
+        self.reply(reply_key, id=message_id, queue_id=queue_id, number=int(digest[:8], 16), size=size)
 
     def _store_failed(self, failure: Any, *_: Any) -> None:
         error = failure.check(StoreError, OSError)

@@ -253,6 +253,12 @@ OTHER_SMTP = [
     ["@login", "MAIL FROM:<{user}>", "RCPT TO:<{user2}>", "RCPT TO:<{user3}>", "RCPT TO:<{user}>", "RCPT TO:<{user2}>"],
     ["@login", "QUIT", "NOOP"],
     ["FOO", "BAR", "BAZ", "QUX", "ZAP", "NOOP"],
+    # A greeting that is not fully qualified: refused at EHLO, at RCPT TO (Postfix) or never.
+    ["EHLO laptop", "MAIL FROM:<{user}>", "RCPT TO:<{user2}>", f"EHLO {HELO}", "MAIL FROM:<{user}>", "RCPT TO:<{user2}>"],
+    # Addresses without angle brackets: 250, 501 or Gmail's 555.
+    ["@login", "MAIL FROM:{user}", "RCPT TO:{user2}"],
+    # 8-bit text undeclared and declared.
+    ["@login", "MAIL FROM:<{user}> BODY=8BITMIME", "RCPT TO:<{user2}>", "DATA", "Subject: 你好", "", "中文", "."],
 ]
 
 POP3_PROBES_AUTHORIZATION = [

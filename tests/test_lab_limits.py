@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import poplib
 import re
 import select
 import subprocess
@@ -158,3 +159,94 @@ def test_a_stalled_transcript_disk_drops_transcript_lines_never_sessions(tmp_pat
     assert len(transcripts) == 40
     events = [record.get("event") for path in transcripts for record in read_transcript(path)]
     assert events.count("close") == 40 and "dropped" in events
+
+
+# --- 2. framing end to end -----------------------------------------------------------------------
+
+FORGED = b"Subject: forged\r\n\r\nhello\n.\n+OK 0 octets\n.\r\nafter\rcr\r\n"
+
+
+def _bdat(port: int, payload: bytes) -> None:
+    with LineClient(port) as client:
+        client.smtp_reply()
+        assert client.smtp("EHLO student")[0].startswith("250")
+        assert client.smtp("MAIL FROM:<alice@example.com>")[0].startswith("250")
+        assert client.smtp("RCPT TO:<bob@example.com>")[0].startswith("250")
+        client.send(f"BDAT {len(payload)} LAST\r\n".encode() + payload)
+        assert client.smtp_reply()[0].startswith("250")
+
+
+def _maildir_new(data: Path) -> Path:
+    return data / "mailboxes" / "bob@example.com" / "new"
+
+
+def test_a_bare_lf_dot_in_bdat_cannot_forge_a_pop3_reply(tmp_path):
+    with serving(persona(), tmp_path) as servers:
+        _bdat(servers.port_of("SMTP"), FORGED)
+        [stored] = list(_maildir_new(tmp_path).iterdir())
+        # Stored the qmail/Postfix/Dovecot way: LF endings, both sizes in the name.
+        on_disk = stored.read_bytes()  # Return-Path and Received, then the message
+        assert on_disk.endswith(FORGED.replace(b"\r\n", b"\n")) and b"\r\n" not in on_disk
+        wire = on_disk.replace(b"\n", b"\r\n")
+        assert stored.name.endswith(f",S={len(on_disk)},W={len(wire)}")
+        pop = poplib.POP3("127.0.0.1", servers.port_of("POP3"), timeout=5)
+        try:
+            pop.user("bob@example.com")
+            pop.pass_("bob-secret")
+            count, size = pop.stat()
+            assert (count, size) == (1, len(wire))  # RFC 1939 sizes count CRLF octets
+            _, lines, octets = pop.retr(1)
+            # poplib undoes the dot-stuffing: the forged lines are message text, nothing more.
+            assert lines == wire.split(b"\r\n")[:-1]
+            assert pop.noop().startswith(b"+OK")  # the next reply is the real one
+            assert pop.list()[1] == [f"1 {len(wire)}".encode()]
+        finally:
+            pop.quit()
+
+
+def test_crlf_maildir_files_of_older_versions_are_still_served(tmp_path):
+    with serving(persona(), tmp_path) as servers:
+        legacy = b"Subject: old\r\n\r\n.dot line\r\nbare\n.\nend\r\n"
+        (_maildir_new(tmp_path) / "1000000000000000000.M1P1Q1.old").write_bytes(legacy)
+        wire = legacy.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+        pop = poplib.POP3("127.0.0.1", servers.port_of("POP3"), timeout=5)
+        try:
+            pop.user("bob@example.com")
+            pop.pass_("bob-secret")
+            assert pop.stat() == (1, len(wire))
+            assert pop.retr(1)[1] == wire.split(b"\r\n")[:-1]
+            assert pop.noop().startswith(b"+OK")
+        finally:
+            pop.quit()
+
+
+def test_maillabs_own_client_reads_retr_by_the_same_rule(tmp_path):
+    import asyncio
+
+    from simulator.engine.client import MailClient
+    from simulator.engine.replies import parse_pop3_reply
+
+    async def retr(port: int) -> tuple[list[str], list[str]]:
+        client = MailClient("127.0.0.1", port, timeout=5)
+        await client.connect()
+        await client.read_line()
+        for line in ("USER bob@example.com", "PASS bob-secret", "RETR 1"):
+            await client.send_line(line)
+            status = await client.read_line()
+            assert status.startswith("+OK"), status
+        lines = [status]
+        while lines[-1] != ".":
+            lines.append(await client.read_line())
+        await client.send_line("NOOP")
+        after = [await client.read_line()]
+        await client.close()
+        return lines, after
+
+    with serving(persona(), tmp_path) as servers:
+        _bdat(servers.port_of("SMTP"), FORGED)
+        lines, after = asyncio.run(retr(servers.port_of("POP3")))
+    reply = parse_pop3_reply(lines, multiline=True)
+    assert reply.terminated and not reply.problems
+    expected = FORGED.replace(b"\r\n", b"\n").decode().split("\n")[:-1]
+    assert list(reply.data[-len(expected):]) == expected and reply.data[0].startswith("Return-Path:")
+    assert after[0].startswith("+OK")

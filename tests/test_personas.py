@@ -294,7 +294,11 @@ def test_outlook_pop3(tmp_path):
 def test_postfix_session(tmp_path):
     h = smtp(tmp_path, "postfix")
     assert h.greeting == ["220 mail.example.com ESMTP Postfix"]
-    assert h.send("EHLO laptop") == ["504 5.5.2 <laptop>: Helo command rejected: need fully-qualified hostname"]
+    # smtpd_delay_reject = yes: the non-FQDN greeting is accepted, the refusal comes at RCPT TO.
+    assert h.send("EHLO laptop")[0] == "250-mail.example.com"
+    assert h.send("MAIL FROM:alice@example.com") == ["250 2.1.0 Ok"]  # strict_rfc821_envelopes = no
+    assert h.send("RCPT TO:<bob@example.com>") == ["504 5.5.2 <laptop>: Helo command rejected: need fully-qualified hostname"]
+    assert h.send("RSET") == ["250 2.0.0 Ok"]
     assert h.send("EHLO laptop.example.com") == [
         "250-mail.example.com", "250-PIPELINING", "250-SIZE 10240000", "250-VRFY", "250-ETRN", "250-STARTTLS",
         "250-AUTH PLAIN LOGIN", "250-ENHANCEDSTATUSCODES", "250-8BITMIME", "250-DSN", "250-SMTPUTF8", "250 CHUNKING",

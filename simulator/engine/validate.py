@@ -21,6 +21,7 @@ from __future__ import annotations
 from typing import Any, Iterable, Literal, Sequence
 
 from mockservers.profile import Profile, load_profile
+from mockservers.persona_rules import end_of_data_reply
 from mockservers.sasl import b64encode_text
 
 from .checks import DEFAULT_CLIENT_IP, IMPLEMENTED_MECHANISMS, common_values, is_refusal
@@ -160,7 +161,8 @@ def _smtp_success(line: str, session: SMTPSession, profile: Profile) -> list[str
         if line != ".":
             return []
         size = sum(len(text.encode("utf-8")) + 2 for text in session.message_lines)
-        return profile.smtp("data_ok", size=size, **values)
+        has_8bit = any(not text.isascii() for text in session.message_lines)
+        return profile.smtp(end_of_data_reply(profile.policies, session.mail_params, has_8bit), size=size, **values)
     if session.bdat_remaining:
         return []
     exchange = session.auth
