@@ -254,6 +254,10 @@ class LineSession(protocol.Protocol, TimeoutMixin):
     def _connected(self) -> None:
         clock = self.context.reactor_time()
         self.event("connected")
+        if self.tls_active:
+            # An implicit-TLS port (465, 995; RFC 8314): the session is in TLS from its first byte,
+            # and the log and the transcript say so as they do after STARTTLS/STLS.
+            self.event("tls", "implicit TLS (TLS from the first byte)", implicit=True)
         policies = self.profile.policies
         refused = self.context.limits.open(
             self.protocol_name, self.client_ip, policies.max_connections, policies.max_connections_per_client
