@@ -27,6 +27,7 @@ from .faults import FaultAction, FaultScript
 from .limits import ServerLimits
 from .output import OutputQueue
 from .profile import Profile
+from .arrival import Arrival, Verdict
 from .store import MailStore
 from .transcripts import TranscriptWriter
 
@@ -134,6 +135,9 @@ class ServerContext:
     faults: FaultScript | None = None
     sessions: set[Any] = field(default_factory=set)
     output: OutputQueue | None = None  # transcripts written by its thread; None: written inline (tests)
+    #: Blocking check of a message before it is stored (run in a worker thread): a world's MX
+    #: checks SPF/DKIM/DMARC here. None: every message is stored as it came.
+    message_check: Callable[[Arrival], Verdict] | None = None
 
     def __post_init__(self) -> None:
         if self.faults is None:

@@ -15,6 +15,7 @@ from twisted.cred.error import UnauthorizedLogin
 from twisted.internet import defer, protocol
 
 from . import auth
+from .arrival import Arrival, Verdict
 from .addresses import AddressSyntaxError, MissingBrackets, PathArgument, parse_path, split_keyword
 from .persona_rules import end_of_data_reply, helo_refused_at, missing_brackets_key
 from .parameters import mail_parameter_problem, rcpt_parameter_problem, unstuff
@@ -46,6 +47,10 @@ SYNTAX = {
 
 #: Commands a client may send before HELO/EHLO when the persona requires a greeting first.
 _BEFORE_HELO = {"HELO", "EHLO", "NOOP", "RSET", "QUIT", "HELP", "VRFY", "EXPN", "TURN"}
+
+
+class _AlreadyAnswered(Exception):
+    """A check refused the message and its reply was sent: nothing more to say."""
 
 
 @dataclass
@@ -710,10 +715,26 @@ class SMTPSession(LineSession):
             self.event("message refused", "8-bit data without BODY=8BITMIME")
             self.reply(reply_key)
             return defer.succeed(None)
-        message = self.trace_headers(envelope) + content
-        d = self.context.run_blocking(self._store, envelope, message)
+        check = self.context.message_check
+        if check is None:
+            d = self.context.run_blocking(self._store, envelope, self.trace_headers(envelope) + content)
+        else:
+            # A world's MX checks the sender (SPF, DKIM, DMARC) off the reactor: it asks DNS.
+            arrival = Arrival(self.client_ip, self.helo or "", envelope.sender, tuple(envelope.recipients), content)
+            d = self.context.run_blocking(check, arrival)
+            d.addCallback(self._checked, envelope, content)
         d.addCallbacks(self._stored, self._store_failed, callbackArgs=(envelope, len(content), reply_key))
         return d
+
+    def _checked(self, verdict: Verdict, envelope: Envelope, content: bytes) -> Any:
+        """Store with the check's headers, or refuse with the persona's reply for that failure."""
+        if verdict.reject is not None:
+            key, values = verdict.reject
+            self.event("message refused", verdict.reason or key)
+            self.reply(key, **values)
+            raise _AlreadyAnswered()
+        message = self.trace_headers(envelope) + verdict.headers + content
+        return self.context.run_blocking(self._store, envelope, message)
 
     def _store(self, envelope: Envelope, message: bytes) -> str:
         store = self.context.store
@@ -739,6 +760,8 @@ class SMTPSession(LineSession):
         self.reply(reply_key, id=message_id, queue_id=queue_id, number=int(digest[:8], 16), size=size)
 
     def _store_failed(self, failure: Any, *_: Any) -> None:
+        if failure.check(_AlreadyAnswered):
+            return None
         error = failure.check(StoreError, OSError)
         if error is None:
             return failure
