@@ -51,7 +51,7 @@ class ServerLimits:
 
     connections: Counter = field(default_factory=Counter)  # (protocol, client) -> open sessions
     greylist: dict[tuple[str, str, str], float] = field(default_factory=dict)
-    auth_failures: dict[tuple[str, str], deque] = field(default_factory=dict)  # (scope, name) -> failure times
+    auth_failures: dict[tuple[str, str], deque] = field(default_factory=dict)  # (scope, name) -> (time, user)
     last_login: dict[str, float] = field(default_factory=dict)  # address -> time of last POP3 login
 
     # --- connections -------------------------------------------------------------------------
@@ -107,25 +107,31 @@ class ServerLimits:
 
     # --- authentication ----------------------------------------------------------------------
     #
-    # Failures are remembered per client address and per account for `auth_lockout_window`
-    # seconds, server-wide: reconnecting changes nothing, and a success on one account never
-    # clears what a client did to another (only that account's own failures are cleared).
+    # Failures are remembered per client address (with the name that was tried) and per account
+    # for `auth_lockout_window` seconds, server-wide: reconnecting changes nothing. A successful
+    # login clears only the failures *on that account* (its owner mistyped, then got it right);
+    # what a client did to other accounts stays, so logging in to one's own account between
+    # guesses at a classmate's never resets the count.
 
     def _failures(self, key: tuple[str, str], now: float, window: float) -> deque:
-        times = self.auth_failures.get(key)
-        if times is None:
+        entries = self.auth_failures.get(key)
+        if entries is None:
             return deque()
-        while times and times[0] <= now - window:
-            times.popleft()
-        if not times:
+        while entries and entries[0][0] <= now - window:
+            entries.popleft()
+        if not entries:
             del self.auth_failures[key]
-        return times
+        return entries
 
-    def record_auth_failure(self, protocol: str, client: str, account: str | None, now: float, window: float) -> int:
-        """Remember one failed login; returns the most failures the client or the account has in the window."""
-        scored = [("client", client)] + ([("account", account.lower())] if account is not None else [])
+    def record_auth_failure(self, protocol: str, client: str, user: str, known: bool, now: float, window: float) -> int:
+        """Remember one failed login as `user`; the most failures the client or the account has now.
+
+        Only a `known` account gets an entry of its own, so invented names cannot grow memory.
+        """
+        name = user.lower()
+        scored = [("client", client)] + ([("account", name)] if known else [])
         for key in [*scored, (protocol, client)]:
-            self.auth_failures.setdefault(key, deque(maxlen=_MAX_REMEMBERED_FAILURES)).append(now)
+            self.auth_failures.setdefault(key, deque(maxlen=_MAX_REMEMBERED_FAILURES)).append((now, name))
         return max(len(self._failures(key, now, window)) for key in scored)
 
     def auth_failure_count(self, protocol: str, client: str, now: float, window: float) -> int:
@@ -136,9 +142,16 @@ class ServerLimits:
         """True while the client has `limit` failures (all protocols, all accounts) within the window."""
         return bool(limit) and len(self._failures(("client", client), now, window)) >= limit
 
-    def auth_succeeded(self, account: str) -> None:
-        """The account's owner got in: its failures (from anyone) no longer slow it down."""
-        self.auth_failures.pop(("account", account.lower()), None)
+    def auth_succeeded(self, client: str, account: str) -> None:
+        """`account` logged in from `client`: forget the failures on that account, and only those."""
+        name = account.lower()
+        self.auth_failures.pop(("account", name), None)
+        for key in [key for key in self.auth_failures if key[1] == client and key[0] != "account"]:
+            kept = deque((entry for entry in self.auth_failures[key] if entry[1] != name), maxlen=_MAX_REMEMBERED_FAILURES)
+            if kept:
+                self.auth_failures[key] = kept
+            else:
+                del self.auth_failures[key]
 
     # --- POP3 LOGIN-DELAY --------------------------------------------------------------------
 

@@ -51,6 +51,8 @@ class Policies:
     strict_syntax: bool = True
     require_helo: bool = True
     helo_check: str = "none"
+    delay_reject: bool = False
+    undeclared_8bit: str = "accept"
     require_auth_for_mail: bool = False
     sender_must_match_auth: bool = False
     require_tls_for_auth: bool = False
@@ -82,7 +84,7 @@ class Policies:
     min_data_rate: float = 2.0
     rate_grace: float = 10.0
     auth_failure_delay: float = 0.25
-    auth_failure_delay_max: float = 5.0
+    auth_failure_delay_max: float = 2.0
     auth_lockout_failures: int = 10
     auth_lockout_window: float = 300.0
     log_queue_lines: int = DEFAULT_MAX_LOG_LINES

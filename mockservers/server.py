@@ -95,7 +95,7 @@ class MailServers:
         self.context = ServerContext(
             profile=self.profile,
             store=self.store,
-            portal=auth.make_portal(self.profile.find_account, self.profile.quirks.accept_any_secret),
+            portal=auth.make_portal(self.profile),
             events=self.events,
             transcripts_dir=self.data_dir / "transcripts",
             tls_options=tls_options,

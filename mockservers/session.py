@@ -27,6 +27,7 @@ from .faults import FaultAction, FaultScript
 from .limits import ServerLimits
 from .output import OutputQueue, safe_text
 from .profile import Profile
+from .arrival import Arrival, Verdict
 from .store import MailStore
 from .transcripts import TranscriptWriter
 
@@ -135,6 +136,9 @@ class ServerContext:
     faults: FaultScript | None = None
     sessions: set[Any] = field(default_factory=set)
     output: OutputQueue | None = None  # transcripts written by its thread; None: written inline (tests)
+    #: Blocking check of a message before it is stored (run in a worker thread): a world's MX
+    #: checks SPF/DKIM/DMARC here. None: every message is stored as it came.
+    message_check: Callable[[Arrival], Verdict] | None = None
 
     def __post_init__(self) -> None:
         if self.faults is None:
@@ -260,6 +264,10 @@ class LineSession(protocol.Protocol, TimeoutMixin):
     def _connected(self) -> None:
         clock = self.context.reactor_time()
         self.event("connected")
+        if self.tls_active:
+            # An implicit-TLS port (465, 995; RFC 8314): the session is in TLS from its first byte,
+            # and the log and the transcript say so as they do after STARTTLS/STLS.
+            self.event("tls", "implicit TLS (TLS from the first byte)", implicit=True)
         policies = self.profile.policies
         refused = self._open_slot()
         if refused is not None:
@@ -551,9 +559,9 @@ class LineSession(protocol.Protocol, TimeoutMixin):
         that exist are tracked, so a flood of invented names cannot grow the server's memory.
         """
         policies = self.profile.policies
-        account = user if user and self.profile.find_account(user) is not None else None
+        known = bool(user) and self.profile.find_account(user) is not None
         worst = self.context.limits.record_auth_failure(
-            self.protocol_name, self.client_ip, account, self.context.now(), policies.auth_lockout_window
+            self.protocol_name, self.client_ip, user or "", known, self.context.now(), policies.auth_lockout_window
         )
         if policies.auth_failure_delay <= 0:
             return None

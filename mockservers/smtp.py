@@ -15,7 +15,9 @@ from twisted.cred.error import UnauthorizedLogin
 from twisted.internet import defer, protocol
 
 from . import auth
-from .addresses import AddressSyntaxError, PathArgument, is_domain, parse_path, split_keyword, valid_helo_argument
+from .arrival import Arrival, Verdict
+from .addresses import AddressSyntaxError, MissingBrackets, PathArgument, parse_path, split_keyword, valid_helo_argument
+from .persona_rules import end_of_data_reply, helo_refused_at, missing_brackets_key
 from .parameters import mail_parameter_problem, rcpt_parameter_problem, unstuff
 from .rendering import render_smtp
 from .session import LineSession, ServerContext, log
@@ -45,6 +47,10 @@ SYNTAX = {
 
 #: Commands a client may send before HELO/EHLO when the persona requires a greeting first.
 _BEFORE_HELO = {"HELO", "EHLO", "NOOP", "RSET", "QUIT", "HELP", "VRFY", "EXPN", "TURN"}
+
+
+class _AlreadyAnswered(Exception):
+    """A check refused the message and its reply was sent: nothing more to say."""
 
 
 @dataclass
@@ -194,10 +200,8 @@ class SMTPSession(LineSession):
     # --- greeting ----------------------------------------------------------------------------
 
     def helo_refused(self, name: str) -> bool:
-        """Postfix's reject_non_fqdn_helo_hostname: a dotted name or an address literal."""
-        if self.profile.policies.helo_check == "fqdn" and not (
-            (name.startswith("[") and name.endswith("]")) or ("." in name.strip(".") and is_domain(name.rstrip(".")))
-        ):
+        """Postfix's reject_non_fqdn_helo_hostname at HELO time (smtpd_delay_reject = no)."""
+        if helo_refused_at(self.profile.policies, name, "helo"):
             self.reply("helo_not_fqdn", domain=name)
             return True
         return False
@@ -381,7 +385,7 @@ class SMTPSession(LineSession):
         return d
 
     def _auth_ok(self, address: str) -> None:
-        self.context.limits.auth_succeeded(address)
+        self.context.limits.auth_succeeded(self.client_ip, address)
         self.authenticated_as = address
         self.event("authenticated", address, user=address)
         self.reply("auth_ok", user=address)
@@ -431,6 +435,9 @@ class SMTPSession(LineSession):
             return
         try:
             path = parse_path(split[0], strict=strict, allow_null=True)
+        except MissingBrackets as problem:
+            self.reply(missing_brackets_key("MAIL"), reason=str(problem))
+            return
         except AddressSyntaxError as problem:
             self.reply("bad_sender_syntax", reason=str(problem))
             return
@@ -472,6 +479,9 @@ class SMTPSession(LineSession):
         envelope.rcpt_attempts += 1
         try:
             path = parse_path(split[0], strict=strict, allow_null=False, allow_postmaster=True)
+        except MissingBrackets as problem:
+            self.reply(missing_brackets_key("RCPT"), reason=str(problem))
+            return
         except AddressSyntaxError as problem:
             self.reply("bad_recipient_syntax", reason=str(problem))
             return
@@ -486,6 +496,10 @@ class SMTPSession(LineSession):
             return
         if len(envelope.recipients) >= self.profile.policies.max_recipients:
             self.reply("too_many_recipients", address=path.address)
+            return
+        if helo_refused_at(self.profile.policies, self.helo, "rcpt"):
+            # Postfix, smtpd_delay_reject = yes: the HELO restrictions are evaluated now.
+            self.reply("helo_not_fqdn", domain=self.helo)
             return
         address = path.address
         if "@" not in address or (address.lower().startswith("postmaster@") and self.profile.is_local_domain(path.domain)):
@@ -709,10 +723,31 @@ class SMTPSession(LineSession):
         envelope.chunks.clear()
         if dot_stuffed:
             content = unstuff(content)
-        message = self.trace_headers(envelope) + content
-        d = self.context.run_blocking(self._store, envelope, message)
-        d.addCallbacks(self._stored, self._store_failed, callbackArgs=(envelope, len(content)))
+        reply_key = end_of_data_reply(self.profile.policies, envelope.params, not content.isascii())
+        if reply_key == "undeclared_8bit":
+            self.event("message refused", "8-bit data without BODY=8BITMIME")
+            self.reply(reply_key)
+            return defer.succeed(None)
+        check = self.context.message_check
+        if check is None:
+            d = self.context.run_blocking(self._store, envelope, self.trace_headers(envelope) + content)
+        else:
+            # A world's MX checks the sender (SPF, DKIM, DMARC) off the reactor: it asks DNS.
+            arrival = Arrival(self.client_ip, self.helo or "", envelope.sender, tuple(envelope.recipients), content)
+            d = self.context.run_blocking(check, arrival)
+            d.addCallback(self._checked, envelope, content)
+        d.addCallbacks(self._stored, self._store_failed, callbackArgs=(envelope, len(content), reply_key))
         return d
+
+    def _checked(self, verdict: Verdict, envelope: Envelope, content: bytes) -> Any:
+        """Store with the check's headers, or refuse with the persona's reply for that failure."""
+        if verdict.reject is not None:
+            key, values = verdict.reject
+            self.event("message refused", verdict.reason or key)
+            self.reply(key, **values)
+            raise _AlreadyAnswered()
+        message = self.trace_headers(envelope) + verdict.headers + content
+        return self.context.run_blocking(self._store, envelope, message)
 
     def _store(self, envelope: Envelope, message: bytes) -> str:
         store = self.context.store
@@ -724,7 +759,7 @@ class SMTPSession(LineSession):
             message_id = message_id or relay_id
         return message_id
 
-    def _stored(self, message_id: str, envelope: Envelope, size: int) -> None:
+    def _stored(self, message_id: str, envelope: Envelope, size: int, reply_key: str = "data_ok") -> None:
         digest = hashlib.sha1(message_id.encode()).hexdigest()
         queue_id = digest[:10].upper()
         self.event(
@@ -735,9 +770,11 @@ class SMTPSession(LineSession):
             size=size,
             id=message_id,
         )
-        self.reply("data_ok", id=message_id, queue_id=queue_id, number=int(digest[:8], 16), size=size)
+        self.reply(reply_key, id=message_id, queue_id=queue_id, number=int(digest[:8], 16), size=size)
 
     def _store_failed(self, failure: Any, *_: Any) -> None:
+        if failure.check(_AlreadyAnswered):
+            return None
         error = failure.check(StoreError, OSError)
         if error is None:
             return failure

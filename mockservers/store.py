@@ -450,6 +450,40 @@ class MailStore:
                 count += 1
         return count
 
+    def queued(self) -> list[dict]:
+        """Every complete queue entry's record (id, sender, recipients, time, and what a relay
+        added: attempts, next attempt, last error), oldest first."""
+        records = []
+        for entry in os.scandir(self._queue):
+            if entry.name.startswith(".") or not entry.name.endswith(".json"):
+                continue
+            try:
+                with open(entry.path, "rb") as handle:
+                    record = json.loads(handle.read())
+            except (OSError, ValueError):
+                continue
+            if isinstance(record, dict) and isinstance(record.get("id"), str):
+                records.append(record)
+        return sorted(records, key=lambda r: (r.get("time", 0), r["id"]))
+
+    def read_queued(self, queue_id: str) -> bytes:
+        """The message of one queue entry."""
+        return (self._queue / f"{_check_uid(queue_id)}.eml").read_bytes()
+
+    def update_queued(self, record: dict) -> None:
+        """Replace an entry's record atomically (a relay notes attempts and errors in it)."""
+        name = _check_uid(record["id"])
+        staging = self._queue / f".{name}.json.tmp"
+        _unlink_quietly(staging)
+        _write_new_file(staging, json.dumps(record, ensure_ascii=False).encode("utf-8"), 0o600)
+        os.replace(staging, self._queue / f"{name}.json")
+
+    def remove_queued(self, queue_id: str) -> None:
+        """Drop a finished entry: the record first, so a crash never leaves a counted entry without mail."""
+        name = _check_uid(queue_id)
+        _unlink_quietly(self._queue / f"{name}.json")
+        _unlink_quietly(self._queue / f"{name}.eml")
+
     # -- reading and removing -----------------------------------------------------------------
 
     def _files(self, address: str) -> dict[str, Path]:
