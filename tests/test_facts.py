@@ -75,3 +75,25 @@ def test_gmail_expire_0_is_explained_as_the_pop3_view_only():
         assert "gmail-pop3-expire" in explanation.persona_note_ids
         assert any(words in note for note in explanation.persona_notes)
     assert "Gmail" in kb.pop3_capability("EXPIRE")["meaning"]["en"]
+
+
+def test_every_session_state_has_a_chinese_name():
+    from simulator.engine.session import POP3State, SMTPState
+
+    for section, states in (("smtp_states", SMTPState), ("pop3_states", POP3State)):
+        for state in states:
+            zh = kb.message(f"{section}.{state.value}", "zh")
+            assert re.search(r"[\u4e00-\u9fff]", zh), (section, state)
+            assert kb.message(f"{section}.{state.value}", "en") == state.value
+
+
+def test_validate_cli_prints_chinese_state_names():
+    import subprocess
+    import sys
+
+    run = subprocess.run(
+        [sys.executable, "-m", "simulator.cli", "validate", "--lang", "zh", "--after", "EHLO x", "MAIL FROM:<a@example.com>"],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert "会话状态：已打招呼；" in run.stdout, run.stdout + run.stderr
+    assert "ready" not in run.stdout

@@ -26,7 +26,7 @@ from mockservers.sasl import b64encode_text
 
 from .checks import DEFAULT_CLIENT_IP, IMPLEMENTED_MECHANISMS, common_values, is_refusal
 from .diagnostics import Diagnostic, label
-from .knowledge import Lang, resolve_language
+from .knowledge import Lang, message, resolve_language
 from .pop3_checks import POP3Check, Prediction, assume_success
 from .session import POP3Session, SMTPSession
 from .smtp_checks import SMTPCheck
@@ -281,4 +281,11 @@ def describe_state(session: Session, lang: str | None = None) -> str:
     allowed = session.next_commands()
     shown = ", ".join(allowed) if allowed else "-"
     colon = "：" if language == "zh" else ": "
-    return f"{label('state', language)}{colon}{session.state.value}; {label('next', language)}{colon}{shown}"
+    separator = "；" if language == "zh" else "; "
+    return f"{label('state', language)}{colon}{state_name(session, language)}{separator}{label('next', language)}{colon}{shown}"
+
+
+def state_name(session: Session, lang: str | None = None) -> str:
+    """The session's state in the learner's language (messages.toml smtp_states / pop3_states)."""
+    section = "pop3_states" if isinstance(session, POP3Session) else "smtp_states"
+    return message(f"{section}.{session.state.value}", resolve_language(lang))
