@@ -47,6 +47,7 @@ class Verb:
     grammar: str
     before_helo: bool = False
     capability: str = ""
+    rank: int = 99  # the order "did you mean ...?" prefers when two verbs are equally close
 
     @property
     def knowledge(self) -> str:
@@ -55,26 +56,28 @@ class Verb:
 
 #: Every SMTP verb, in the order HELP lists them.
 VERBS: tuple[Verb, ...] = (
-    Verb("HELO", "HELO <domain>", True),
-    Verb("EHLO", "EHLO <domain>", True),
-    Verb("MAIL", "MAIL FROM:<address> [SIZE=n] [BODY=7BIT|8BITMIME] [SMTPUTF8] [RET=FULL|HDRS] [ENVID=id] [AUTH=<address>]"),
-    Verb("RCPT", "RCPT TO:<address> [NOTIFY=NEVER|SUCCESS,FAILURE,DELAY] [ORCPT=rfc822;address]"),
-    Verb("DATA", "DATA"),
-    Verb("BDAT", "BDAT <octets> [LAST]", capability="CHUNKING"),
-    Verb("RSET", "RSET", True),
-    Verb("NOOP", "NOOP [string]", True),
-    Verb("VRFY", "VRFY <user or address>", True),
-    Verb("EXPN", "EXPN <mailing list>", True),
-    Verb("HELP", "HELP [command]", True),
-    Verb("QUIT", "QUIT", True),
-    Verb("STARTTLS", "STARTTLS", capability="STARTTLS"),
-    Verb("AUTH", "AUTH <PLAIN|LOGIN|CRAM-MD5> [initial-response]", capability="AUTH"),
-    Verb("ETRN", "ETRN <domain> | @<domain> | #<queue>", capability="ETRN"),
-    Verb("TURN", "TURN", True),
-    Verb("ATRN", "ATRN [domain[,domain...]]"),
+    Verb("HELO", "HELO <domain>", True, rank=1),
+    Verb("EHLO", "EHLO <domain>", True, rank=0),
+    Verb("MAIL", "MAIL FROM:<address> [SIZE=n] [BODY=7BIT|8BITMIME] [SMTPUTF8] [RET=FULL|HDRS] [ENVID=id] [AUTH=<address>]", rank=2),
+    Verb("RCPT", "RCPT TO:<address> [NOTIFY=NEVER|SUCCESS,FAILURE,DELAY] [ORCPT=rfc822;address]", rank=3),
+    Verb("DATA", "DATA", rank=4),
+    Verb("BDAT", "BDAT <octets> [LAST]", capability="CHUNKING", rank=13),
+    Verb("RSET", "RSET", True, rank=6),
+    Verb("NOOP", "NOOP [string]", True, rank=7),
+    Verb("VRFY", "VRFY <user or address>", True, rank=10),
+    Verb("EXPN", "EXPN <mailing list>", True, rank=11),
+    Verb("HELP", "HELP [command]", True, rank=12),
+    Verb("QUIT", "QUIT", True, rank=5),
+    Verb("STARTTLS", "STARTTLS", capability="STARTTLS", rank=9),
+    Verb("AUTH", "AUTH <PLAIN|LOGIN|CRAM-MD5> [initial-response]", capability="AUTH", rank=8),
+    Verb("ETRN", "ETRN <domain> | @<domain> | #<queue>", capability="ETRN", rank=14),
+    Verb("TURN", "TURN", True, rank=15),
+    Verb("ATRN", "ATRN [domain[,domain...]]", rank=16),
 )
 VERB_TABLE: dict[str, Verb] = {verb.name: verb for verb in VERBS}
 VERB_NAMES: frozenset[str] = frozenset(VERB_TABLE)
+#: The verbs in the order "did you mean ...?" prefers.
+SUGGESTION_ORDER: tuple[str, ...] = tuple(verb.name for verb in sorted(VERBS, key=lambda verb: verb.rank))
 
 
 @dataclass(frozen=True)
