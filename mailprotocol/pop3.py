@@ -400,9 +400,10 @@ def _listing(state: POP3State, argument: str, one_key: str, header_key: str, fie
         value = getattr(maildrop.message(found), field_name)
         return _answer(state, one_key, number=found, **{field_name: value})
     count, size = maildrop.totals()
-    known = maildrop.count is not None and len(maildrop.messages) >= maildrop.count
-    lines = tuple(f"{n} {getattr(m, field_name)}" for n, m in maildrop.live()) if known else None
-    reply = Reply(header_key, {"count": count, "size": size}, lines if lines is not None else (), multiline=True)
+    entries = [(n, getattr(m, field_name)) for n, m in maildrop.live()]
+    known = maildrop.count is not None and all(value is not None for _, value in entries)
+    lines = tuple(f"{n} {value}" for n, value in entries) if known else ()
+    reply = Reply(header_key, {"count": count, "size": size}, lines, multiline=True)
     return Decision((reply,), state, reason="" if known else "listing-unknown")
 
 

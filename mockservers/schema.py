@@ -126,7 +126,7 @@ SMTP_REPLY_COMMAND: dict[str, str] = {
     "bad_parameter": "*", "utf8_not_declared": "*", "size_exceeded_declared": "MAIL", "size_exceeded": "DATA-END",
     "too_many_recipients": "RCPT", "relay_denied": "RCPT", "unknown_user": "RCPT", "greylisted": "RCPT", "mailbox_full": "RCPT",
     "line_too_long": "*", "bad_characters": "*", "data_after_bdat": "DATA", "bdat_syntax": "BDAT",
-    "bdat_after_failure": "BDAT", "storage_failed": "DATA-END", "storage_full": "DATA-END",
+    "bdat_after_failure": "BDAT", "storage_failed": "DATA-END", "storage_full": "DATA-END", "dmarc_rejected": "DATA-END",
     "etrn_syntax": "ETRN", "etrn_no_mail": "ETRN", "etrn_started": "ETRN", "etrn_not_allowed": "ETRN",
     "atrn_refused": "ATRN", "atrn_auth_required": "ATRN", "atrn_no_mail": "ATRN", "atrn_unable": "ATRN",
     "timeout": "*", "shutdown": "*", "too_many_connections": "CONNECT",

@@ -117,3 +117,43 @@ def test_undeclared_8bit_data(tmp_path, name, policies, body, expected_start, de
     prediction = predicted(profile, history, ".")
     assert prediction[0].startswith(expected_start)
     assert (prediction[0].startswith("250") and "RFC 6152" in prediction[0]) == noted
+
+
+def _records(data_dir, deadline: float) -> list[dict]:
+    """The transcript records of the only session, once its close record has been written."""
+    import json
+    import time
+
+    while time.monotonic() < deadline:
+        files = sorted((data_dir / "transcripts").rglob("*.jsonl"))
+        if files:
+            records = [json.loads(line) for line in files[0].read_text().splitlines() if line.strip()]
+            if records and records[-1].get("event") == "close":
+                return records
+        time.sleep(0.02)
+    raise AssertionError("no closed transcript before the deadline")
+
+
+@pytest.mark.parametrize("port_name, greeting_start, quit_line", [("SMTPS", "220 ", "QUIT"), ("POP3S", "+OK", "QUIT")])
+def test_implicit_tls_sessions_are_marked_tls_like_starttls(tmp_path, port_name, greeting_start, quit_line):
+    """RFC 8314: a session on 465/995 is in TLS from the first byte; log events and transcripts say so."""
+    import time
+
+    from mockservers.tls import client_ssl_context
+
+    events = []
+    with serving(persona("rfc"), tmp_path, smtps_port=0, pop3s_port=0) as servers:
+        servers.subscribe(events.append)
+        context = client_ssl_context(servers.servers.tls_files.ca_cert)
+        with LineClient(servers.port_of(port_name), tls_context=context) as client:
+            assert client.read_line().startswith(greeting_start)
+            client.send(quit_line)
+            client.read_line()
+        records = _records(tmp_path, time.monotonic() + 10)
+    kinds = [r.get("event") for r in records if r.get("dir") == "e"]
+    assert kinds[:2] == ["open", "tls"]
+    tls = next(r for r in records if r.get("event") == "tls")
+    assert tls["implicit"] is True
+    first_server_line = next(i for i, r in enumerate(records) if r.get("dir") == "s")
+    assert records.index(tls) < first_server_line
+    assert any(getattr(e, "kind", None) == "tls" for e in events)

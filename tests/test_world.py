@@ -133,6 +133,11 @@ def test_qq_to_sina_over_real_smtp_arrives_with_two_received_and_one_return_path
         assert message.get_all("Return-Path") == ["<alice@qq.lab>"]
         assert raw.index(b"Return-Path:") == 0
         assert message["Subject"] == "hello across domains"
+        # Checked at sina's MX with the world's DNS: qq's SPF allows 127.0.0.2, qq's relay signed it.
+        assert message["Authentication-Results"] == (
+            "mx.sina.lab; spf=pass smtp.mailfrom=alice@qq.lab; dkim=pass header.d=qq.lab; dmarc=pass header.from=qq.lab"
+        )
+        assert "d=qq.lab" in message["DKIM-Signature"] and "s=lab" in message["DKIM-Signature"]
         # The relay's own SMTP session is transcribed like any other.
         transcripts = list((tmp_path / "data" / "qq.lab" / "transcripts").rglob("relay-qq.lab-*.jsonl"))
         assert transcripts
@@ -303,3 +308,52 @@ def test_serve_world_refuses_single_server_options(tmp_path: Path) -> None:
     )
     assert result.returncode == 2
     assert "--profile (each domain names its persona in the world file) cannot be used with --world" in result.stderr
+
+
+# --- sender authentication ------------------------------------------------------------------
+
+FORGED = b"From: alice@qq.lab\r\nTo: bob@sina.lab\r\nSubject: pay this invoice\r\n\r\nUrgent.\r\n"
+
+
+def test_a_forged_sender_gets_spf_fail_and_dmarc_fail_but_is_delivered_under_p_none(tmp_path: Path) -> None:
+    import smtplib
+
+    for lab in running(load_world(), tmp_path):
+        # Straight to sina's MX from 127.0.0.1, which qq.lab's SPF (ip4:127.0.0.2 -all) does not list.
+        with smtplib.SMTP("127.0.0.3", lab.servers.port_of("sina.lab", "MX"), timeout=20) as client:
+            client.ehlo("forger.example")
+            assert client.sendmail("alice@qq.lab", ["bob@sina.lab"], FORGED) == {}
+        [raw] = lab.fetch_all("sina.lab", "bob@sina.lab", "bob-secret")
+        assert parse(raw)["Authentication-Results"] == (
+            "mx.sina.lab; spf=fail smtp.mailfrom=alice@qq.lab; dkim=none; dmarc=fail header.from=qq.lab"
+        )
+
+
+def test_a_domain_that_enforces_dmarc_rejects_a_forged_p_reject_sender(tmp_path: Path) -> None:
+    import smtplib
+
+    for lab in running(load_world(), tmp_path):
+        forged = FORGED.replace(b"alice@qq.lab", b"carol@163.lab")
+        with smtplib.SMTP("127.0.0.4", lab.servers.port_of("163.lab", "MX"), timeout=20) as client:
+            client.ehlo("forger.example")
+            client.mail("carol@163.lab")
+            client.rcpt("carol@163.lab")
+            code, text = client.data(forged)
+        assert (code, text) == (550, b"rejected by DMARC policy for 163.lab")  # 163 shows no enhanced codes
+        lab.wait_for("163.lab", "message refused", "DMARC p=reject for 163.lab")
+        assert lab.fetch_all("163.lab", "carol@163.lab", "carol-authcode") == []
+
+
+def test_a_message_changed_after_signing_fails_dkim(tmp_path: Path) -> None:
+    from mockservers.arrival import Arrival
+    from mockservers.world.senderauth import SenderChecks
+
+    for lab in running(load_world(), tmp_path):
+        sign = lab.servers.signer(lab.servers.world.domain("qq.lab"))
+        signed = sign(MESSAGE)
+        checks = SenderChecks("mx.sina.lab", ("127.0.0.1", lab.servers.world.dns_port))
+        good = checks.evaluate(Arrival("127.0.0.2", "smtp.qq.lab", "alice@qq.lab", ("bob@sina.lab",), signed))
+        assert (good.spf, good.dkim, good.dkim_domain, good.dmarc) == ("pass", "pass", "qq.lab", "pass")
+        tampered = signed.replace(b"Hi Bob!", b"Hi Bob, send money!")
+        bad = checks.evaluate(Arrival("127.0.0.9", "evil.example", "alice@qq.lab", ("bob@sina.lab",), tampered))
+        assert (bad.spf, bad.dkim, bad.dmarc) == ("fail", "fail", "fail")

@@ -27,6 +27,7 @@ from ..session import EventHub, ServerEvent
 from .clock import LabClock
 from .dns import WorldDNS
 from .relay import RelayAgent
+from .senderauth import SenderChecks
 from .worldfile import Domain, World
 
 
@@ -137,6 +138,7 @@ class WorldServers:
             mx = MailServers(mx_profile(self.world, domain), directory, host=domain.address, smtp_port=relay_port, pop3_port=None, **common)
             for servers in (submission, mx):
                 servers.context.clock = self.clock  # dates, greylisting and the queue in lab time
+            mx.context.message_check = SenderChecks(domain.mx_host, (self.world.host, dns_port), domain.enforce_dmarc)
             yield submission.start()
             yield mx.start()
             relay_port = mx.port_of("SMTP")  # a free port picked for the first MX serves them all
@@ -164,13 +166,25 @@ class WorldServers:
             stopping.append(self.dns.stop())
         return defer.gatherResults(stopping, consumeErrors=True)
 
-    # -- hooks filled in by sender authentication -----------------------------------------
+    # -- sender authentication ------------------------------------------------------------
+
+    def _dkim_keys(self) -> dict[str, tuple[bytes, str]]:
+        """Each signing domain's key, made once under DATA/dkim/ and kept across restarts."""
+        from .senderauth import ensure_dkim_key
+
+        if not hasattr(self, "_keys"):
+            self._keys = {d.name: ensure_dkim_key(self.data_dir / "dkim", d.name) for d in self.world.domains if d.dkim_sign}
+        return self._keys
 
     def dkim_public_keys(self) -> dict[str, str]:
-        return {}
+        return {name: public for name, (_, public) in self._dkim_keys().items()}
 
     def signer(self, domain: Domain) -> Callable[[bytes], bytes] | None:
-        return None
+        """The relay signs what it sends for its domain (RFC 6376), as the provider's MTA would."""
+        from .senderauth import dkim_signer
+
+        key = self._dkim_keys().get(domain.name)
+        return dkim_signer(domain.name, domain.dkim_selector, key[0]) if key else None
 
     # -- what the CLI and the app show ----------------------------------------------------
 
