@@ -27,6 +27,7 @@ APP_KEYS = [
     ("f1", "help", "key_help", True),
     ("f3", "tools", "key_tools", True),
     ("f4", "reference", "key_reference", True),
+    ("f7", "inspector", "key_inspector", True),
     ("ctrl+l", "toggle_language", "key_language", True),
     ("ctrl+t", "toggle_theme", "key_theme", False),
 ]
@@ -45,7 +46,8 @@ class LessonCommands(Provider):
             if score > 0:
                 yield Hit(score, matcher.highlight(text), lambda i=lesson_id: app.open_lesson(i))
         for label, action in ((t("home_sandbox", app.lang), app.action_sandbox), (t("home_tools", app.lang), app.action_tools),
-                              (t("home_reference", app.lang), app.action_reference)):
+                              (t("home_reference", app.lang), app.action_reference),
+                              (t("inspector_title", app.lang), app.action_inspector)):
             score = matcher.match(label)
             if score > 0:
                 yield Hit(score, matcher.highlight(label), action)
@@ -185,6 +187,12 @@ class MaillabApp(App[None]):
 
         if not isinstance(self.screen, ReferenceScreen):
             self.push_screen(ReferenceScreen(self.lang))
+
+    def action_inspector(self) -> None:
+        from .inspector_screen import InspectorScreen
+
+        if not isinstance(self.screen, InspectorScreen):
+            self.push_screen(InspectorScreen(self.data_dir))
 
     def action_toggle_language(self) -> None:
         self.lang = "zh" if self.lang == "en" else "en"

@@ -17,6 +17,8 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import Screen
 from textual.widgets import Footer, Header, Markdown, Static
 
+from mailprotocol import pop3 as core_pop3
+from mailprotocol import smtp as core_smtp
 from simulator.course.model import Lesson
 from simulator.course.runner import LessonRun, StoreFacts
 from simulator.course.setup import lesson_mail, lesson_profile, lesson_variables
@@ -29,8 +31,9 @@ from .lab import Endpoints
 from .strings import t
 from .widgets import ExplanationPane, localized_bindings
 
-POP3_VERBS = {"USER", "PASS", "APOP", "STAT", "LIST", "RETR", "DELE", "TOP", "UIDL", "CAPA", "STLS"}
-SMTP_VERBS = {"HELO", "EHLO", "MAIL", "RCPT", "DATA", "BDAT", "VRFY", "EXPN", "STARTTLS", "ETRN", "HELP"}
+#: Verbs that belong to one protocol only: typing one switches the console to that protocol.
+POP3_VERBS = core_pop3.VERB_NAMES - core_smtp.VERB_NAMES
+SMTP_VERBS = core_smtp.VERB_NAMES - core_pop3.VERB_NAMES
 
 LESSON_KEYS = [
     ("f1", "help", "key_help", False),
