@@ -207,7 +207,7 @@ async def test_switching_to_chinese(tmp_path):
         assert app.lang == "zh"
         assert screen.lesson.language == "zh"
         assert "步" in str(screen.query_one("#step-title").render())
-        footer_keys = {b.description for b in screen._bindings.key_to_bindings.get("f2", [])}
+        footer_keys = {active.binding.description for key, active in screen.active_bindings.items() if key == "f2"}
         assert footer_keys == {"提示"}
         await send_line(pilot, screen, "NOOP")
         assert "肯定" in str(screen.query_one("#explain").render()) or "成功" in str(screen.query_one("#explain").render())
