@@ -26,6 +26,10 @@ class AddressSyntaxError(ValueError):
     """The argument is not `<address>` [params]; the message says why, for learners."""
 
 
+class MissingBrackets(AddressSyntaxError):
+    """A strict persona got `a@b` where RFC 5321 4.1.2 writes `<a@b>`; some servers answer it apart."""
+
+
 @dataclass(frozen=True)
 class PathArgument:
     """A parsed MAIL/RCPT argument."""
@@ -97,8 +101,10 @@ def parse_path(rest: str, *, strict: bool, allow_null: bool, allow_postmaster: b
         if tail and not tail.startswith(" "):
             raise AddressSyntaxError("parameters must be separated from '>' by a space")
     else:
+        if strict and not rest.strip():
+            raise AddressSyntaxError("no address given")
         if strict:
-            raise AddressSyntaxError("the address must be written in angle brackets: <user@example.com>")
+            raise MissingBrackets("the address must be written in angle brackets: <user@example.com>")
         inner, _, tail = rest.partition(" ")
         bracketed = False
         if not inner:

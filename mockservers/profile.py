@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from .accounts import Account
+from .output import DEFAULT_MAX_BYTES, DEFAULT_MAX_LOG_LINES
 from .lint import check_sources
 from .profile_files import ProfileError, ProfileSources, load_sources, resolve_profile_path
 from .rendering import format_template, render_pop3, render_smtp, strip_enhanced
@@ -50,6 +51,8 @@ class Policies:
     strict_syntax: bool = True
     require_helo: bool = True
     helo_check: str = "none"
+    delay_reject: bool = False
+    undeclared_8bit: str = "accept"
     require_auth_for_mail: bool = False
     sender_must_match_auth: bool = False
     require_tls_for_auth: bool = False
@@ -75,7 +78,8 @@ class Policies:
     login_delay: float = 0.0
     expire_days: int = -1
     implicit_tls_only: bool = False
-
+    log_queue_lines: int = DEFAULT_MAX_LOG_LINES
+    transcript_queue_bytes: int = DEFAULT_MAX_BYTES
 
 @dataclass(frozen=True)
 class Quirks:

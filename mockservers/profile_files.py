@@ -102,13 +102,19 @@ def _read_toml(path: Path) -> tuple[dict[str, Any], str]:
     try:
         return tomllib.loads(text), text
     except tomllib.TOMLDecodeError as error:
-        line = getattr(error, "lineno", None)
-        message = getattr(error, "msg", str(error))
-        if line is None:
-            m = re.search(r"line (\d+)", str(error))
-            line = int(m.group(1)) if m else None
-            message = re.sub(r"\s*\(at line \d+, column \d+\)", "", message)
+        line, message = toml_error_position(error)
         raise ProfileError(path, line, f"TOML syntax error: {message}") from None
+
+
+def toml_error_position(error: tomllib.TOMLDecodeError) -> tuple[int | None, str]:
+    """(line, message) of a TOML syntax error; Python before 3.14 has the line only in the text."""
+    line = getattr(error, "lineno", None)
+    message = getattr(error, "msg", str(error))
+    if line is None:
+        m = re.search(r"line (\d+)", str(error))
+        line = int(m.group(1)) if m else None
+        message = re.sub(r"\s*\(at line \d+, column \d+\)", "", message)
+    return line, message
 
 
 def _merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:

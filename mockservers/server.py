@@ -21,6 +21,7 @@ from .pop3 import POP3Factory
 from .accounts import Account
 from .profile import Profile
 from .session import EventHub, ServerContext, log
+from .output import OutputQueue
 from .smtp import SMTPFactory
 from .store import MailStore
 
@@ -93,11 +94,12 @@ class MailServers:
         self.context = ServerContext(
             profile=self.profile,
             store=self.store,
-            portal=auth.make_portal(self.profile.find_account, self.profile.quirks.accept_any_secret),
+            portal=auth.make_portal(self.profile),
             events=self.events,
             transcripts_dir=self.data_dir / "transcripts",
             tls_options=tls_options,
             record_transcripts=record_transcripts,
+            output=OutputQueue("transcripts", self.profile.policies.transcript_queue_bytes),
         )
         self.listening: list[Listening] = []
         self._ports: list[Any] = []
@@ -152,7 +154,23 @@ class MailServers:
             session.shut_down()
         ports, self._ports = self._ports, []
         self.listening = []
-        return defer.gatherResults([defer.maybeDeferred(p.stopListening) for p in ports], consumeErrors=True)
+        stopped = defer.gatherResults([defer.maybeDeferred(p.stopListening) for p in ports], consumeErrors=True)
+        return stopped.addBoth(self._written)
+
+    def _written(self, result: Any) -> defer.Deferred:
+        """Once stopped, the transcripts are on disk (waited for in a thread, never in the reactor)."""
+        from twisted.internet import threads
+
+        output = self.context.output
+        if output is None or not hasattr(self.reactor, "getThreadPool"):
+            return defer.succeed(result)
+        def drain_and_stop() -> None:
+            output.drain(10.0)
+            output.stop()  # its thread ends; the next session (if started again) starts another
+
+        return threads.deferToThreadPool(self.reactor, self.reactor.getThreadPool(), drain_and_stop).addCallback(
+            lambda _: result
+        )
 
     def port_of(self, name: str) -> int:
         for item in self.listening:

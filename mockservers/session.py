@@ -25,7 +25,9 @@ from zope.interface import implementer
 
 from .faults import FaultAction, FaultScript
 from .limits import ServerLimits
+from .output import OutputQueue
 from .profile import Profile
+from .arrival import Arrival, Verdict
 from .store import MailStore
 from .transcripts import TranscriptWriter
 
@@ -132,6 +134,10 @@ class ServerContext:
     limits: ServerLimits = field(default_factory=ServerLimits)
     faults: FaultScript | None = None
     sessions: set[Any] = field(default_factory=set)
+    output: OutputQueue | None = None  # transcripts written by its thread; None: written inline (tests)
+    #: Blocking check of a message before it is stored (run in a worker thread): a world's MX
+    #: checks SPF/DKIM/DMARC here. None: every message is stored as it came.
+    message_check: Callable[[Arrival], Verdict] | None = None
 
     def __post_init__(self) -> None:
         if self.faults is None:
@@ -241,7 +247,7 @@ class LineSession(protocol.Protocol, TimeoutMixin):
         if self.context.record_transcripts and self.context.transcripts_dir is not None:
             self.transcript = TranscriptWriter(
                 self.context.transcripts_dir, self.session_id, self.protocol_name, self.peer, self.profile.name,
-                flush=False,
+                flush=False, sink=self.context.output,
             )
         try:
             self._connected()
@@ -252,6 +258,10 @@ class LineSession(protocol.Protocol, TimeoutMixin):
     def _connected(self) -> None:
         clock = self.context.reactor_time()
         self.event("connected")
+        if self.tls_active:
+            # An implicit-TLS port (465, 995; RFC 8314): the session is in TLS from its first byte,
+            # and the log and the transcript say so as they do after STARTTLS/STLS.
+            self.event("tls", "implicit TLS (TLS from the first byte)", implicit=True)
         policies = self.profile.policies
         refused = self.context.limits.open(
             self.protocol_name, self.client_ip, policies.max_connections, policies.max_connections_per_client

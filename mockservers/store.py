@@ -1,12 +1,15 @@
 """Mailboxes on disk: one Maildir per account plus an outbound queue that never leaves the machine.
 
 Pure standard library and free of Twisted, so the servers (which call `deliver` from worker
-threads), the simulator and instructors' scripts share one store. Messages are kept with CRLF line
-endings exactly as they travel over the wire, so the size POP3 reports equals the file size.
+threads), the simulator and instructors' scripts share one store. Messages are kept with LF line
+endings, as qmail, Postfix and Dovecot write Maildir files (so mutt or s-nail read them); CRLF
+exists only on the wire. The file name carries both sizes the Dovecot way, `,S=<file size>,W=<wire
+size>`, so POP3 counts CRLF octets (RFC 1939 LIST/STAT) without reading the file. Files written
+with CRLF by older versions are still read and sized correctly.
 
 Layout under ROOT::
 
-    mailboxes/<address>/{tmp,new,cur}/<unique name>[:2,<flags>]
+    mailboxes/<address>/{tmp,new,cur}/<unique name>,S=<size>,W=<wire size>[:2,<flags>]
     queue/<unique name>.eml  + queue/<unique name>.json
 """
 
@@ -30,6 +33,8 @@ __all__ = [
     "StoreError",
     "StoredMessage",
     "normalize_address",
+    "to_stored",
+    "to_wire",
 ]
 
 MAX_ADDRESS_OCTETS = 254
@@ -54,6 +59,28 @@ _LINK_UNSUPPORTED = frozenset(
     )
     if code is not None
 )
+
+
+def to_stored(content: bytes) -> bytes:
+    """The file form of a message: every line ends with LF (a CRLF, or a bare LF, becomes LF)."""
+    return content.replace(b"\r\n", b"\n")
+
+
+def to_wire(content: bytes) -> bytes:
+    """The wire form: every line ends with CRLF, whatever endings the message arrived or is stored with.
+
+    One rule for every line, so POP3's dot-stuffing (RFC 1939 3) sees every line: a bare LF
+    followed by "." can no longer end a message early in the reader's eyes.
+    """
+    return content.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+
+
+def wire_size(stored: bytes) -> int:
+    """Octets of `to_wire(stored)` without building it."""
+    return len(stored) - stored.count(b"\r\n") + stored.count(b"\n")
+
+
+_SIZES = re.compile(r",S=(\d+),W=(\d+)$")
 
 
 class AddressError(ValueError):
@@ -121,8 +148,8 @@ def _check_uid(uid: str) -> str:
 
 
 def _uid_of(filename: str) -> str | None:
-    """The unique name of a Maildir file name, or None for files that are not messages."""
-    uid = filename.split(_INFO_SEPARATOR, 1)[0]
+    """The unique name of a Maildir file name (sizes and flags cut off), or None for other files."""
+    uid = filename.split(_INFO_SEPARATOR, 1)[0].split(",", 1)[0]
     try:
         return _check_uid(uid)
     except ValueError:
@@ -330,9 +357,10 @@ class MailStore:
                 boxes.append(box)
         if not boxes:
             raise ValueError("deliver() needs at least one recipient")
-        content = bytes(content)
+        content = to_stored(bytes(content))
         name = self._unique_name()
-        staging = boxes[0] / "tmp" / name
+        file_name = f"{name},S={len(content)},W={wire_size(content)}"
+        staging = boxes[0] / "tmp" / file_name
         extra_tmp: list[Path] = []
         placed: list[Path] = []
         try:
@@ -341,13 +369,13 @@ class MailStore:
                     self.ensure_mailbox(box.name)
             _write_new_file(staging, content)
             for box in boxes:
-                target = box / "new" / name
+                target = box / "new" / file_name
                 try:
                     os.link(staging, target)
                 except OSError as error:
                     if error.errno not in _LINK_UNSUPPORTED:
                         raise
-                    copy = box / "tmp" / f"{name}.copy"
+                    copy = box / "tmp" / f"{file_name}.copy"
                     extra_tmp.append(copy)
                     _write_new_file(copy, content)
                     os.rename(copy, target)
@@ -422,6 +450,40 @@ class MailStore:
                 count += 1
         return count
 
+    def queued(self) -> list[dict]:
+        """Every complete queue entry's record (id, sender, recipients, time, and what a relay
+        added: attempts, next attempt, last error), oldest first."""
+        records = []
+        for entry in os.scandir(self._queue):
+            if entry.name.startswith(".") or not entry.name.endswith(".json"):
+                continue
+            try:
+                with open(entry.path, "rb") as handle:
+                    record = json.loads(handle.read())
+            except (OSError, ValueError):
+                continue
+            if isinstance(record, dict) and isinstance(record.get("id"), str):
+                records.append(record)
+        return sorted(records, key=lambda r: (r.get("time", 0), r["id"]))
+
+    def read_queued(self, queue_id: str) -> bytes:
+        """The message of one queue entry."""
+        return (self._queue / f"{_check_uid(queue_id)}.eml").read_bytes()
+
+    def update_queued(self, record: dict) -> None:
+        """Replace an entry's record atomically (a relay notes attempts and errors in it)."""
+        name = _check_uid(record["id"])
+        staging = self._queue / f".{name}.json.tmp"
+        _unlink_quietly(staging)
+        _write_new_file(staging, json.dumps(record, ensure_ascii=False).encode("utf-8"), 0o600)
+        os.replace(staging, self._queue / f"{name}.json")
+
+    def remove_queued(self, queue_id: str) -> None:
+        """Drop a finished entry: the record first, so a crash never leaves a counted entry without mail."""
+        name = _check_uid(queue_id)
+        _unlink_quietly(self._queue / f"{name}.json")
+        _unlink_quietly(self._queue / f"{name}.eml")
+
     # -- reading and removing -----------------------------------------------------------------
 
     def _files(self, address: str) -> dict[str, Path]:
@@ -441,40 +503,37 @@ class MailStore:
         return files
 
     def _find(self, address: str, uid: str) -> Path | None:
-        box = self.mailbox_dir(address)
-        for candidate in (box / "new" / uid, box / "cur" / uid):
-            if candidate.is_file():
-                return candidate
-        try:
-            entries = list(os.scandir(box / "cur"))
-        except FileNotFoundError:
-            return None
-        prefix = uid + _INFO_SEPARATOR
-        for entry in entries:
-            if entry.name.startswith(prefix):
-                return Path(entry.path)
-        return None
+        return self._files(address).get(uid)
 
     def messages(self, address: str) -> list[StoredMessage]:
-        """Messages in new/ and cur/ together, oldest delivery first; [] if there is no mailbox."""
+        """Messages in new/ and cur/ together, oldest delivery first; [] if there is no mailbox.
+
+        `size` is the wire size (CRLF line endings), what POP3 LIST and STAT report: read from
+        the file name, or for a file without `,W=` (older versions, other tools) from its bytes.
+        """
         found = []
         for uid, path in self._files(address).items():
-            try:
-                size = path.stat().st_size
-            except FileNotFoundError:
-                continue
+            base = path.name.split(_INFO_SEPARATOR, 1)[0]
+            sizes = _SIZES.search(base)
+            if sizes is not None:
+                size = int(sizes.group(2))
+            else:
+                try:
+                    size = wire_size(path.read_bytes())
+                except FileNotFoundError:
+                    continue
             found.append(StoredMessage(uid=uid, size=size, path=path))
         found.sort(key=lambda message: _sort_key(message.uid))
         return found
 
     def read(self, address: str, uid: str) -> bytes:
-        """The message's bytes exactly as delivered; KeyError if it is not there."""
+        """The message in its wire form (CRLF line endings); KeyError if it is not there."""
         _check_uid(uid)
         path = self._find(address, uid)
         if path is None:
             raise KeyError(uid)
         try:
-            return path.read_bytes()
+            return to_wire(path.read_bytes())
         except FileNotFoundError:
             raise KeyError(uid) from None
 
@@ -484,7 +543,7 @@ class MailStore:
         Falls back to `read` when the file was renamed since (another program moved it to cur/).
         """
         try:
-            return message.path.read_bytes()
+            return to_wire(message.path.read_bytes())
         except FileNotFoundError:
             return self.read(address, message.uid)
 
@@ -494,8 +553,9 @@ class MailStore:
         if not wanted:
             return
         touched: set[Path] = set()
+        files = self._files(address)
         for uid in wanted:
-            path = self._find(address, uid)
+            path = files.get(uid)
             if path is None:
                 continue
             try:

@@ -14,6 +14,8 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from .output import OutputQueue, write_all
+
 __all__ = [
     "TranscriptWriter",
     "follow",
@@ -62,6 +64,7 @@ class TranscriptWriter:
         *,
         clock: Callable[[], float] = time.time,
         flush: bool = True,
+        sink: OutputQueue | None = None,
     ) -> None:
         self.session_id = _check_session_id(session_id)
         self._session_json = _quote(self.session_id)
@@ -71,7 +74,20 @@ class TranscriptWriter:
         self.error: OSError | None = None
         self._closed = False
         self._file: int | None = None  # a raw descriptor: open() would add fstat, ioctl and lseek calls
+        self._opened = False
         self._pending: list[str] = []
+        self._sink = sink
+        self.dropped_lines = 0  # lines the sink had no room for, reported in the file when it has
+        self._unreported_drops = 0
+        if sink is None:
+            self._open()
+        self._write({"dir": "e", "event": "open", "protocol": protocol, "peer": peer, "profile": profile})
+        if flush:  # a session passes False and flushes once its greeting is recorded too
+            self.flush()
+
+    def _open(self) -> None:
+        """Create the day's directory (once per process) and the file; run where the writes run."""
+        self._opened = True
         try:
             if self.path.parent not in TranscriptWriter._made_dirs:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -79,39 +95,63 @@ class TranscriptWriter:
             self._file = os.open(self.path, _OPEN_FLAGS, 0o600)  # message heads: owner only, like mail
         except OSError as error:
             self.error = error
-        self._write({"dir": "e", "event": "open", "protocol": protocol, "peer": peer, "profile": profile})
-        if flush:  # a session passes False and flushes once its greeting is recorded too
-            self.flush()
 
     @property
     def closed(self) -> bool:
         return self._closed
 
+    @property
+    def _stopped(self) -> bool:
+        return self._closed or self.error is not None
+
     def _write(self, fields: dict[str, object]) -> None:
-        if self._file is None or self._closed:
+        if self._stopped:
             return
         record = {"t": round(self._clock(), 6), "session": self.session_id, **fields}
         self._pending.append(_ENCODER.encode(record))
 
     def _line(self, direction: str, line: str) -> None:
         """The hot path (every command and reply): no dict, no encoder object, one C call."""
-        if self._file is None or self._closed:
+        if self._stopped:
             return
         self._pending.append(
             f'{{"t": {self._clock():.6f}, "session": {self._session_json}, "dir": "{direction}", "line": {_quote(line)}}}'
         )
 
     def flush(self) -> None:
-        """Write the records collected so far, whole lines only, in one system call."""
-        if not self._pending or self._file is None:
+        """Write the records collected so far, whole lines only, in one system call.
+
+        With a sink (an `OutputQueue`) the write happens in the sink's thread; when the sink is
+        full the records are dropped, and a `dropped` record says how many in the next write.
+        """
+        if not self._pending or self._stopped:
             self._pending.clear()
             return
+        lines = len(self._pending)
+        if self._unreported_drops:
+            self._pending.insert(0, _ENCODER.encode(self._drop_record()))
         data = ("\n".join(self._pending) + "\n").encode("utf-8", "replace")
         self._pending.clear()
+        if self._sink is None:
+            self._write_now(data)
+        elif self._sink.submit(self._write_now, data):
+            self._unreported_drops = 0
+        else:
+            self.dropped_lines += lines
+            self._unreported_drops += lines
+
+    def _drop_record(self) -> dict[str, object]:
+        return {"t": round(self._clock(), 6), "session": self.session_id, "dir": "e", "event": "dropped",
+                "detail": f"{self._unreported_drops} transcript lines dropped (the disk was too slow)",
+                "lines": self._unreported_drops}
+
+    def _write_now(self, data: bytes) -> None:
+        if not self._opened:
+            self._open()
+        if self._file is None:
+            return
         try:
-            view = memoryview(data)
-            while view:  # O_APPEND: each write lands at the end; a short write is finished here
-                view = view[os.write(self._file, view) :]
+            write_all(self._file, data)  # O_APPEND: each write lands at the end
         except OSError as error:
             self.error = error
             self._release()
@@ -136,8 +176,21 @@ class TranscriptWriter:
         if self._closed:
             return
         self._write({"dir": "e", "event": "close"})
-        self.flush()
+        if self._sink is None:
+            self.flush()
+            self._closed = True
+            self._release()
+            return
+        if self._unreported_drops:
+            self._pending.insert(0, _ENCODER.encode(self._drop_record()))
+        data = ("\n".join(self._pending) + "\n").encode("utf-8", "replace") if self._pending else b""
+        self._pending.clear()
         self._closed = True
+        self._sink.call(self._finish, data)  # never dropped: the file must be released
+
+    def _finish(self, data: bytes) -> None:
+        if data and self.error is None:
+            self._write_now(data)
         self._release()
 
     def _release(self) -> None:

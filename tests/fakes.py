@@ -52,7 +52,7 @@ class Harness:
         self.context = ServerContext(
             profile=self.profile,
             store=self.store,
-            portal=auth.make_portal(self.profile.find_account, self.profile.quirks.accept_any_secret),
+            portal=auth.make_portal(self.profile),
             events=self.events,
             transcripts_dir=data_dir / "transcripts",
             tls_options=object() if tls else None,

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ("mockservers", "simulator", "lessons")
+PACKAGES = ("mailprotocol", "mockservers", "simulator", "lessons")
 
 
 def module_name(path: Path) -> str:

@@ -164,3 +164,28 @@ def test_character_and_octet_remarks_are_right():
                 assert [len(line) for line in block] == [chars], f"{path.name}: {match.group(0)} vs {block!r}"
                 checked += 1
     assert checked >= 4
+
+
+ENCODED_WORD = re.compile(r"=\?[A-Za-z0-9-]+\?[BbQq]\?[^?\s]*\?=")
+
+
+def test_encoded_words_in_lessons_are_the_computed_encoding_of_text_shown_beside_them():
+    """An RFC 2047 subject in a lesson is what `{mime:...}` computes for a text the lesson shows."""
+    from email.header import decode_header
+
+    from simulator.course.patterns import encoded_word, render_solution
+
+    checked = 0
+    for path in LESSON_FILES:
+        text = path.read_text(encoding="utf-8")
+        for match in ENCODED_WORD.finditer(text):
+            word = match.group(0)
+            if word.endswith("?...?="):
+                continue  # the shape `=?utf-8?b?...?=` named in prose
+            raw, charset = decode_header(word)[0]
+            decoded = raw.decode(charset or "ascii")
+            assert encoded_word(decoded) == word, f"{path.name}: {word} is not the computed encoding of {decoded!r}"
+            assert decoded in text.replace(word, ""), f"{path.name}: {word} ({decoded}) is not shown in plain text"
+            checked += 1
+    assert checked >= 2
+    assert render_solution("Subject: {mime:会议纪要}", {}) == "Subject: " + encoded_word("会议纪要")

@@ -28,6 +28,7 @@ import pytest
 
 from simulator.course.catalog import load_catalog
 from simulator.course.model import Lesson
+from simulator.course.order import solution_lines as _solution_lines
 from simulator.engine import knowledge as kb
 
 REPO = Path(__file__).resolve().parents[1]
@@ -144,40 +145,6 @@ def _pattern_protocol(pattern: str, solution: list[tuple[str, str]], after: str,
     word = _first_word(pattern)
     matching = [protocol for protocol, line in solution if _first_word(line) == word]
     return matching[-1] if matching else after
-
-
-def _solution_lines(lesson: Lesson, step_index: int, protocol: str) -> tuple[list[tuple[str, str]], str, set[str]]:
-    """(protocol, line) for every command line of one step's solution; the protocol afterwards; all used."""
-    step = lesson.steps[step_index]
-    out: list[tuple[str, str]] = []
-    used = {protocol}
-    in_data = False
-    octets_left = 0
-    for raw in step.solution:
-        line = raw.strip()
-        if line.startswith("@connect"):
-            parts = line.split()
-            protocol = parts[1].lower() if len(parts) > 1 else protocol
-            used.add(protocol)
-            in_data, octets_left = False, 0
-            continue
-        if line.startswith("@"):
-            continue
-        if in_data:
-            in_data = raw != "."
-            continue
-        if octets_left > 0:
-            octets_left -= len(raw.encode("utf-8")) + 2
-            continue
-        if not line:
-            continue
-        out.append((protocol, line))
-        words = line.upper().split()
-        if protocol == "smtp" and words == ["DATA"]:
-            in_data = True
-        elif protocol == "smtp" and words[0] == "BDAT" and len(words) > 1 and words[1].isdigit():
-            octets_left = int(words[1])
-    return out, protocol, used
 
 
 def _collect(lessons: list[Lesson]) -> Practice:

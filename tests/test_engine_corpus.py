@@ -2,6 +2,10 @@
 sequences (right and wrong, SMTP and POP3), replay each sequence over a real socket and check that
 `predict()` agrees with the reply the server actually sends, line by line.
 
+For POP3 the whole reply is compared too: `predicted_reply()` is the protocol core's own answer
+rendered by the persona, so every line must equal the server's, except values only the live server
+knows (a message size the client has not listed, a CRAM-MD5 challenge), which match anything.
+
 `predict()` returns None when the server should accept a line, else the refusal code ("503",
 "-ERR"); a None must meet a 2xx/3xx (SMTP) or +OK/+ (POP3) reply, a code must meet that exact code.
 A disagreement names the persona, the sequence, the line and both codes.
@@ -28,7 +32,8 @@ from mockservers.profile_files import bundled_personas
 from mockservers.server import EmbeddedServers
 from mockservers.tls import client_ssl_context
 from simulator.engine.session import LineKind, POP3Session, SMTPSession
-from simulator.engine.validate import predict, validate_line
+from simulator.engine.pop3_checks import HOLE
+from simulator.engine.validate import predict, predicted_reply, validate_line
 from tests.live import LineClient
 
 HELO = "client.example.com"
@@ -253,6 +258,12 @@ OTHER_SMTP = [
     ["@login", "MAIL FROM:<{user}>", "RCPT TO:<{user2}>", "RCPT TO:<{user3}>", "RCPT TO:<{user}>", "RCPT TO:<{user2}>"],
     ["@login", "QUIT", "NOOP"],
     ["FOO", "BAR", "BAZ", "QUX", "ZAP", "NOOP"],
+    # A greeting that is not fully qualified: refused at EHLO, at RCPT TO (Postfix) or never.
+    ["EHLO laptop", "MAIL FROM:<{user}>", "RCPT TO:<{user2}>", f"EHLO {HELO}", "MAIL FROM:<{user}>", "RCPT TO:<{user2}>"],
+    # Addresses without angle brackets: 250, 501 or Gmail's 555.
+    ["@login", "MAIL FROM:{user}", "RCPT TO:{user2}"],
+    # 8-bit text undeclared and declared.
+    ["@login", "MAIL FROM:<{user}> BODY=8BITMIME", "RCPT TO:<{user2}>", "DATA", "Subject: 你好", "", "中文", "."],
 ]
 
 POP3_PROBES_AUTHORIZATION = [
@@ -502,6 +513,8 @@ class Outcome:
     lines_checked: int = 0
     sequences: int = 0
     skipped: int = 0
+    texts_checked: int = 0  # replies whose whole text (every line) was compared
+    texts_with_unknowns: int = 0  # of those, replies with a value only the server knew (a size, a challenge)
     disagreements: list[str] = dataclasses.field(default_factory=list)
 
 
@@ -581,6 +594,7 @@ def run_sequence(lab: Lab, sequence: Sequence, outcome: Outcome) -> dict[str, bo
                 break
             line = dynamic_line(template, session, lab.persona)
             predicted = predict(line, session, profile)
+            text = predicted_reply(line, session, profile) if isinstance(session, POP3Session) else None
             extra: list[Any] = []
             if predicted is not None and profile.quirks.disconnect_after_unknown:
                 diagnostics = validate_line(line, session=session, profile=profile, lang="en")
@@ -607,6 +621,13 @@ def run_sequence(lab: Lab, sequence: Sequence, outcome: Outcome) -> dict[str, bo
                 outcome.disagreements.append(
                     f"{where}: line {line_number} {sent!r}: predicted {prediction or 'accept'}, server said {reply!r}"
                 )
+            if text is not None:
+                outcome.texts_checked += 1
+                outcome.texts_with_unknowns += any(HOLE in part for part in text.lines) or text.open_ended
+                if not text.matches(reply):
+                    outcome.disagreements.append(
+                        f"{where}: line {line_number} {sent!r}: predicted text {text.shown()!r}, server said {reply!r}"
+                    )
             note_touched(touched, session, sent, actual, sequence.protocol)
             session.received(reply)
             for diagnostic in extra:
@@ -741,6 +762,8 @@ def test_validator_predicts_the_server(name: str, tmp_path: Path) -> None:
     started = time.monotonic()
     outcome = run_corpus(name, tmp_path, selected(name))
     assert outcome.sequences >= 200 or load_profile(name).policies.tarpit_delay
+    assert outcome.texts_checked >= 50 or load_profile(name).policies.tarpit_delay
+    assert outcome.texts_with_unknowns < outcome.texts_checked / 2, "most POP3 predictions must be exact texts"
     assert not outcome.disagreements, (
         f"{len(outcome.disagreements)} disagreement(s) in {outcome.lines_checked} lines "
         f"({time.monotonic() - started:.1f} s):\n" + "\n".join(outcome.disagreements[:60])

@@ -65,3 +65,35 @@ def test_221_does_not_invite_another_command():
 def test_rfc_persona_summary_does_not_promise_word_for_word_texts():
     summary = kb.load("personas")["personas"]["rfc"]["summary"]
     assert "word for word" not in summary["en"] and "一字不差" not in summary["zh"]
+
+
+def test_gmail_expire_0_is_explained_as_the_pop3_view_only():
+    """Gmail's EXPIRE 0 removes a message from POP3, not from the web Inbox (POP setting)."""
+    capa = ["+OK Capability list follows", "USER", "RESP-CODES", "EXPIRE 0", "LOGIN-DELAY 300", "UIDL", "."]
+    for lang, words in (("en", "web Inbox"), ("zh", "网页版收件箱")):
+        explanation = explain_reply(capa, protocol="pop3", after="CAPA", persona="gmail", lang=lang)
+        assert "gmail-pop3-expire" in explanation.persona_note_ids
+        assert any(words in note for note in explanation.persona_notes)
+    assert "Gmail" in kb.pop3_capability("EXPIRE")["meaning"]["en"]
+
+
+def test_every_session_state_has_a_chinese_name():
+    from simulator.engine.session import POP3State, SMTPState
+
+    for section, states in (("smtp_states", SMTPState), ("pop3_states", POP3State)):
+        for state in states:
+            zh = kb.message(f"{section}.{state.value}", "zh")
+            assert re.search(r"[\u4e00-\u9fff]", zh), (section, state)
+            assert kb.message(f"{section}.{state.value}", "en") == state.value
+
+
+def test_validate_cli_prints_chinese_state_names():
+    import subprocess
+    import sys
+
+    run = subprocess.run(
+        [sys.executable, "-m", "simulator.cli", "validate", "--lang", "zh", "--after", "EHLO x", "MAIL FROM:<a@example.com>"],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert "会话状态：已打招呼；" in run.stdout, run.stdout + run.stderr
+    assert "ready" not in run.stdout

@@ -348,7 +348,7 @@ def test_group_commit_shares_directory_fsyncs_and_never_acknowledges_early(tmp_p
     def recording_link(source: Any, target: Any, *args: Any, **kwargs: Any) -> None:
         real_link(source, target, *args, **kwargs)
         with clock:
-            events.append(("link", time.monotonic(), os.path.basename(str(target))))
+            events.append(("link", time.monotonic(), os.path.basename(str(target)).split(",", 1)[0]))  # the uid
 
     proxy.link = recording_link
     monkeypatch.setattr(store_module, "os", proxy)

@@ -3,6 +3,10 @@ the profile examples of docs/profiles.md, and `maillab lint` on broken profiles 
 
 from __future__ import annotations
 
+import email.utils
+
+from twisted.internet.task import Clock
+
 import dataclasses
 import re
 import subprocess
@@ -242,9 +246,19 @@ def test_gmail_pop3_login_delay(tmp_path):
 OUTLOOK_HOST = "AM6PR04CA0012.outlook.office365.com"
 
 
+def test_outlook_greeting_carries_the_current_date(tmp_path):
+    """Exchange stamps its greeting with the time of the connection, not a fixed date."""
+    for epoch in (1717406102, 1733300000):
+        clock = Clock()
+        clock.advance(epoch)
+        h = smtp(tmp_path / str(epoch), "outlook", clock=clock)
+        stamp = email.utils.formatdate(epoch, localtime=True)
+        assert h.greeting == [f"220 {OUTLOOK_HOST} Microsoft ESMTP MAIL Service ready at {stamp}"]
+
+
 def test_outlook_session(tmp_path):
     h = smtp(tmp_path, "outlook")
-    assert h.greeting == [f"220 {OUTLOOK_HOST} Microsoft ESMTP MAIL Service ready at Mon, 3 Jun 2024 09:15:02 +0000"]
+    assert h.greeting[0].startswith(f"220 {OUTLOOK_HOST} Microsoft ESMTP MAIL Service ready at ")
     assert h.send("EHLO laptop") == ["501 5.5.4 Invalid domain name"]
     plain_ehlo = [
         f"250-{OUTLOOK_HOST} Hello [127.0.0.1]", "250-SIZE 157286400", "250-PIPELINING", "250-DSN",
@@ -294,7 +308,11 @@ def test_outlook_pop3(tmp_path):
 def test_postfix_session(tmp_path):
     h = smtp(tmp_path, "postfix")
     assert h.greeting == ["220 mail.example.com ESMTP Postfix"]
-    assert h.send("EHLO laptop") == ["504 5.5.2 <laptop>: Helo command rejected: need fully-qualified hostname"]
+    # smtpd_delay_reject = yes: the non-FQDN greeting is accepted, the refusal comes at RCPT TO.
+    assert h.send("EHLO laptop")[0] == "250-mail.example.com"
+    assert h.send("MAIL FROM:alice@example.com") == ["250 2.1.0 Ok"]  # strict_rfc821_envelopes = no
+    assert h.send("RCPT TO:<bob@example.com>") == ["504 5.5.2 <laptop>: Helo command rejected: need fully-qualified hostname"]
+    assert h.send("RSET") == ["250 2.0.0 Ok"]
     assert h.send("EHLO laptop.example.com") == [
         "250-mail.example.com", "250-PIPELINING", "250-SIZE 10240000", "250-VRFY", "250-ETRN", "250-STARTTLS",
         "250-AUTH PLAIN LOGIN", "250-ENHANCEDSTATUSCODES", "250-8BITMIME", "250-DSN", "250-SMTPUTF8", "250 CHUNKING",

@@ -179,7 +179,7 @@ def test_sasl_logins(tmp_path, store, steps):
     h = pop3(tmp_path, store=store)
     for line, prefix in steps:
         assert h.send(line)[0].startswith(prefix), line
-    assert h.session.state == "TRANSACTION"
+    assert h.session.state.phase == "TRANSACTION"
 
 
 def test_sasl_cram_md5(tmp_path, store):

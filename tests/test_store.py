@@ -136,9 +136,11 @@ def test_deliver_one_recipient(store: MailStore, tmp_path: Path) -> None:
     uid = store.deliver(["Alice@Example.com"], content)
     [stored] = store.messages("alice@example.com")
     assert stored == StoredMessage(uid=uid, size=len(content), path=stored.path)
-    assert stored.path == tmp_path / "mailboxes" / "alice@example.com" / "new" / uid
+    lf_content = content.replace(b"\r\n", b"\n")
+    # Dovecot's naming: the file size and the wire (CRLF) size in the name; LF endings in the file.
+    assert stored.path == tmp_path / "mailboxes" / "alice@example.com" / "new" / f"{uid},S={len(lf_content)},W={len(content)}"
+    assert stored.path.read_bytes() == lf_content
     assert store.read("alice@example.com", uid) == content
-    assert stored.path.stat().st_size == stored.size
     assert tmp_files(tmp_path) == []
     assert 1 <= len(uid) <= 70
     assert all(0x21 <= ord(c) <= 0x7E for c in uid)
@@ -183,11 +185,12 @@ def test_messages_include_cur_with_flags(store: MailStore, tmp_path: Path) -> No
     first = store.deliver(["a@x.org"], message(1))
     second = store.deliver(["a@x.org"], message(2))
     box = tmp_path / "mailboxes" / "a@x.org"
-    os.rename(box / "new" / first, box / "cur" / f"{first}:2,S")
+    [first_file] = [p for p in (box / "new").iterdir() if p.name.startswith(first)]
+    os.rename(first_file, box / "cur" / f"{first_file.name}:2,S")
     (box / "new" / ".hidden").write_bytes(b"not a message")
     listed = store.messages("a@x.org")
     assert [m.uid for m in listed] == [first, second]
-    assert listed[0].path == box / "cur" / f"{first}:2,S"
+    assert listed[0].path == box / "cur" / f"{first_file.name}:2,S"
     assert store.read("a@x.org", first) == message(1)
     store.remove("a@x.org", [first])
     assert [m.uid for m in store.messages("a@x.org")] == [second]
@@ -489,6 +492,6 @@ def test_kill_9_loses_no_acknowledged_message(tmp_path: Path) -> None:
         # Anything visible is complete, even a message whose id was never printed.
         for stored in after.messages(address):
             content = stored.path.read_bytes()
-            n = int(content.split(b"\r\n", 1)[0].removeprefix(b"Subject: "))
-            assert content == crash_body(n)
-            assert stored.size == len(content)
+            n = int(content.split(b"\n", 1)[0].removeprefix(b"Subject: "))
+            assert content == crash_body(n).replace(b"\r\n", b"\n")
+            assert stored.size == len(crash_body(n))

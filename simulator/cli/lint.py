@@ -34,8 +34,16 @@ def run(args: argparse.Namespace) -> int:
     if not paths:
         profiles = list(bundled_personas())
     problems = []
+    from mockservers.world.worldfile import DEFAULT_WORLD, is_world_file, lint_world
+
+    worlds = [p for p in profiles if isinstance(p, Path) and is_world_file(p)]
+    profiles = [p for p in profiles if p not in worlds]
+    if not paths:
+        worlds.append(DEFAULT_WORLD)
     for profile in profiles:
         problems += lint_profile(profile)
+    for world in worlds:
+        problems += lint_world(world)
     report = None
     if lessons or not paths:
         report = lint_lessons(lessons, args.lessons, replay=not args.no_replay)
@@ -46,8 +54,8 @@ def run(args: argparse.Namespace) -> int:
     warnings = len(problems) - errors
     lesson_count = report.lessons_checked if report else 0
     print(
-        f"{lesson_count} lesson file{'s' if lesson_count != 1 else ''} and {len(profiles)} profile"
-        f"{'s' if len(profiles) != 1 else ''} checked: {errors} error{'s' if errors != 1 else ''}, "
+        f"{lesson_count} lesson file{'s' if lesson_count != 1 else ''}, {len(profiles)} profile"
+        f"{'s' if len(profiles) != 1 else ''} and {len(worlds)} world{'s' if len(worlds) != 1 else ''} checked: {errors} error{'s' if errors != 1 else ''}, "
         f"{warnings} warning{'s' if warnings != 1 else ''}"
     )
     return EXIT_FAILED if errors else EXIT_OK

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from simulator.defaults import DEFAULT_POP3_PORT, DEFAULT_SMTP_PORT, EXIT_OK, EXIT_USAGE, data_dir
+from simulator.defaults import DEFAULT_POP3_PORT, DEFAULT_SMTP_PORT, data_dir
 
+from .foreground import fail as _fail
+from .foreground import run_reactor
 from .options import port
 
 HELP = "run the mock SMTP and POP3 servers"
@@ -32,14 +33,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=None, help="seed for probability faults (same seed, same failures)")
     parser.add_argument("--quiet", action="store_true", help="print only the listening lines")
     parser.add_argument(
+        "--world", nargs="?", const="", default=None, metavar="FILE",
+        help="run a lab internet: several mail domains with DNS, relays and bounces (the bundled world without FILE)",
+    )
+    parser.add_argument(
         "--classroom", type=Path, default=None, metavar="DIR",
         help="serve a class folder made by `maillab classroom init` (its profile, students and data)",
     )
 
 
-def _fail(message: str) -> int:
-    print(f"maillab serve: {message}", file=sys.stderr, flush=True)
-    return EXIT_USAGE
 
 
 def _classroom(args: argparse.Namespace) -> tuple[Any, Path, int, int, str]:
@@ -84,6 +86,10 @@ def run(args: argparse.Namespace) -> int:
     from mockservers.profile import load_profile
     from mockservers.profile_files import ProfileError
 
+    if args.world is not None:
+        from .serve_world import run_world
+
+        return run_world(args)
     banner = None
     smtp_port = DEFAULT_SMTP_PORT if args.smtp_port is None else args.smtp_port
     pop3_port = DEFAULT_POP3_PORT if args.pop3_port is None else args.pop3_port
@@ -118,9 +124,7 @@ def run(args: argparse.Namespace) -> int:
     except OSError as error:
         return _fail(f"cannot use data directory {directory}: {error.strerror}")
 
-    from twisted.internet import error as twisted_error
-    from twisted.internet import reactor
-
+    from mockservers.output import EXIT_DRAIN_SECONDS, LogWriter
     from mockservers.server import MailServers
 
     try:
@@ -137,7 +141,7 @@ def run(args: argparse.Namespace) -> int:
     except (OSError, ValueError) as error:
         return _fail(str(error))
 
-    outcome: dict[str, Any] = {"status": EXIT_OK}
+    log = LogWriter(sys.stdout, max_lines=servers.profile.policies.log_queue_lines)
 
     def started(listening: list[Any]) -> None:
         for item in listening:
@@ -148,31 +152,7 @@ def run(args: argparse.Namespace) -> int:
                 print(f"note: only this machine can connect ({args.host}); for the students' machines add --host 0.0.0.0", flush=True)
         if not args.quiet:
             show = _classroom_event_text(servers.profile) if banner is not None else str
-            servers.events.subscribe(lambda event: print(show(event), flush=True))
+            # Off the reactor thread: a paused terminal or a full pipe drops log lines, not sessions.
+            servers.events.subscribe(lambda event: log.line(show(event)))
 
-    def failed(failure: Any) -> None:
-        if failure.check(twisted_error.CannotListenError):
-            value = failure.value
-            reason = getattr(value.socketError, "strerror", None) or str(value.socketError)
-            outcome["message"] = f"cannot listen on {value.interface or '*'}:{value.port}: {reason}"
-        else:
-            outcome["message"] = failure.getErrorMessage()
-        outcome["status"] = EXIT_USAGE
-        reactor.stop()
-
-    def stop(signum: int, frame: object) -> None:
-        reactor.callFromThread(shutdown)
-
-    def shutdown() -> None:
-        if reactor.running:
-            d = servers.stop()
-            d.addBoth(lambda _: reactor.stop())
-
-    signal.signal(signal.SIGINT, stop)
-    signal.signal(signal.SIGTERM, stop)
-    reactor.callWhenRunning(lambda: servers.start().addCallbacks(started, failed))
-    reactor.run(installSignalHandlers=False)
-    if outcome["status"] != EXIT_OK:
-        return _fail(outcome["message"])
-    print("maillab serve: stopped", flush=True)
-    return EXIT_OK
+    return run_reactor(servers.start, servers.stop, started, on_exit=lambda: log.drain(EXIT_DRAIN_SECONDS))

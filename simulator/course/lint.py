@@ -1,5 +1,6 @@
 """`maillab lint` for lessons: structure, ids, translations, placeholders, reply codes, profile
-references, then a replay of each reference solution against fresh embedded servers."""
+references, teaching order (course/order.py), then a replay of each reference solution against
+fresh embedded servers."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from mockservers.lint import Problem
 
 from .catalog import Catalog, load_catalog
 from .model import Lesson
+from .order import check_order
 from .parser import LessonError
 from .patterns import PatternError, check_solution_line, compile_pattern
 from .setup import lesson_profile, lesson_variables
@@ -137,6 +139,7 @@ def lint_lessons(paths: Sequence[Path] = (), extra_dirs: Sequence[Path] = (), *,
         structural[lesson.path] = check_lesson(lesson, catalog, extra_dirs)
         problems += structural[lesson.path]
     problems += [p for p in check_translations(catalog) if any(Path(p.file) == lesson.path for lesson in chosen)]
+    problems += [p for p in check_order(catalog) if any(Path(p.file) == lesson.path for lesson in chosen)]
     if replay:
         runnable = [lesson for lesson in chosen if not any(p.severity == "error" for p in structural[lesson.path])]
         problems += asyncio.run(_replay_all(runnable, extra_dirs))

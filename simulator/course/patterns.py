@@ -10,8 +10,8 @@ placeholders:
 
 `$name` is a lesson variable (`$user`, `$secret`, `$to`, ... from front matter `vars` and the
 accounts). Solutions use the same syntax plus values only known at run time:
-`{cram:U:S}` (CRAM-MD5 answer to the last 334 challenge) and `{apop:S}` (digest of the POP3 greeting
-timestamp).
+`{cram:U:S}` (CRAM-MD5 answer to the last 334 challenge), `{apop:S}` (digest of the POP3 greeting
+timestamp) and `{mime:T}` (T as an RFC 2047 encoded-word, for a non-ASCII `Subject:`).
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import base64
 import binascii
 import re
 from dataclasses import dataclass
+from email.header import Header
 from typing import Callable, Mapping
 
 from mockservers import sasl
@@ -29,7 +30,7 @@ _PLACEHOLDER = re.compile(r"\{([a-z0-9]+)(?::([^{}]*))?\}")
 _VARIABLE = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)")
 
 MATCH_PLACEHOLDERS = ("domain", "address", "word", "number", "any", "base64", "plain")
-SOLUTION_PLACEHOLDERS = ("base64", "plain", "cram", "apop")
+SOLUTION_PLACEHOLDERS = ("base64", "plain", "cram", "apop", "mime")
 
 
 class PatternError(ValueError):
@@ -165,9 +166,16 @@ def render_solution(line: str, variables: Mapping[str, str], runtime: RuntimeVal
             return sasl.cram_md5_response(user, secret, runtime.last_challenge)
         if name == "apop":
             return sasl.apop_digest(runtime.apop_timestamp, argument or "")
+        if name == "mime":
+            return encoded_word(argument or "")
         raise PatternError(f"{{{name}}} cannot be computed in a solution (known: {', '.join('{' + p + '}' for p in SOLUTION_PLACEHOLDERS)})")
 
     return _PLACEHOLDER.sub(value, text)
+
+
+def encoded_word(text: str) -> str:
+    """`text` as one RFC 2047 encoded-word (UTF-8, base64), computed by the stdlib `email` package."""
+    return Header(text, "utf-8").encode(maxlinelen=0)
 
 
 def check_solution_line(line: str, variables: Mapping[str, str]) -> None:

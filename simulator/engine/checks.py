@@ -14,7 +14,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
-from mockservers import sasl
+from mailprotocol import credentials
+from mailprotocol import sasl as core_sasl
+from mailprotocol.sasl import IMPLEMENTED_MECHANISMS  # noqa: F401  (re-exported for the checks)
 from mockservers.faults import FaultAction, FaultScript
 from mockservers.accounts import Account
 from mockservers.profile import Profile
@@ -192,77 +194,22 @@ class SaslOutcome:
     decoded: bytes | None = None
 
 
+def _outcome(step: core_sasl.Step) -> SaslOutcome:
+    """The core's step, with the diagnostic id a teacher explains it with."""
+    values = {name: value for name, value in step.values.items() if value is not None}
+    diagnostic = f"auth-{step.problem}" if step.problem else ""
+    return SaslOutcome(step.kind, step.key, diagnostic, values, step.user or None, step.check, step.decoded)
+
+
 def sasl_respond(mechanism: str, line: str, *, username: str | None, challenge: str | None) -> SaslOutcome:
-    """mockservers.auth.SASLExchange.respond, decision for decision, without Twisted."""
-    if line.strip() == "*":
-        return SaslOutcome("error", "auth_aborted", "auth-cancel")
-    try:
-        decoded = sasl.b64decode_strict(line)
-    except sasl.SASLError:
-        return SaslOutcome("error", "auth_bad_base64", "auth-not-base64")
-    if mechanism == "PLAIN":
-        try:
-            authzid, user, password = sasl.parse_plain(decoded)
-        except sasl.SASLError as problem:
-            return _malformed(_plain_problem(decoded), problem, decoded)
-        if authzid and authzid.lower() != user.lower():
-            return _malformed("auth-plain-authzid", "authorization identity differs from the user", decoded)
-        return SaslOutcome("credentials", user=user, check=lambda secret: secret == password, decoded=decoded)
-    if mechanism == "LOGIN":
-        try:
-            text = decoded.decode("utf-8")
-        except UnicodeDecodeError:
-            return _malformed("auth-not-utf8", "decoded text is not UTF-8", decoded)
-        if username is None:
-            if not text:
-                return _malformed("auth-empty-user", "empty user name", decoded)
-            return SaslOutcome("challenge", "auth_password_prompt", user=text, decoded=decoded)
-        return SaslOutcome("credentials", user=username, check=lambda secret: secret == text, decoded=decoded)
-    # CRAM-MD5
-    try:
-        user, digest = sasl.parse_cram_md5(decoded)
-    except sasl.SASLError as problem:
-        return _malformed("auth-cram-format", problem, decoded)
-    signed = (challenge or "").encode("utf-8")
-    return SaslOutcome(
-        "credentials", user=user, check=lambda secret: sasl.cram_md5_digest(secret, signed) == digest, decoded=decoded
-    )
-
-
-def _plain_problem(decoded: bytes) -> str:
-    parts = decoded.split(b"\0")
-    if len(parts) == 3 and not parts[1]:
-        return "auth-plain-empty-user"
-    if len(parts) == 3:
-        return "auth-not-utf8"
-    return "auth-plain-no-nul"
-
-
-def _malformed(diagnostic: str, reason: object, decoded: bytes) -> SaslOutcome:
-    return SaslOutcome("error", "auth_malformed", diagnostic, {"reason": str(reason)}, decoded=decoded)
-
-
-#: SASL mechanisms the mock servers can run (others are advertised by some personas but answer 504).
-IMPLEMENTED_MECHANISMS = ("PLAIN", "LOGIN", "CRAM-MD5")
+    """The server's decision (`mailprotocol.sasl.respond`) for one line of an exchange."""
+    exchange = core_sasl.Exchange(mechanism, username, (challenge or "").encode("utf-8"))
+    return _outcome(core_sasl.respond(exchange, line))
 
 
 def sasl_start(mechanism: str, initial: str | None, challenge: str | None) -> SaslOutcome:
-    """mockservers.auth.SASLExchange.start: the reply to `AUTH mechanism [initial-response]`."""
-    if mechanism == "PLAIN":
-        if initial is None:
-            return SaslOutcome("challenge", "auth_plain_prompt")
-        return sasl_respond("PLAIN", initial, username=None, challenge=None)
-    if mechanism == "LOGIN":
-        if initial is not None and initial.strip() not in ("", "="):
-            return sasl_respond("LOGIN", initial, username=None, challenge=None)
-        return SaslOutcome("challenge", "auth_username_prompt")
-    if mechanism == "CRAM-MD5":
-        if initial is not None:
-            return SaslOutcome(
-                "error", "auth_malformed", "auth-cram-initial", {"reason": "CRAM-MD5 takes no initial response"}
-            )
-        return SaslOutcome("challenge", "auth_cram_challenge")
-    return SaslOutcome("error", "auth_unknown_mechanism", "auth-mechanism-unsupported", {"mechanism": mechanism})
+    """The server's decision (`mailprotocol.sasl.start`) for `AUTH mechanism [initial-response]`."""
+    return _outcome(core_sasl.start(mechanism, initial, (challenge or "").encode("utf-8")))
 
 
 @dataclass(frozen=True)
@@ -273,17 +220,9 @@ class LoginVerdict:
 
 
 def check_login(profile: Profile, user: str, check: Callable[[str], bool]) -> LoginVerdict:
-    """mockservers.auth.AccountChecker: who may log in with what."""
-    account = profile.find_account(user)
-    if profile.quirks.accept_any_secret:
-        return LoginVerdict(True, account=account)
-    if account is not None and check(account.secret):
-        return LoginVerdict(True, account=account)
-    if account is None:
-        return LoginVerdict(False, "auth-unknown-user")
-    if account.password and check(account.password):
-        return LoginVerdict(False, "auth-web-password", account)
-    return LoginVerdict(False, "auth-wrong-secret", account)
+    """The server's verdict (`mailprotocol.credentials`), with the diagnostic id that explains it."""
+    verdict = credentials.check_login(profile, user, check)
+    return LoginVerdict(verdict.ok, f"auth-{verdict.reason}" if verdict.reason else "", verdict.account)
 
 
 def logged_in_address(profile: Profile, user: str | None) -> str | None:

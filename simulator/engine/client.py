@@ -71,7 +71,7 @@ class MailClient:
             raise ClientError(f"connection lost: {_reason(error)}") from None
         if not raw:
             raise ClientError("the server closed the connection")
-        return raw.rstrip(b"\r\n").decode("utf-8", "replace")
+        return line_text(raw)
 
     async def send_line(self, line: str) -> None:
         await self.send_bytes(line.encode("utf-8") + b"\r\n")
@@ -116,6 +116,16 @@ class MailClient:
             except (OSError, ssl.SSLError, asyncio.TimeoutError):
                 pass
             self.writer = None
+
+
+def line_text(raw: bytes) -> str:
+    """One line without its ending, by the servers' own framing rule: a line ends at LF, and one
+    CR before it belongs to the ending (RFC 5321 2.3.8, RFC 1939 3); other CRs are data."""
+    if raw.endswith(b"\r\n"):
+        raw = raw[:-2]
+    elif raw.endswith(b"\n"):
+        raw = raw[:-1]
+    return raw.decode("utf-8", "replace")
 
 
 def _reason(error: BaseException) -> str:

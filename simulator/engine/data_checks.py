@@ -10,6 +10,9 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from mockservers.persona_rules import declared_8bit, end_of_data_reply
+
+from .knowledge import message
 from .replies import looks_like_command
 
 #: RFC 5322 2.2: a header field name is printable ASCII except the colon.
@@ -38,10 +41,10 @@ def check_data_line(check: Any) -> None:
         check.add("data-line-too-long", "warning", length=octets, limit=MAX_TEXT_LINE)
     if "\r" in line or "\n" in line:
         check.add("data-bare-line-break", "warning")
-    if not line.isascii():
-        params = {k.upper(): (v or "").upper() for k, v in session.mail_params.items()}
-        if params.get("BODY") != "8BITMIME" and "SMTPUTF8" not in params:
-            check.add("data-8bit", "warning")
+    if not line.isascii() and not declared_8bit(session.mail_params):
+        policy = check.profile.policies.undeclared_8bit
+        verdict = message(f"eight_bit.{policy}", check.lang)
+        check.add("data-8bit", "warning" if policy == "refuse" else "info", verdict=verdict)
     if looks_like_command(line) and not _HEADER.match(line):
         check.add("data-looks-like-command", "warning")
     elif in_headers:
@@ -94,6 +97,10 @@ def end_of_data(check: Any, lines: list[str]) -> None:
     envelope = check.envelope()
     action = check.fault("DATA-END", " ".join(envelope.recipients) if envelope else "")
     if action is not None and check.apply_fault(action, "."):
+        return
+    has_8bit = any(not text.isascii() for text in lines)
+    if end_of_data_reply(profile.policies, check.session.mail_params, has_8bit) == "undeclared_8bit":
+        check.add("data-8bit-refused", "error", "undeclared_8bit")
         return
     headers = {line.partition(":")[0].strip().lower() for line in _header_block(lines) if _HEADER.match(line)}
     missing = [name for name in ("From", "Date") if name.lower() not in headers]

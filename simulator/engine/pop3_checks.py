@@ -1,41 +1,110 @@
-"""Check one POP3 line against the client-side session and the persona: the server's decisions.
+"""Check one POP3 line: the protocol core decides, this module explains.
 
-Mirrors `mockservers.pop3.POP3Session`: line length, the keyword, the state (AUTHORIZATION or
-TRANSACTION), then one method per command; AUTH lines go through the same SASL decoding as SMTP.
+The server's answer comes from `mailprotocol.pop3`, run on a shadow state built from the
+client-side session (`shadow_state`), so the prediction is the mock server's own reply, text
+included. What is added here is what a teacher adds: which mistake it is, a fix to try, and
+advice the server would never give (cleartext logins, deletions applied at QUIT).
 """
 
 from __future__ import annotations
 
 import copy
 import re
+import string
+from dataclasses import dataclass
 from typing import Any
 
-from mockservers.faults import POP3_COMMANDS, SMTP_COMMANDS
+from mailprotocol import pop3 as core
+from mailprotocol import sasl as core_sasl
+from mailprotocol.decision import LOGIN, REMOVE_MESSAGES, SEND_MESSAGE, Decision, Reply
+from mailprotocol.sasl import IMPLEMENTED_MECHANISMS
+from mockservers.faults import SMTP_COMMANDS
 from mockservers.profile import Profile
 from mockservers.sasl import apop_digest
 
-from .checks import (
-    IMPLEMENTED_MECHANISMS,
-    LineCheck,
-    check_login,
-    common_values,
-    logged_in_address,
-    nearest_verb,
-    sasl_respond,
-    sasl_start,
-)
+from .checks import LineCheck, check_login, common_values, logged_in_address, nearest_verb, sasl_respond, sasl_start
 from .diagnostics import secret_kind
 from .smtp_checks import explain_sasl_outcome
 
-AUTHORIZATION_COMMANDS = frozenset({"USER", "PASS", "APOP", "AUTH", "CAPA", "STLS", "QUIT"})
-TRANSACTION_COMMANDS = frozenset({"STAT", "LIST", "RETR", "DELE", "NOOP", "RSET", "TOP", "UIDL", "CAPA", "QUIT"})
-VERB_ORDER = ("USER", "PASS", "STAT", "LIST", "RETR", "DELE", "TOP", "UIDL", "QUIT", "RSET", "NOOP", "CAPA", "APOP", "AUTH", "STLS")
-#: RFC 1939 3: arguments may be up to 40 characters long.
-MAX_ARGUMENT = 40
+#: Stands for a value only the live server knows (a size not yet listed, a CRAM-MD5 challenge).
+HOLE = "\ufffc"
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """The reply lines the server will send; HOLE marks unknown values, `open_ended` unknown lines after them."""
+
+    lines: tuple[str, ...]
+    open_ended: bool = False
+
+    def shown(self) -> list[str]:
+        """For a reader: unknown values as "?" (an open listing ends with its ".")."""
+        lines = [line.replace(HOLE, "?") for line in self.lines]
+        return lines + ["."] if self.open_ended else lines
+
+    def matches(self, actual: list[str]) -> bool:
+        """Whether the server's reply is this one (unknown values and open lines match anything)."""
+        if len(actual) < len(self.lines) or (not self.open_ended and len(actual) != len(self.lines)):
+            return False
+        for expected, line in zip(self.lines, actual):
+            pattern = ".*?".join(re.escape(part) for part in expected.split(HOLE))
+            if not re.fullmatch(pattern, line, re.DOTALL):
+                return False
+        return True
+
+
+def shadow_state(session: Any, profile: Profile) -> core.POP3State:
+    """The server's state as the client can know it, for the core to decide on."""
+    user = session.user if session.user is not None and profile.find_account(session.user) is not None else None
+    exchange = None
+    if session.auth is not None and session.auth.awaiting_client:
+        auth = session.auth
+        exchange = core_sasl.Exchange(auth.mechanism, auth.username or None, (auth.challenge or "").encode("utf-8"))
+    maildrop = None
+    address = None
+    if session.logged_in:
+        count = session.message_count if session.message_count is not None else count_from_login(session, profile)
+        messages = tuple(core.Message(session.sizes.get(n), session.uids.get(n)) for n in range(1, (count or 0) + 1))
+        maildrop = core.Maildrop(messages, count, frozenset(session.deleted), frozenset(session.retrieved))
+        address = logged_in_address(profile, session.authenticated_user)
+    return core.POP3State(
+        phase=core.TRANSACTION if session.logged_in else core.AUTHORIZATION,
+        tls=bool(session.tls_active),
+        timestamp=session.apop_timestamp or "",
+        user=user,
+        exchange=exchange,
+        address=address,
+        maildrop=maildrop,
+    )
+
+
+def predict_decision(profile: Profile, decision: core.POP3Decision, client_ip: str) -> Prediction | None:
+    """The lines of a decision; a LOGIN the server completes is predicted as its +OK."""
+    login = decision.effect(LOGIN)
+    if login is not None:
+        state = decision.state
+        decision = core.logged_in(state, profile, login, core.Maildrop(count=None))
+    if not decision.replies:
+        return None
+    lines: list[str] = []
+    common = common_values(client_ip)
+    for reply in decision.replies:
+        values = {name: HOLE if value is None else value for name, value in reply.values.items()}
+        lines += core.render(profile, Reply(reply.key, values, reply.listing, reply.multiline), common)
+    open_ended = decision.has(SEND_MESSAGE) or decision.reason == "listing-unknown"
+    if decision.reason == "listing-unknown":
+        lines = lines[:-1]  # the "." comes after lines the client has not seen
+    return Prediction(tuple(lines), open_ended)
 
 
 class POP3Check(LineCheck):
     protocol = "pop3"
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self.state = shadow_state(self.session, self.profile)
+        #: The server's decision for this line; None when the line is not the server's to decide here.
+        self.decision: core.POP3Decision | None = None
 
     def render(self, key: str, values: dict[str, Any]) -> list[str]:
         if key not in self.profile.pop3_replies:
@@ -64,20 +133,18 @@ class POP3Check(LineCheck):
         return logged_in_address(self.profile, self.session.authenticated_user)
 
     def server_verb(self, text: str) -> tuple[str, str] | None:
-        if "\0" in text or len(text.encode("utf-8", "surrogateescape")) + 2 > self.policies.max_pop3_line:
+        if len(text.encode("utf-8", "surrogateescape")) + 2 > self.policies.max_pop3_line:
             return None
-        verb, _, argument = text.strip().partition(" ")
-        verb = verb.upper()
-        if verb not in POP3_COMMANDS or verb in self.profile.quirks.pop3_unimplemented:
-            return None
-        return verb, argument.strip()
+        parsed = core.parse(core.POP3State(), self.profile, text)
+        return None if isinstance(parsed, Decision) else (parsed.verb, parsed.argument)
 
-    def server_user(self) -> str | None:
-        """The USER name the server keeps: only an existing mailbox (mockservers.pop3.do_USER)."""
-        user = self.session.user
-        if user is None or self.profile.find_account(user) is None:
-            return None
-        return user
+    def prediction(self) -> Prediction | None:
+        return predict_decision(self.profile, self.decision, self.client_ip) if self.decision else None
+
+    def refuse(self, diagnostic_id: str, severity: str = "error", **values: Any) -> None:
+        """A diagnostic carrying the core's reply to this line."""
+        prediction = self.prediction()
+        self.add(diagnostic_id, severity, reply=prediction.shown() if prediction else None, **values)  # type: ignore[arg-type]
 
     # --- entry point -------------------------------------------------------------------------------
 
@@ -99,38 +166,43 @@ class POP3Check(LineCheck):
     def command(self) -> None:
         line = self.line
         octets = len(line.encode("utf-8", "surrogateescape"))
-        limit = self.policies.max_pop3_line
+        limit = core.line_limit(self.state, self.profile)
         if octets + 2 > limit:
-            self.add("line-too-long", "error", "line_too_long", length=octets + 2, limit=limit)
-            return
-        if "\0" in line:
-            self.add("nul-character", "error", "bad_characters")
+            self.decision = core.line_too_long(self.state)
+            self.refuse("line-too-long", length=octets + 2, limit=limit)
             return
         text = line.strip()
-        if line != line.lstrip() and text:
+        if line != line.lstrip() and text and "\0" not in line:
             self.add("leading-space", "warning", suggestion=text)
-        verb_token, _, argument = text.partition(" ")
-        verb = verb_token.upper()
-        if verb not in POP3_COMMANDS or verb in self.profile.quirks.pop3_unimplemented:
-            self.unknown(verb_token, argument)
-            return
-        argument = argument.strip()
-        action = self.fault(verb, argument)
-        if action is not None and self.apply_fault(action, verb):
-            return
-        logged_in = bool(self.session.logged_in)
-        allowed = TRANSACTION_COMMANDS if logged_in else AUTHORIZATION_COMMANDS
-        if verb not in allowed:
-            if logged_in:
-                self.add("pop3-already-logged-in", "error", "wrong_state", verb=verb)
+        parsed = core.parse(self.state, self.profile, line)
+        if isinstance(parsed, Decision):
+            self.decision = parsed
+            if parsed.reason == "bad-characters":
+                self.refuse("nul-character")
             else:
-                self.add("pop3-needs-login", "error", "wrong_state", suggestion="USER " + self.example_user(), verb=verb)
+                verb_token, _, argument = text.partition(" ")
+                self.unknown(verb_token, argument)
             return
-        for word in argument.split() if verb != "PASS" else [argument]:
-            if len(word) > MAX_ARGUMENT:
-                self.add("pop3-argument-too-long", "warning", limit=MAX_ARGUMENT)
+        action = self.fault(parsed.verb, parsed.argument)
+        if action is not None and self.apply_fault(action, parsed.verb):
+            return
+        self.decision = core.dispatch(self.state, self.profile, parsed)
+        reason = self.decision.reason
+        if reason == "already-logged-in":
+            self.refuse("pop3-already-logged-in", verb=parsed.verb)
+            return
+        if reason == "needs-login":
+            self.refuse("pop3-needs-login", suggestion="USER " + self.example_user(), verb=parsed.verb)
+            return
+        for word in parsed.argument.split() if parsed.verb != "PASS" else [parsed.argument]:
+            if len(word) > core.MAX_ARGUMENT:
+                self.add("pop3-argument-too-long", "warning", limit=core.MAX_ARGUMENT)
                 break
-        getattr(self, f"check_{verb}")(argument)
+        if reason == "needs-tls":
+            stls = self.profile.pop3_has("STLS", False)
+            self.refuse("pop3-needs-tls", suggestion="STLS" if stls else None)
+            return
+        getattr(self, f"explain_{parsed.verb}")(parsed.argument, self.decision)
 
     def example_user(self) -> str:
         return self.profile.accounts[0].address if self.profile.accounts else "user@example.com"
@@ -138,117 +210,98 @@ class POP3Check(LineCheck):
     def unknown(self, verb_token: str, argument: str) -> None:
         verb = verb_token.upper()
         if not verb_token:
-            self.add("empty-line", "error", "unknown_command")
+            self.refuse("empty-line")
             return
         if verb in self.profile.quirks.pop3_unimplemented:
-            self.add("command-not-offered", "error", "unknown_command", verb=verb)
+            self.refuse("command-not-offered", verb=verb)
             return
         letters = re.match(r"[A-Za-z]*", verb_token).group(0).upper()  # type: ignore[union-attr]
-        if letters in SMTP_COMMANDS - POP3_COMMANDS:
-            self.add("smtp-command-in-pop3", "error", "unknown_command", verb=letters)
+        if letters in SMTP_COMMANDS - core.VERB_NAMES:
+            self.refuse("smtp-command-in-pop3", verb=letters)
             return
-        near = nearest_verb(letters or verb, [v for v in VERB_ORDER if v not in self.profile.quirks.pop3_unimplemented])
+        offered = [v.name for v in core.VERBS if v.name not in self.profile.quirks.pop3_unimplemented]
+        near = nearest_verb(letters or verb, offered)
         if near is not None:
-            self.add("unknown-verb", "error", "unknown_command", suggestion=f"{near} {argument}".strip(), verb=verb_token, nearest=near)
+            self.refuse("unknown-verb", suggestion=f"{near} {argument}".strip(), verb=verb_token, nearest=near)
         else:
-            self.add("unknown-verb-no-guess", "error", "unknown_command", verb=verb_token)
-
-    def tls_gate(self) -> bool:
-        if self.policies.require_tls_for_auth and not self.tls:
-            stls = self.profile.pop3_has("STLS", False)
-            self.add("pop3-needs-tls", "error", "tls_required", suggestion="STLS" if stls else None)
-            return False
-        return True
+            self.refuse("unknown-verb-no-guess", verb=verb_token)
 
     # --- AUTHORIZATION -----------------------------------------------------------------------------
 
-    def check_USER(self, argument: str) -> None:  # noqa: N802
-        if not argument:
-            self.add("user-missing-name", "error", "user_syntax", suggestion="USER " + self.example_user())
-            return
-        if not self.tls_gate():
-            return
-        if self.profile.find_account(argument) is None:
-            reply = self.render("user_unknown", {"user": argument})
-            if reply and reply[0].startswith("-ERR"):
-                self.add("user-unknown", "error", reply=reply, user=argument)
+    def explain_USER(self, argument: str, decision: core.POP3Decision) -> None:  # noqa: N802
+        if decision.reason == "missing-name":
+            self.refuse("user-missing-name", suggestion="USER " + self.example_user())
+        elif decision.reason == "unknown-user":
+            prediction = self.prediction()
+            if prediction and prediction.lines[0].startswith("-ERR"):
+                self.refuse("user-unknown", user=argument)
             else:
                 self.add("user-unknown-hidden", "warning", user=argument)
-            return
-        if not self.tls:
+        elif not self.tls:
             self.add("pop3-cleartext", "info")
 
-    def check_PASS(self, argument: str) -> None:  # noqa: N802
-        user = self.server_user()
-        if user is None:
+    def explain_PASS(self, argument: str, decision: core.POP3Decision) -> None:  # noqa: N802
+        if decision.reason == "pass-without-user":
             if self.session.user is not None:
-                self.add("pass-unknown-user", "error", "pass_without_user", user=self.session.user)
+                self.refuse("pass-unknown-user", user=self.session.user)
             else:
-                self.add("pass-without-user", "error", "pass_without_user", suggestion="USER " + self.example_user())
-            return
-        if not argument:
-            self.add("pass-missing", "error", "pass_syntax")
-            return
-        self.login_verdict(user, lambda secret: secret == argument, "pass_failed")
+                self.refuse("pass-without-user", suggestion="USER " + self.example_user())
+        elif decision.reason == "missing-secret":
+            self.refuse("pass-missing")
+        else:
+            self.login_verdict(self.state.user or "", lambda secret: secret == argument)
 
-    def login_verdict(self, user: str, check: Any, fail_key: str) -> None:
-        verdict = check_login(self.profile, user, check)
-        if verdict.ok:
+    def login_verdict(self, user: str, check: Any) -> None:
+        """Why a login fails (the web password QQ refuses, a wrong secret ...), or what comes next."""
+        decision = self.decision
+        assert decision is not None
+        if decision.has(LOGIN):
             if self.policies.login_delay:
                 self.add("pop3-login-delay", "info", seconds=f"{self.policies.login_delay:g}")
             return
-        values = {"user": user}
+        verdict = check_login(self.profile, user, check)
         if verdict.diagnostic == "auth-web-password" and verdict.account is not None:
-            self.add("auth-web-password", "error", fail_key, reply_values=values, user=user, kind=secret_kind(verdict.account.secret_kind, self.lang))
+            self.refuse("auth-web-password", user=user, kind=secret_kind(verdict.account.secret_kind, self.lang))
         else:
-            self.add(verdict.diagnostic, "error", fail_key, reply_values=values, user=user)
+            self.refuse(verdict.diagnostic, user=user)
 
-    def check_APOP(self, argument: str) -> None:  # noqa: N802
-        if "{timestamp}" not in self.profile.pop3_greeting:
-            self.add("apop-unavailable", "error", "apop_unavailable", suggestion="USER " + self.example_user())
-            return
+    def explain_APOP(self, argument: str, decision: core.POP3Decision) -> None:  # noqa: N802
+        reason = decision.reason
         parts = argument.split()
         timestamp = self.session.apop_timestamp
-        if len(parts) != 2:
-            self.add("apop-syntax", "error", "apop_syntax", suggestion=f"APOP {self.example_user()} <32 hex digits>")
-            return
-        name, digest = parts
-        if len(digest) != 32:
-            suggestion = f"APOP {name} {apop_digest(timestamp, digest)}" if timestamp else None
-            self.add("apop-digest-length", "error", "apop_syntax", suggestion=suggestion, length=len(digest))
-            return
-        if any(c not in "0123456789abcdefABCDEF" for c in digest):
-            self.add("apop-digest-not-hex", "error", "apop_syntax")
-            return
-        if not self.tls_gate():
-            return
-        if digest != digest.lower():
-            self.add("apop-digest-uppercase", "warning", suggestion=f"APOP {name} {digest.lower()}")
-        if timestamp is None:
-            self.add("apop-no-timestamp-seen", "info")
-            return
-        self.login_verdict(name, lambda secret: apop_digest(timestamp, secret) == digest.lower(), "apop_failed")
+        if reason == "apop-unavailable":
+            self.refuse("apop-unavailable", suggestion="USER " + self.example_user())
+        elif reason == "apop-syntax":
+            self.refuse("apop-syntax", suggestion=f"APOP {self.example_user()} <32 hex digits>")
+        elif reason == "apop-digest-length":
+            suggestion = f"APOP {parts[0]} {apop_digest(timestamp, parts[1])}" if timestamp else None
+            self.refuse("apop-digest-length", suggestion=suggestion, length=len(parts[1]))
+        elif reason == "apop-digest-not-hex":
+            self.refuse("apop-digest-not-hex")
+        else:
+            name, digest = parts
+            if digest != digest.lower():
+                self.add("apop-digest-uppercase", "warning", suggestion=f"APOP {name} {digest.lower()}")
+            if timestamp is None:
+                self.decision = None  # the greeting's timestamp was not seen: the outcome is unknown
+                self.add("apop-no-timestamp-seen", "info")
+                return
+            self.login_verdict(name, lambda secret: apop_digest(timestamp, secret) == digest.lower())
 
-    def check_AUTH(self, argument: str) -> None:  # noqa: N802
+    def explain_AUTH(self, argument: str, decision: core.POP3Decision) -> None:  # noqa: N802
         mechanisms = self.profile.pop3_sasl_mechanisms(self.tls)
         if not argument:
             self.add("pop3-auth-list", "info", offered=mechanisms or "-")
             return
-        if not self.tls_gate():
-            return
         parts = argument.split()
         mechanism = parts[0].upper()
-        if mechanism not in mechanisms or len(parts) > 2:
+        if decision.reason == "mechanism-not-offered":
             usable = [m for m in mechanisms if m in IMPLEMENTED_MECHANISMS]
-            self.add(
-                "pop3-auth-mechanism", "error", "auth_unknown_mechanism",
+            self.refuse(
+                "pop3-auth-mechanism",
                 suggestion=f"AUTH {usable[0]}" if usable else "USER " + self.example_user(),
-                reply_values={"mechanism": parts[0]}, mechanism=parts[0], offered=mechanisms or "-",
+                mechanism=parts[0], offered=mechanisms or "-",
             )
-            return
-        if mechanism not in IMPLEMENTED_MECHANISMS:
-            self.add("auth-mechanism-unsupported", "error", "auth_unknown_mechanism",
-                     reply_values={"mechanism": mechanism}, mechanism=mechanism)
             return
         initial = parts[1] if len(parts) > 1 else None
         outcome = sasl_start(mechanism, initial, None)
@@ -259,105 +312,92 @@ class POP3Check(LineCheck):
         exchange = self.session.auth
         line = self.line
         octets = len(line.encode("utf-8", "surrogateescape"))
-        if octets + 2 > self.policies.max_auth_line:
-            self.add("line-too-long", "error", "line_too_long", length=octets + 2, limit=self.policies.max_auth_line)
+        limit = core.line_limit(self.state, self.profile)
+        if octets + 2 > limit:
+            self.decision = core.line_too_long(self.state)
+            self.refuse("line-too-long", length=octets + 2, limit=limit)
             return
-        if exchange.mechanism not in IMPLEMENTED_MECHANISMS:
-            return
+        self.decision = core.auth_line(self.state, self.profile, line)
         outcome = sasl_respond(exchange.mechanism, line, username=exchange.username or None, challenge=exchange.challenge)
         self.sasl_outcome(outcome, exchange.mechanism, line)
 
     def sasl_outcome(self, outcome: Any, mechanism: str, line: str) -> None:
         explain_sasl_outcome(self, outcome, mechanism, line, fail_key="auth_failed")
-        if outcome.kind == "credentials" and not self.decided and self.policies.login_delay:
+        if self.decision is not None and self.decision.has(LOGIN) and self.policies.login_delay:
             self.add("pop3-login-delay", "info", seconds=f"{self.policies.login_delay:g}")
 
-    def check_STLS(self, argument: str) -> None:  # noqa: N802
-        if self.tls:
-            self.add("stls-already", "error", "stls_active")
-            return
-        if argument:
-            self.add("no-argument-expected", "error", "no_arguments", suggestion="STLS", reply_values={"verb": "STLS"}, verb="STLS")
-            return
-        if not self.profile.pop3_has("STLS", False):
-            self.add("stls-not-offered", "error", "stls_unavailable")
-            return
-        self.add("starttls-telnet", "info")
+    def explain_STLS(self, argument: str, decision: core.POP3Decision) -> None:  # noqa: N802
+        if decision.reason == "tls-already":
+            self.refuse("stls-already")
+        elif decision.reason == "no-argument-expected":
+            self.refuse("no-argument-expected", suggestion="STLS", verb="STLS")
+        elif decision.reason == "stls-not-offered":
+            self.refuse("stls-not-offered")
+        else:
+            self.add("starttls-telnet", "info")
 
-    def check_CAPA(self, argument: str) -> None:  # noqa: N802
+    def explain_CAPA(self, argument: str, decision: core.POP3Decision) -> None:  # noqa: N802
         pass
 
     # --- TRANSACTION -------------------------------------------------------------------------------
 
-    def message_count(self) -> int | None:
-        """Messages in the maildrop at login (deleted ones included), when the client can know."""
-        if self.session.message_count is not None:
-            return int(self.session.message_count)
-        return count_from_login(self.session, self.profile)
+    def explain_number(self, argument: str, decision: core.POP3Decision) -> bool:
+        """Explain a refused message number; True when the number was usable."""
+        count = decision.state.maildrop.count if decision.state.maildrop else None
+        reason = decision.reason
+        if reason == "number-invalid":
+            self.refuse("message-number-invalid", argument=argument or "-")
+        elif reason == "number-out-of-range":
+            number = int(argument)
+            if number < 1:
+                self.refuse("message-number-zero")
+            else:
+                self.refuse("message-number-too-high", number=number, count=count)
+        elif reason == "message-deleted":
+            self.refuse("message-deleted", suggestion="RSET", number=int(argument))
+        else:
+            if count is None:
+                self.add("message-count-unknown", "info", suggestion="STAT")
+            return True
+        return False
 
-    def message_number(self, argument: str) -> None:
-        count = self.message_count()
-        shown = count if count is not None else "?"
-        if not argument.isdigit() or len(argument) > 10:
-            self.add("message-number-invalid", "error", "bad_number",
-                     reply_values={"argument": argument, "count": shown}, argument=argument or "-")
-            return
-        number = int(argument)
-        if number < 1:
-            self.add("message-number-zero", "error", "no_such_message", reply_values={"number": number, "count": shown})
-        elif count is not None and number > count:
-            self.add("message-number-too-high", "error", "no_such_message",
-                     reply_values={"number": number, "count": count}, number=number, count=count)
-        elif number in self.session.deleted:
-            self.add("message-deleted", "error", "message_deleted", suggestion="RSET",
-                     reply_values={"number": number}, number=number)
-        elif count is None:
-            self.add("message-count-unknown", "info", suggestion="STAT")
+    def explain_STAT(self, argument: str, decision: core.POP3Decision) -> None:  # noqa: N802
+        if decision.reason == "no-argument-expected":
+            self.refuse("no-argument-expected", suggestion="STAT", verb="STAT")
 
-    def check_STAT(self, argument: str) -> None:  # noqa: N802
+    def explain_LIST(self, argument: str, decision: core.POP3Decision) -> None:  # noqa: N802
         if argument:
-            self.add("no-argument-expected", "error", "no_arguments", suggestion="STAT", reply_values={"verb": "STAT"}, verb="STAT")
+            self.explain_number(argument, decision)
 
-    def check_LIST(self, argument: str) -> None:  # noqa: N802
-        if argument:
-            self.message_number(argument)
+    explain_UIDL = explain_LIST
 
-    def check_UIDL(self, argument: str) -> None:  # noqa: N802
-        if argument:
-            self.message_number(argument)
+    def explain_RETR(self, argument: str, decision: core.POP3Decision) -> None:  # noqa: N802
+        self.explain_number(argument, decision)
 
-    def check_RETR(self, argument: str) -> None:  # noqa: N802
-        self.message_number(argument)
-
-    def check_DELE(self, argument: str) -> None:  # noqa: N802
-        self.message_number(argument)
-        if not self.decided:
+    def explain_DELE(self, argument: str, decision: core.POP3Decision) -> None:  # noqa: N802
+        if self.explain_number(argument, decision):
             self.add("dele-marks-only", "info")
 
-    def check_TOP(self, argument: str) -> None:  # noqa: N802
-        parts = argument.split()
-        if len(parts) != 2 or not parts[1].isdigit():
+    def explain_TOP(self, argument: str, decision: core.POP3Decision) -> None:  # noqa: N802
+        if decision.reason == "top-syntax":
+            parts = argument.split()
             first = parts[0] if parts and parts[0].isdigit() else "1"
-            self.add("top-syntax", "error", "top_syntax", suggestion=f"TOP {first} 10")
-            return
-        self.message_number(parts[0])
+            self.refuse("top-syntax", suggestion=f"TOP {first} 10")
+        else:
+            self.explain_number(argument.split()[0], decision)
 
-    def check_NOOP(self, argument: str) -> None:  # noqa: N802
+    def explain_NOOP(self, argument: str, decision: core.POP3Decision) -> None:  # noqa: N802
         if argument:
             self.add("no-argument-ignored", "warning", suggestion="NOOP", verb="NOOP")
 
-    def check_RSET(self, argument: str) -> None:  # noqa: N802
+    def explain_RSET(self, argument: str, decision: core.POP3Decision) -> None:  # noqa: N802
         if argument:
             self.add("no-argument-ignored", "warning", suggestion="RSET", verb="RSET")
 
-    def check_QUIT(self, argument: str) -> None:  # noqa: N802
-        if not self.session.logged_in:
-            return
-        doomed = set(self.session.deleted)
-        if self.policies.expire_days == 0:
-            doomed |= set(self.session.retrieved)
-        if doomed:
-            self.add("quit-applies-deletions", "info", count=len(doomed))
+    def explain_QUIT(self, argument: str, decision: core.POP3Decision) -> None:  # noqa: N802
+        removal = decision.effect(REMOVE_MESSAGES)
+        if removal is not None and removal["numbers"]:
+            self.add("quit-applies-deletions", "info", count=len(removal["numbers"]))
 
 
 def count_from_login(session: Any, profile: Profile) -> int | None:
@@ -380,7 +420,7 @@ def _template_count(template: str, line: str) -> int | None:
     if "{count}" not in template:
         return None
     pattern = ""
-    for literal, name, _, _ in _formatter_parse(template):
+    for literal, name, _, _ in string.Formatter().parse(template):
         pattern += re.escape(literal)
         if name == "count":
             pattern += r"(?P<count>\d+)"
@@ -390,12 +430,6 @@ def _template_count(template: str, line: str) -> int | None:
     return int(match.group("count")) if match else None
 
 
-def _formatter_parse(template: str) -> Any:
-    import string
-
-    return string.Formatter().parse(template)
-
-
 def assume_success(session: Any) -> Any:
     """A copy of a POP3 session whose pending commands all got +OK (to plan the next line)."""
     twin = copy.deepcopy(session)
@@ -403,3 +437,6 @@ def assume_success(session: Any) -> Any:
         item = twin._pending[0]
         twin.received(["+OK", "."] if item.multiline else ["+OK"])
     return twin
+
+
+__all__ = ["HOLE", "POP3Check", "Prediction", "assume_success", "count_from_login", "predict_decision", "shadow_state"]

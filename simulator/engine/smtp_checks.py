@@ -24,6 +24,7 @@ from mockservers.addresses import (
 )
 from mockservers.faults import SMTP_COMMANDS, POP3_COMMANDS
 from mockservers.parameters import mail_parameter_problem, rcpt_parameter_problem
+from mockservers.persona_rules import helo_refused_at, is_fqdn_helo, missing_brackets_key
 from mockservers.rendering import render_smtp
 from mockservers.sasl import b64encode_text
 
@@ -317,10 +318,13 @@ class SMTPCheck(LineCheck):
             return
         literal = argument.startswith("[") and argument.endswith("]")
         valid = is_domain(argument.rstrip(".")) if not literal else is_domain(argument)
-        fqdn = literal or ("." in argument.strip(".") and valid)
+        fqdn = is_fqdn_helo(argument)
         suggestion = f"{verb} {EXAMPLE_HELO}"
-        if not fqdn and self.policies.helo_check == "fqdn":
+        if helo_refused_at(self.policies, argument, "helo"):
             self.add("helo-not-fqdn", "error", "helo_not_fqdn", suggestion=suggestion, reply_values={"domain": argument}, name=argument)
+        elif helo_refused_at(self.policies, argument, "rcpt"):
+            # smtpd_delay_reject: accepted now, refused at every RCPT TO of this session.
+            self.add("helo-not-fqdn-delayed", "warning", suggestion=suggestion, name=argument)
         elif not valid:
             self.add("helo-bad-domain", "warning", suggestion=suggestion, name=argument)
         elif not fqdn:
@@ -549,6 +553,11 @@ class SMTPCheck(LineCheck):
             self.add("too-many-recipients", "error", "too_many_recipients",
                      reply_values={"address": path.address}, limit=self.policies.max_recipients)
             return
+        helo = session.helo_domain
+        if helo_refused_at(self.policies, helo, "rcpt"):
+            self.add("rcpt-helo-not-fqdn", "error", "helo_not_fqdn", suggestion=f"EHLO {EXAMPLE_HELO}",
+                     reply_values={"domain": helo}, name=helo)
+            return
         address = path.address
         local = self.profile.is_local_domain(path.domain)
         if local and address.rpartition("@")[0].lower() == "postmaster":
@@ -612,7 +621,7 @@ class SMTPCheck(LineCheck):
             self.address_problem(verb, rest, str(problem), address_key, example, fixed)
             return None
         if not path.bracketed:
-            self.add(f"{low}-missing-brackets", "warning", suggestion=fixed, keyword=keyword)
+            self.add(f"{low}-missing-brackets", "info", suggestion=fixed, keyword=keyword)
         if path.source_route:
             self.add("source-route", "warning")
         return path
@@ -643,7 +652,7 @@ class SMTPCheck(LineCheck):
         elif rest.startswith("<") and ">" not in rest:
             self.add("address-unclosed-bracket", "error", key, suggestion=fixed, reply_values=values)
         elif not rest.startswith("<") and self.strict():
-            self.add(f"{low}-missing-brackets", "error", key, suggestion=fixed, reply_values=values, keyword="FROM" if verb == "MAIL" else "TO")
+            self.add(f"{low}-missing-brackets", "error", missing_brackets_key(verb), suggestion=fixed, reply_values=values, keyword="FROM" if verb == "MAIL" else "TO")
         elif reason.startswith("parameters must be separated"):
             self.add("parameters-not-separated", "error", key, suggestion=fixed.replace(">", "> ", 1) if "> " not in fixed else fixed, reply_values=values)
         elif reason.startswith("malformed parameter") or reason.startswith("parameter "):

@@ -21,12 +21,13 @@ from __future__ import annotations
 from typing import Any, Iterable, Literal, Sequence
 
 from mockservers.profile import Profile, load_profile
+from mockservers.persona_rules import end_of_data_reply
 from mockservers.sasl import b64encode_text
 
 from .checks import DEFAULT_CLIENT_IP, IMPLEMENTED_MECHANISMS, common_values, is_refusal
 from .diagnostics import Diagnostic, label
-from .knowledge import Lang, resolve_language
-from .pop3_checks import POP3Check, assume_success
+from .knowledge import Lang, message, resolve_language
+from .pop3_checks import POP3Check, Prediction, assume_success
 from .session import POP3Session, SMTPSession
 from .smtp_checks import SMTPCheck
 
@@ -41,6 +42,7 @@ __all__ = [
     "fresh_session",
     "has_errors",
     "predict",
+    "predicted_reply",
     "validate_line",
 ]
 
@@ -99,13 +101,16 @@ def validate_line(
         session = fresh_session(kind, chosen)
     language: Lang = resolve_language(lang)
     line = line.rstrip("\r\n")
+    return _run_check(line, session, chosen, language, client_ip).found
+
+
+def _run_check(line: str, session: Session, profile: Profile, language: Lang, client_ip: str) -> SMTPCheck | POP3Check:
     current, waiting = _settled(session)
-    check_class = POP3Check if kind == "pop3" else SMTPCheck
-    check = check_class(line, current, chosen, language, client_ip)
+    check = (POP3Check if isinstance(session, POP3Session) else SMTPCheck)(line, current, profile, language, client_ip)
     if waiting:
         check.add("wait-for-reply", "warning", pending=len(session.pending))
     check.run()
-    return check.found
+    return check
 
 
 def _settled(session: Session) -> tuple[Session, bool]:
@@ -146,12 +151,26 @@ def expected_reply(line: str, session: Session, profile: Profile | str | None = 
     [] when the line gets no reply of its own (a DATA text line, BDAT octets).
     """
     chosen = resolve_profile(profile)
-    for diagnostic in validate_line(line, session=session, profile=chosen, lang="en"):
+    check = _run_check(line.rstrip("\r\n"), session, chosen, "en", DEFAULT_CLIENT_IP)
+    for diagnostic in check.found:
         if diagnostic.reply and (is_refusal(diagnostic.code) or diagnostic.id in ("scripted-fault", "auth-cancel")):
             return list(diagnostic.reply)
-    if isinstance(session, POP3Session):
-        return _pop3_success(line, session, chosen)
+    if isinstance(check, POP3Check):
+        prediction = check.prediction()
+        return prediction.shown() if prediction else []
     return _smtp_success(line, session, chosen)
+
+
+def predicted_reply(line: str, session: POP3Session, profile: Profile | str | None = None) -> Prediction | None:
+    """The protocol core's reply to `line`, values only the live server knows left open.
+
+    None when the validator cannot know (a scripted fault, an APOP without the greeting's timestamp).
+    """
+    chosen = resolve_profile(profile)
+    check = _run_check(line.rstrip("\r\n"), session, chosen, "en", DEFAULT_CLIENT_IP)
+    if any(d.id.startswith("scripted-") for d in check.found):
+        return None
+    return check.prediction()
 
 
 def _smtp_success(line: str, session: SMTPSession, profile: Profile) -> list[str]:
@@ -160,7 +179,8 @@ def _smtp_success(line: str, session: SMTPSession, profile: Profile) -> list[str
         if line != ".":
             return []
         size = sum(len(text.encode("utf-8")) + 2 for text in session.message_lines)
-        return profile.smtp("data_ok", size=size, **values)
+        has_8bit = any(not text.isascii() for text in session.message_lines)
+        return profile.smtp(end_of_data_reply(profile.policies, session.mail_params, has_8bit), size=size, **values)
     if session.bdat_remaining:
         return []
     exchange = session.auth
@@ -224,60 +244,6 @@ def _address_in(argument: str) -> str:
     return rest.split(" ")[0] if rest else ""
 
 
-def _pop3_success(line: str, session: POP3Session, profile: Profile) -> list[str]:
-    def reply(key: str, **values: Any) -> list[str]:
-        return profile.pop3(key, **{**common_values(), **values})
-
-    exchange = session.auth
-    if exchange is not None and exchange.awaiting_client:
-        if exchange.mechanism == "LOGIN" and exchange.username is None:
-            return reply("auth_password_prompt")
-        return reply("auth_ok", user=exchange.username or "")
-    text = line.strip()
-    verb, _, argument = text.partition(" ")
-    verb = verb.upper()
-    argument = argument.strip()
-    tls = session.tls_active
-    if verb == "USER":
-        return reply("user_ok", user=argument)
-    if verb == "PASS":
-        return reply("pass_ok", user=session.user or "")
-    if verb == "APOP":
-        return reply("apop_ok", user=argument.split(" ")[0])
-    if verb == "AUTH":
-        parts = argument.split()
-        if not parts:
-            return reply("auth_mechanisms") + profile.pop3_sasl_mechanisms(tls) + ["."]
-        mechanism = parts[0].upper()
-        initial = parts[1] if len(parts) > 1 else None
-        if mechanism == "PLAIN":
-            return reply("auth_plain_prompt" if initial is None else "auth_ok")
-        if mechanism == "LOGIN":
-            return reply("auth_username_prompt" if initial in (None, "", "=") else "auth_password_prompt")
-        if mechanism == "CRAM-MD5" and mechanism in IMPLEMENTED_MECHANISMS:
-            return reply("auth_cram_challenge", challenge=_FAKE_VALUES["challenge"])
-        return reply("auth_ok")
-    if verb == "CAPA":
-        lines = profile.pop3_capa_lines(tls)
-        if session.logged_in:
-            lines = [text for text in lines if text.split()[0].upper() not in ("STLS", "USER", "SASL")]
-        return reply("capa") + lines + ["."]
-    if verb == "STLS":
-        return reply("stls_ok")
-    if verb in ("LIST", "UIDL"):
-        if argument:
-            return reply("list_one" if verb == "LIST" else "uidl_one", number=argument)
-        return reply("list_header" if verb == "LIST" else "uidl_header") + ["."]
-    if verb in ("RETR", "TOP"):
-        return reply("retr" if verb == "RETR" else "top", number=argument.split(" ")[0]) + ["."]
-    if verb == "DELE":
-        return reply("dele", number=argument)
-    if verb == "QUIT":
-        return reply("quit_update" if session.logged_in else "quit")
-    simple = {"STAT": "stat", "NOOP": "noop", "RSET": "rset"}
-    return reply(simple.get(verb, "unknown_command"))
-
-
 def build_session(
     lines: Sequence[str], *, protocol: str = "smtp", profile: Profile | str | None = None
 ) -> Session:
@@ -315,4 +281,11 @@ def describe_state(session: Session, lang: str | None = None) -> str:
     allowed = session.next_commands()
     shown = ", ".join(allowed) if allowed else "-"
     colon = "：" if language == "zh" else ": "
-    return f"{label('state', language)}{colon}{session.state.value}; {label('next', language)}{colon}{shown}"
+    separator = "；" if language == "zh" else "; "
+    return f"{label('state', language)}{colon}{state_name(session, language)}{separator}{label('next', language)}{colon}{shown}"
+
+
+def state_name(session: Session, lang: str | None = None) -> str:
+    """The session's state in the learner's language (messages.toml smtp_states / pop3_states)."""
+    section = "pop3_states" if isinstance(session, POP3Session) else "smtp_states"
+    return message(f"{section}.{session.state.value}", resolve_language(lang))

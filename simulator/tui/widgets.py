@@ -10,6 +10,7 @@ from textual.widgets import RichLog, Static
 
 from simulator.engine.explain import AFTER_CONNECT, explain_reply
 from simulator.engine.session import Exchange, POP3Session, SMTPSession
+from simulator.engine.validate import state_name
 
 from .strings import t
 
@@ -85,11 +86,11 @@ def state_summary(session: SMTPSession | POP3Session, lang: str) -> str:
     lines = [f"[{t('state_title', lang)}]"]
     flags = []
     if isinstance(session, SMTPSession):
-        lines.append(t("state_smtp", lang, state=session.state))
+        lines.append(t("state_smtp", lang, state=state_name(session, lang)))
         if session.helo_domain:
             flags.append(t("state_greeted", lang))
     else:
-        lines.append(t("state_pop3", lang, state=session.state))
+        lines.append(t("state_pop3", lang, state=state_name(session, lang)))
     if session.tls_active:
         flags.append(t("state_tls", lang))
     if session.authenticated_user:

@@ -27,6 +27,8 @@ from typing import Sequence
 
 import pytest
 
+from mockservers.store import to_wire
+
 PROJECT = Path(__file__).resolve().parents[2]
 _VENV_MAILLAB = PROJECT / ".venv" / "bin" / "maillab"
 _BIN_MAILLAB = Path(sys.executable).with_name("maillab")
@@ -125,7 +127,12 @@ class MaillabServer:
         return self.data_dir / "mailboxes" / address.lower()
 
     def mailbox(self, address: str) -> list[bytes]:
-        """The messages in a mailbox (new, then cur), oldest first by file name."""
+        """The messages in a mailbox (new, then cur), oldest first by file name, as they travel on
+        the wire (CRLF): the files keep LF endings, so that is what clients are compared with."""
+        return [to_wire(content) for content in self.mailbox_files(address)]
+
+    def mailbox_files(self, address: str) -> list[bytes]:
+        """The message files of a mailbox byte for byte (LF line endings, as Postfix and Dovecot write them)."""
         box = self.mailbox_dir(address)
         files: list[Path] = []
         for sub in ("new", "cur"):

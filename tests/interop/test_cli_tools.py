@@ -72,6 +72,8 @@ def test_swaks_plain(maillab_server) -> None:
     stored = server.mailbox("bob@example.com")
     assert len(stored) == 1 and f"hello from swaks {tag}".encode() in stored[0]
     assert b"with ESMTP\r\n" in stored[0]
+    on_disk = server.mailbox_files("bob@example.com")[0]
+    assert b"\r" not in on_disk and b"with ESMTP\n" in on_disk, "Maildir files keep LF line endings"
 
 
 def test_swaks_starttls_verified(maillab_server) -> None:

@@ -1,0 +1,73 @@
+"""What a decision is: the reply to send (a persona key and its values), the next state, effects.
+
+Effects are data the caller carries out (an I/O adapter really does it; the validator only
+notes it). A reply is a key of the persona's reply table plus the values of its placeholders; the
+persona renders the text, so protocol code never holds one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+State = TypeVar("State")
+
+
+@dataclass(frozen=True)
+class Reply:
+    """One reply: `key` in the persona's table, its placeholder values, and any listing lines.
+
+    `listing` holds the lines of a multi-line answer after the first (CAPA tags, `1 120` for LIST);
+    `multiline` means the caller ends them with ".". A value of None is one only the live server
+    knows (a message's size before the client has seen it): a prediction shows it as unknown.
+    """
+
+    key: str
+    values: dict[str, Any] = field(default_factory=dict)
+    listing: tuple[str, ...] = ()
+    multiline: bool = False
+
+
+@dataclass(frozen=True)
+class Effect:
+    """Something the server must do besides replying; `kind` names it, `values` say with what."""
+
+    kind: str
+    values: dict[str, Any] = field(default_factory=dict)
+
+    def __getitem__(self, name: str) -> Any:
+        return self.values[name]
+
+
+#: Effect kinds (the adapters dispatch on them; the validator reads them).
+START_TLS = "start-tls"  # after the reply: switch the connection to TLS
+LOGIN = "login"  # credentials accepted: limits, maildrop lock and opening come next (POP3)
+AUTH_FAILED = "auth-failed"  # count a failed login for this client
+SEND_MESSAGE = "send-message"  # after the reply's first line: the message (or its top), dot-stuffed
+REMOVE_MESSAGES = "remove-messages"  # POP3 UPDATE: delete these messages, then reply
+CLOSE = "close"  # close the connection after the reply
+START_SASL = "start-sasl"  # an AUTH exchange continues on the next line
+
+
+@dataclass(frozen=True)
+class Decision(Generic[State]):
+    """The answer to one line: replies in order, the state after it, and the effects.
+
+    `reason` names why a refusal happened (`needs-login`, `message-deleted`), so a teacher can
+    explain it; the server never shows it.
+    """
+
+    replies: tuple[Reply, ...]
+    state: State
+    effects: tuple[Effect, ...] = ()
+    reason: str = ""
+
+    @property
+    def reply(self) -> Reply | None:
+        return self.replies[0] if self.replies else None
+
+    def has(self, kind: str) -> bool:
+        return any(effect.kind == kind for effect in self.effects)
+
+    def effect(self, kind: str) -> Effect | None:
+        return next((effect for effect in self.effects if effect.kind == kind), None)

@@ -1,0 +1,153 @@
+"""The world's authoritative DNS, built on twisted.names, and the resolvers that ask it.
+
+Each domain is one zone (SOA, MX, A for mx./smtp./pop., SPF and DMARC TXT, the DKIM key TXT and
+any extra records); a parent zone per top-level name (`lab`) answers NXDOMAIN for a domain the
+world does not have, as the real root would. The server listens on UDP and TCP of the same port,
+so `dig @127.0.0.1 -p PORT MX sina.lab` (and `+tcp`) work.
+
+Relays resolve through it asynchronously (`twisted.names.client`); SPF and DKIM checks, which run
+in worker threads with synchronous libraries, ask it with dnspython (`lookup_txt`, `lookup`).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterable
+
+from twisted.internet import defer
+from twisted.names import authority, dns, server
+
+from .worldfile import DnsRecord, World
+
+TTL = 300
+
+
+class Zone(authority.FileAuthority):
+    """One zone held in memory (FileAuthority does the answering; only loading differs)."""
+
+    def __init__(self, origin: str, records: Iterable[DnsRecord]) -> None:
+        self._origin = origin
+        self._source = list(records)
+        super().__init__(origin)
+
+    def loadFile(self, filename: Any) -> None:  # noqa: N802 - twisted's name
+        """Build SOA and records from the world's data instead of a zone file."""
+        origin = self._origin.encode("ascii")
+        soa = dns.Record_SOA(
+            mname=b"ns." + origin, rname=b"hostmaster." + origin, serial=1, refresh=3600, retry=600,
+            expire=86400, minimum=TTL, ttl=TTL,
+        )
+        self.soa = (origin, soa)
+        self.records = {origin: [soa, dns.Record_NS(b"ns." + origin, ttl=TTL)]}
+        for record in self._source:
+            key = record.name.encode("ascii").lower()
+            self.records.setdefault(key, []).append(to_twisted(record))
+
+
+def to_twisted(record: DnsRecord) -> Any:
+    if record.type == "A":
+        return dns.Record_A(record.value, ttl=TTL)
+    if record.type == "MX":
+        target = b"" if record.value == "." else record.value.encode("ascii")
+        return dns.Record_MX(record.preference, target, ttl=TTL)
+    data = record.value.encode("utf-8")
+    # RFC 1035 3.3.14: a TXT string holds at most 255 octets; long ones (DKIM keys) are split.
+    return dns.Record_TXT(*[data[i : i + 255] for i in range(0, len(data), 255)], ttl=TTL)
+
+
+def zone_records(world: World, dkim_public: dict[str, str]) -> dict[str, list[DnsRecord]]:
+    """The records of every domain's zone; `dkim_public` maps a domain to its p= value."""
+    zones: dict[str, list[DnsRecord]] = {}
+    for domain in world.domains:
+        name = domain.name
+        records = [
+            DnsRecord(name, "MX", domain.mx_host, 10),
+            DnsRecord(domain.mx_host, "A", domain.address),
+            DnsRecord(domain.smtp_host, "A", domain.address),
+            DnsRecord(domain.pop3_host, "A", domain.address),
+            DnsRecord(f"ns.{name}", "A", world.host),
+            DnsRecord(name, "TXT", domain.spf_record),
+            DnsRecord(f"_dmarc.{name}", "TXT", domain.dmarc_record),
+        ]
+        if name in dkim_public:
+            records.append(DnsRecord(f"{domain.dkim_selector}._domainkey.{name}", "TXT", f"v=DKIM1; k=rsa; p={dkim_public[name]}"))
+        for extra in domain.extra_records:
+            if extra.name == name and extra.type == "MX":
+                records = [r for r in records if not (r.name == name and r.type == "MX")]
+            records.append(extra)
+        zones[name] = records
+    return zones
+
+
+def build_authorities(world: World, dkim_public: dict[str, str]) -> list[Zone]:
+    zones = [Zone(name, records) for name, records in zone_records(world, dkim_public).items()]
+    parents = sorted({d.name.rpartition(".")[2] for d in world.domains})
+    return zones + [Zone(parent, []) for parent in parents]
+
+
+class WorldDNS:
+    """The authoritative server on UDP and TCP of one port."""
+
+    def __init__(self, world: World, dkim_public: dict[str, str], reactor: Any) -> None:
+        self.reactor = reactor
+        self.host = world.host
+        self.requested_port = world.dns_port
+        self.factory = server.DNSServerFactory(authorities=build_authorities(world, dkim_public))
+        self.port = 0
+        self._listeners: list[Any] = []
+
+    def start(self) -> int:
+        """Bind UDP then TCP on the same port (a free one when asked for 0; retried if TCP is taken)."""
+        from twisted.internet.error import CannotListenError
+
+        for _ in range(20):
+            udp = self.reactor.listenUDP(self.requested_port, dns.DNSDatagramProtocol(controller=self.factory), interface=self.host)
+            port = udp.getHost().port
+            try:
+                tcp = self.reactor.listenTCP(port, self.factory, interface=self.host)
+            except CannotListenError:
+                udp.stopListening()
+                if self.requested_port:
+                    raise
+                continue
+            self._listeners = [udp, tcp]
+            self.port = port
+            return port
+        raise CannotListenError(self.host, self.requested_port, OSError("no free port for both UDP and TCP"))
+
+    def stop(self) -> defer.Deferred:
+        listeners, self._listeners = self._listeners, []
+        return defer.gatherResults([defer.maybeDeferred(p.stopListening) for p in listeners], consumeErrors=True)
+
+    def resolver(self) -> Any:
+        """An asynchronous resolver that asks only this server (what the relays use)."""
+        from twisted.names import client
+
+        return client.Resolver(servers=[(self.host, self.port)], reactor=self.reactor)
+
+
+# --- synchronous look-ups for the SPF and DKIM libraries (worker threads only) ----------------
+
+
+def _dnspython_resolver(nameserver: tuple[str, int]) -> Any:
+    import dns.resolver
+
+    resolver = dns.resolver.Resolver(configure=False)
+    resolver.nameservers = [nameserver[0]]
+    resolver.port = nameserver[1]
+    resolver.lifetime = 5.0
+    return resolver
+
+
+def lookup(nameserver: tuple[str, int], name: str, qtype: str) -> list[Any]:
+    """Answers of one query to the world's DNS: [] for NXDOMAIN or no answer; raises on timeout."""
+    import dns.resolver
+
+    try:
+        return list(_dnspython_resolver(nameserver).resolve(name, qtype))
+    except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):
+        return []
+
+
+def lookup_txt(nameserver: tuple[str, int], name: str) -> list[bytes]:
+    """Each TXT record as one string (its character-strings joined, RFC 7208 3.3)."""
+    return [b"".join(answer.strings) for answer in lookup(nameserver, name, "TXT")]
