@@ -250,12 +250,17 @@ async def test_reference_is_searchable_in_both_languages(tmp_path):
 async def test_snapshots(tmp_path, size):
     app = make_app(tmp_path)
     width, height = size
+    def footer_ready() -> bool:  # the footer fills in its keys after the first paint
+        return bool(app.screen.query("FooterKey"))
+
     async with app.run_test(size=size) as pilot:
         await pilot.pause(0.2)
+        await wait_for(pilot, footer_ready)
         check_snapshot(app, f"home-{width}x{height}")
         screen = await open_lesson(pilot, app, "smtp-hello")
         await send_line(pilot, screen, "EHLO learner.example")
         await pilot.pause(0.3)
+        await wait_for(pilot, footer_ready)
         check_snapshot(app, f"lesson-{width}x{height}")
         await pilot.press("f3")
         await wait_for(pilot, lambda: isinstance(app.screen, ToolsScreen))

@@ -30,6 +30,7 @@ APP_KEYS = [
     Key("f1", "help", "key_help"),
     Key("f3", "tools", "key_tools"),
     Key("f4", "reference", "key_reference"),
+    Key("f7", "inspector", "key_inspector"),
     Key("ctrl+l", "toggle_language", "key_language", priority=True),
     Key("ctrl+t", "toggle_theme", "key_theme", show=False, priority=True),
 ]
@@ -55,6 +56,7 @@ class MaillabCommands(Provider):
         found += [
             (t("home_tools", lang), app.action_tools),
             (t("home_reference", lang), app.action_reference),
+            (t("inspector_title", lang), app.action_inspector),
             (t("help_title", lang), app.action_help),
             (t("key_language", lang), app.action_toggle_language),
             (t("key_theme", lang), app.action_toggle_theme),
@@ -225,6 +227,12 @@ class MaillabApp(LocalizedKeys, App[None]):
 
         if not isinstance(self.screen, ReferenceScreen):
             self.push_screen(ReferenceScreen(self.lang))
+
+    def action_inspector(self) -> None:
+        from .inspector_screen import InspectorScreen
+
+        if not isinstance(self.screen, InspectorScreen):
+            self.push_screen(InspectorScreen(self.data_dir))
 
     def action_toggle_language(self) -> None:
         self.lang = "zh" if self.lang == "en" else "en"
