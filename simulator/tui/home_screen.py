@@ -53,7 +53,6 @@ class HomeScreen(LocalizedKeys, Screen[None]):
     def refresh_texts(self) -> None:
         app: Any = self.app
         lang = self.lang
-        self.refresh_bindings()
         self.query_one("#home-title", Static).update(t("home_title", lang))
         self.query_one("#sandbox", Button).label = t("home_sandbox", lang)
         self.query_one("#tools", Button).label = t("home_tools", lang)
