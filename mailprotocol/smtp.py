@@ -20,7 +20,7 @@ from mockservers.parameters import mail_parameter_problem, rcpt_parameter_proble
 from mockservers.persona_rules import helo_refused_at, missing_brackets_key
 
 from . import credentials, sasl
-from .decision import AUTH_FAILED, CLOSE, START_SASL, START_TLS, Decision, Effect, Reply
+from .decision import AUTH_FAILED, CLOSE, START_SASL, START_TLS, Decision, Effect, Reply, argument_of as _argument_of
 
 if TYPE_CHECKING:
     from mockservers.profile import Profile
@@ -40,6 +40,8 @@ class Verb:
 
     `before_helo`: allowed before HELO/EHLO on a persona that wants a greeting first;
     `capability`: the EHLO keyword that must be advertised for the verb to work ("" always);
+    `anytime`: a client may send it in any state of a transaction without changing it;
+    `between_chunks`: allowed between BDAT chunks (RFC 3030 2);
     `knowledge`: the entry in simulator/knowledge/smtp_commands.toml that explains it.
     """
 
@@ -47,6 +49,15 @@ class Verb:
     grammar: str
     before_helo: bool = False
     capability: str = ""
+    rank: int = 99  # the order "did you mean ...?" prefers when two verbs are equally close
+    anytime: bool = False
+    between_chunks: bool = False
+    logs_in: bool = False  # carries a secret (masked in transcripts)
+
+    @property
+    def argument(self) -> str:
+        """ "none", "optional" or "required", read from the grammar."""
+        return _argument_of(self.name, self.grammar)
 
     @property
     def knowledge(self) -> str:
@@ -55,26 +66,30 @@ class Verb:
 
 #: Every SMTP verb, in the order HELP lists them.
 VERBS: tuple[Verb, ...] = (
-    Verb("HELO", "HELO <domain>", True),
-    Verb("EHLO", "EHLO <domain>", True),
-    Verb("MAIL", "MAIL FROM:<address> [SIZE=n] [BODY=7BIT|8BITMIME] [SMTPUTF8] [RET=FULL|HDRS] [ENVID=id] [AUTH=<address>]"),
-    Verb("RCPT", "RCPT TO:<address> [NOTIFY=NEVER|SUCCESS,FAILURE,DELAY] [ORCPT=rfc822;address]"),
-    Verb("DATA", "DATA"),
-    Verb("BDAT", "BDAT <octets> [LAST]", capability="CHUNKING"),
-    Verb("RSET", "RSET", True),
-    Verb("NOOP", "NOOP [string]", True),
-    Verb("VRFY", "VRFY <user or address>", True),
-    Verb("EXPN", "EXPN <mailing list>", True),
-    Verb("HELP", "HELP [command]", True),
-    Verb("QUIT", "QUIT", True),
-    Verb("STARTTLS", "STARTTLS", capability="STARTTLS"),
-    Verb("AUTH", "AUTH <PLAIN|LOGIN|CRAM-MD5> [initial-response]", capability="AUTH"),
-    Verb("ETRN", "ETRN <domain> | @<domain> | #<queue>", capability="ETRN"),
-    Verb("TURN", "TURN", True),
-    Verb("ATRN", "ATRN [domain[,domain...]]"),
+    Verb("HELO", "HELO <domain>", True, rank=1),
+    Verb("EHLO", "EHLO <domain>", True, rank=0),
+    Verb("MAIL", "MAIL FROM:<address> [SIZE=n] [BODY=7BIT|8BITMIME] [SMTPUTF8] [RET=FULL|HDRS] [ENVID=id] [AUTH=<address>]", rank=2),
+    Verb("RCPT", "RCPT TO:<address> [NOTIFY=NEVER|SUCCESS,FAILURE,DELAY] [ORCPT=rfc822;address]", rank=3),
+    Verb("DATA", "DATA", rank=4),
+    Verb("BDAT", "BDAT <octets> [LAST]", capability="CHUNKING", rank=13, between_chunks=True),
+    Verb("RSET", "RSET", True, rank=6, anytime=True, between_chunks=True),
+    Verb("NOOP", "NOOP [string]", True, rank=7, anytime=True, between_chunks=True),
+    Verb("VRFY", "VRFY <user or address>", True, rank=10, anytime=True),
+    Verb("EXPN", "EXPN <mailing list>", True, rank=11, anytime=True),
+    Verb("HELP", "HELP [command]", True, rank=12, anytime=True),
+    Verb("QUIT", "QUIT", True, rank=5, anytime=True, between_chunks=True),
+    Verb("STARTTLS", "STARTTLS", capability="STARTTLS", rank=9),
+    Verb("AUTH", "AUTH <PLAIN|LOGIN|CRAM-MD5> [initial-response]", capability="AUTH", rank=8, logs_in=True),
+    Verb("ETRN", "ETRN <domain> | @<domain> | #<queue>", capability="ETRN", rank=14),
+    Verb("TURN", "TURN", True, rank=15),
+    Verb("ATRN", "ATRN [domain[,domain...]]", rank=16),
 )
 VERB_TABLE: dict[str, Verb] = {verb.name: verb for verb in VERBS}
 VERB_NAMES: frozenset[str] = frozenset(VERB_TABLE)
+ANYTIME: tuple[str, ...] = tuple(verb.name for verb in VERBS if verb.anytime)
+BETWEEN_CHUNKS: frozenset[str] = frozenset(verb.name for verb in VERBS if verb.between_chunks)
+#: The verbs in the order "did you mean ...?" prefers.
+SUGGESTION_ORDER: tuple[str, ...] = tuple(verb.name for verb in sorted(VERBS, key=lambda verb: verb.rank))
 
 
 @dataclass(frozen=True)

@@ -266,3 +266,22 @@ async def test_snapshots(tmp_path, size):
         await wait_for(pilot, lambda: isinstance(app.screen, ToolsScreen))
         await pilot.pause(0.2)
         check_snapshot(app, f"tools-{width}x{height}")
+
+
+async def test_a_refusal_the_step_asks_for_is_shown_as_the_goal_not_a_warning(tmp_path):
+    """reply-codes asks for `RCPT TO:<nobody@...>` and its 550: the checker's prediction is the step's goal."""
+    app = make_app(tmp_path)
+    async with app.run_test(size=(120, 40)) as pilot:
+        screen = await open_lesson(pilot, app, "reply-codes")
+        await send_line(pilot, screen, "EHLO learner.example")
+        await send_line(pilot, screen, "MAIL FROM:<alice@example.com>")
+        await type_text(pilot, "RCPT TO:<nobody@example.com>")
+        await pilot.pause(0.1)
+        shown = str(screen.console.query_one(".diagnostics").render())
+        assert "this step asks for this reply" in shown and "✗" not in shown
+        for _ in "RCPT TO:<nobody@example.com>":
+            await pilot.press("backspace")
+        await type_text(pilot, "RCPT TO:<nobody@example.org>")
+        await pilot.pause(0.1)
+        other = str(screen.console.query_one(".diagnostics").render())
+        assert "this step asks for this reply" not in other and "✗" in other  # relaying is refused: a real warning

@@ -386,7 +386,9 @@ class RelayAgent:
         done = record["done"]
         failed: list[RecipientStatus] = []
         deferred: list[str] = []
-        expired = now - float(record.get("time", now)) >= self.world.queue_lifetime
+        # Lifetime counts in lab time from the first attempt (the store stamps real time).
+        first = float(record.setdefault("first_attempt", now))
+        expired = now - first >= self.world.queue_lifetime
         for recipient, result in results.items():
             host = result.remote.partition("[")[0]
             if result.delivered:

@@ -94,7 +94,7 @@ def end_of_data(check: Any, lines: list[str]) -> None:
     if limit and size > limit:
         check.add("data-size-exceeded", "error", "size_exceeded", reply_values={"size": size}, size=size, limit=limit)
         return
-    envelope = check.envelope()
+    envelope = check.state.envelope
     action = check.fault("DATA-END", " ".join(envelope.recipients) if envelope else "")
     if action is not None and check.apply_fault(action, "."):
         return

@@ -11,7 +11,6 @@ from __future__ import annotations
 import copy
 import re
 import string
-from dataclasses import dataclass
 from typing import Any
 
 from mailprotocol import pop3 as core
@@ -24,34 +23,8 @@ from mockservers.sasl import apop_digest
 
 from .checks import LineCheck, check_login, common_values, logged_in_address, nearest_verb, sasl_respond, sasl_start
 from .diagnostics import secret_kind
+from .prediction import HOLE, Prediction
 from .smtp_checks import explain_sasl_outcome
-
-#: Stands for a value only the live server knows (a size not yet listed, a CRAM-MD5 challenge).
-HOLE = "\ufffc"
-
-
-@dataclass(frozen=True)
-class Prediction:
-    """The reply lines the server will send; HOLE marks unknown values, `open_ended` unknown lines after them."""
-
-    lines: tuple[str, ...]
-    open_ended: bool = False
-
-    def shown(self) -> list[str]:
-        """For a reader: unknown values as "?" (an open listing ends with its ".")."""
-        lines = [line.replace(HOLE, "?") for line in self.lines]
-        return lines + ["."] if self.open_ended else lines
-
-    def matches(self, actual: list[str]) -> bool:
-        """Whether the server's reply is this one (unknown values and open lines match anything)."""
-        if len(actual) < len(self.lines) or (not self.open_ended and len(actual) != len(self.lines)):
-            return False
-        for expected, line in zip(self.lines, actual):
-            pattern = ".*?".join(re.escape(part) for part in expected.split(HOLE))
-            if not re.fullmatch(pattern, line, re.DOTALL):
-                return False
-        return True
-
 
 def shadow_state(session: Any, profile: Profile) -> core.POP3State:
     """The server's state as the client can know it, for the core to decide on."""
@@ -407,7 +380,7 @@ def count_from_login(session: Any, profile: Profile) -> int | None:
         if getattr(reply, "kind", None) != "ok" or not reply.raw:
             continue
         verb = (exchange.after or "").split(" ")[0].upper()
-        if exchange.kind == "auth-response" or verb in ("PASS", "APOP", "AUTH"):
+        if exchange.kind == "auth-response" or verb in core.LOGIN_VERBS:
             for key in ("pass_ok", "apop_ok", "auth_ok"):
                 count = _template_count(profile.pop3_replies.get(key, ("",))[0], reply.raw[0])
                 if count is not None:

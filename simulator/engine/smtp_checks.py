@@ -1,9 +1,10 @@
-"""Check one SMTP line against the client-side session and the persona: the server's decisions.
+"""Check one SMTP line: the protocol core decides, this module explains.
 
-`SMTPCheck.run()` walks the same steps as `mockservers.smtp.SMTPSession` (line framing, verb
-dispatch, HELO gate, one method per verb, AUTH exchange, DATA text) and records a diagnostic at
-each step the line would fail or is merely non-standard. The first diagnostic that carries a
-refusal is the reply the server will send; the others are advice.
+The server's answer is `mailprotocol.smtp` run on a shadow state built from the client-side
+session (`shadow_state`); every reply a diagnostic shows is rendered from that decision, so it is
+the mock server's own text. `SMTPCheck.run()` walks the steps a learner's line meets (framing,
+verb, HELO gate, the verb's grammar, AUTH, DATA text) and says which mistake it is and how to fix
+it; warnings and notes are advice the server would never give.
 """
 
 from __future__ import annotations
@@ -22,11 +23,16 @@ from mockservers.addresses import (
     parse_path,
     split_keyword,
 )
-from mockservers.faults import SMTP_COMMANDS, POP3_COMMANDS
+from mailprotocol import pop3 as core_pop3
+from mailprotocol import sasl as core_sasl
+from mailprotocol import smtp as core
+from mailprotocol.decision import Decision, Reply
 from mockservers.parameters import mail_parameter_problem, rcpt_parameter_problem
-from mockservers.persona_rules import helo_refused_at, is_fqdn_helo, missing_brackets_key
+from mockservers.persona_rules import end_of_data_reply, helo_refused_at, is_fqdn_helo, missing_brackets_key
 from mockservers.rendering import render_smtp
 from mockservers.sasl import b64encode_text
+
+from mockservers.profile import Profile
 
 from .checks import (
     IMPLEMENTED_MECHANISMS,
@@ -43,34 +49,13 @@ from .checks import (
 )
 from .data_checks import check_data_line
 from .diagnostics import secret_kind
+from .prediction import HOLE, Prediction
 from .replies import looks_like_command
 
-#: Verbs the server answers before HELO/EHLO even when the persona requires a greeting first
-#: (mockservers.smtp._BEFORE_HELO).
-BEFORE_HELO = frozenset({"HELO", "EHLO", "NOOP", "RSET", "QUIT", "HELP", "VRFY", "EXPN", "TURN"})
-#: Verbs that take no argument; the server answers 501 to an argument.
-NO_ARGUMENT = ("RSET", "QUIT", "DATA")
-#: The order "did you mean" prefers when two verbs are equally close.
-VERB_ORDER = (
-    "EHLO", "HELO", "MAIL", "RCPT", "DATA", "QUIT", "RSET", "NOOP", "AUTH", "STARTTLS",
-    "VRFY", "EXPN", "HELP", "BDAT", "ETRN", "TURN", "ATRN",
-)
 #: Host names learners may copy; the suggestion for a bad HELO/EHLO argument.
 EXAMPLE_HELO = "client.example.com"
 
 _SYNTAX_WITH_EXAMPLE = {"MAIL": "MAIL FROM:<{address}>", "RCPT": "RCPT TO:<{address}>"}
-
-
-@dataclass
-class ServerEnvelope:
-    """The server's mail transaction as the client can reconstruct it."""
-
-    sender: str
-    params: dict[str, str | None]
-    recipients: list[str]  # unique, as the server keeps them
-    attempts: int  # RCPT commands that reached the address check
-    bdat_used: bool
-    bdat_failed: bool
 
 
 class SMTPCheck(LineCheck):
@@ -78,10 +63,58 @@ class SMTPCheck(LineCheck):
 
     # --- rendering -----------------------------------------------------------------------------
 
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self.state = shadow_state(self.session, self.profile)
+        #: The server's decision for this line (None: no reply of its own, or not the core's to make).
+        self.decision: core.SMTPDecision | None = None
+
     def render(self, key: str, values: dict[str, Any]) -> list[str]:
+        """A reply's lines: the core's decision when it chose this key, so the text is the server's."""
+        decided = self.decision.replies if self.decision is not None else ()
+        chosen = next((reply for reply in decided if reply.key == key), None)
+        if chosen is not None:
+            return [line.replace(HOLE, "?") for line in self.reply_lines(chosen)]
         if key not in self.profile.smtp_replies:
             return []
         return self.profile.smtp(key, **{**common_values(self.client_ip), **values})
+
+    def reply_lines(self, reply: Reply) -> list[str]:
+        """The core's reply rendered by the persona; values only the live server knows are HOLE."""
+        values = {name: HOLE if value is None else value for name, value in reply.values.items()}
+        return core.render(self.profile, Reply(reply.key, values), self.state, common_values(self.client_ip))
+
+    def prediction(self) -> Prediction | None:
+        """The reply the server sends to this line: the core's decision, carried as far as a client
+        can follow it (a greylisting persona delays a first attempt, an empty queue for ETRN, the
+        reply a BDAT chunk gets). None when the line gets no reply of its own.
+        """
+        decision = self.decision
+        if decision is None:
+            return None
+        policies = self.profile.policies
+        if decision.effect(core.GREYLIST) is not None and policies.greylist_delay:
+            decision = core.greylisted(decision, policies.greylist_delay)
+        query = decision.effect(core.QUEUE_COUNT)
+        if query is not None:
+            decision = core.queue_answer(decision.state, query, 0)
+        chunk = decision.effect(core.READ_CHUNK)
+        if chunk is not None:
+            decision = core.chunk_done(decision.state, chunk, False, None)  # type: ignore[arg-type]
+            if not decision.replies:
+                return self.end_of_message(decision.state)
+        if not decision.replies:
+            return None
+        return Prediction(tuple(self.reply_lines(decision.replies[0])))
+
+    def end_of_message(self, state: core.SMTPState, size: int | None = None) -> Prediction:
+        """The reply to a complete message: 250 with the server's queue id, or this persona's refusal."""
+        envelope = state.envelope
+        params = envelope.params if envelope is not None else {}
+        has_8bit = any(not text.isascii() for text in self.session.message_lines) if size is not None else False
+        key = end_of_data_reply(self.policies, params, has_8bit)
+        reply = Reply(key, {"id": None, "queue_id": None, "number": None, "size": size})
+        return Prediction(tuple(self.reply_lines(reply)))
 
     def code_of(self, reply: list[str] | tuple[str, ...]) -> str:
         return reply[-1][:3]
@@ -104,11 +137,7 @@ class SMTPCheck(LineCheck):
         return self.session.helo_domain is not None
 
     def account_now(self) -> str | None:
-        if not self.session.authenticated:
-            return None
-        return logged_in_address(self.profile, self.session.authenticated_user) or (
-            (self.session.authenticated_user or "").strip().lower() or None
-        )
+        return self.state.authenticated_as
 
     @property
     def extensions(self) -> frozenset[str]:
@@ -118,52 +147,11 @@ class SMTPCheck(LineCheck):
         return bool(self.policies.strict_syntax)
 
     def server_verb(self, text: str) -> tuple[str, str] | None:
-        if "\0" in text or len(text.encode("utf-8", "surrogateescape")) + 2 > self.policies.max_command_line:
-            return None
-        verb, _, argument = text.strip().partition(" ")
-        verb = verb.upper()
-        if not verb.isalpha() or verb not in SMTP_COMMANDS or verb in self.profile.quirks.smtp_unimplemented:
-            return None
-        return verb, argument.strip()
-
-    def envelope(self) -> ServerEnvelope | None:
-        session = self.session
-        if session.mail_from is None:
-            return None
-        recipients: list[str] = []
-        for address in session.recipients:
-            key = self.recipient_key(address)
-            if key not in recipients:
-                recipients.append(key)
-        attempts = 0
-        for exchange in reversed(session.history):
-            if exchange.kind != "command" or exchange.sent is None:
-                continue
-            parsed = self.server_verb(exchange.sent)
-            if parsed is None:
-                continue
-            verb, argument = parsed
-            if verb == "MAIL" and getattr(exchange.reply, "code", None) == "250":
-                break
-            if verb == "RCPT" and split_keyword(argument, "TO", strict=self.strict()) is not None:
-                attempts += 1
-        return ServerEnvelope(
-            sender=session.mail_from,
-            params=dict(session.mail_params),
-            recipients=recipients,
-            attempts=attempts,
-            # Without CHUNKING the server answered BDAT as an unknown command: no chunk was taken.
-            bdat_used=bool(session.bdat_open) and "CHUNKING" in self.extensions,
-            bdat_failed=bool(session.bdat_failed) and "CHUNKING" in self.extensions,
-        )
+        parsed = core.parse(core.SMTPState(tls=self.tls), self.profile, text)
+        return None if isinstance(parsed, Decision) else (parsed.verb, parsed.argument)
 
     def recipient_key(self, address: str) -> str:
-        domain = address.rpartition("@")[2].lower()
-        if self.profile.is_local_domain(domain):
-            account = self.profile.find_account(address)
-            if account is not None:
-                return account.address
-        return address.lower()
+        return recipient_key(self.profile, address)
 
     # --- entry point ---------------------------------------------------------------------------
 
@@ -193,29 +181,40 @@ class SMTPCheck(LineCheck):
 
     # --- a command line --------------------------------------------------------------------------
 
+    def decide(self) -> Any:
+        """The core's decision for a command line; the fault rule that fires for it, if any."""
+        parsed = core.parse(self.state, self.profile, self.line)
+        if isinstance(parsed, Decision):
+            self.decision = parsed
+            return None
+        action = self.fault(parsed.verb, parsed.argument)
+        if action is None or not (action.reply or action.drop):
+            self.decision = core.dispatch(self.state, self.profile, parsed)
+        return action
+
     def command(self) -> None:
         line = self.line
+        action = self.decide()
+        text = line.strip()
+        verb_token, _, argument = text.partition(" ")
+        verb = verb_token.upper()
+        argument = argument.strip()
         octets = len(line.encode("utf-8", "surrogateescape"))
-        limit = self.policies.max_command_line + self.length_allowance(line)
+        limit = self.policies.max_command_line + core.length_allowance(self.state, self.profile, verb, argument)
         if octets + 2 > limit:
             self.add("line-too-long", "error", "line_too_long", length=octets + 2, limit=limit)
             return
         if "\0" in line:
             self.add("nul-character", "error", "bad_characters")
             return
-        text = line.strip()
         if line != line.lstrip() and text:
             self.add("leading-space", "warning", suggestion=line.strip())
-        verb_token, _, argument = text.partition(" ")
-        verb = verb_token.upper()
-        if not (verb.isalpha() and verb in SMTP_COMMANDS) or verb in self.profile.quirks.smtp_unimplemented:
+        if not (verb.isalpha() and verb in core.VERB_NAMES) or verb in self.profile.quirks.smtp_unimplemented:
             self.unknown(verb_token, argument)
             return
-        argument = argument.strip()
-        action = self.fault(verb, argument)
         if action is not None and self.apply_fault(action, verb):
             return
-        if not self.greeted and verb not in BEFORE_HELO:
+        if not self.greeted and not core.VERB_TABLE[verb].before_helo:
             if self.policies.require_helo:
                 self.add("need-helo", "error", "need_helo", suggestion=f"EHLO {EXAMPLE_HELO}", verb=verb)
             else:
@@ -223,27 +222,12 @@ class SMTPCheck(LineCheck):
         getattr(self, f"check_{verb}")(argument)
         self.non_ascii(verb, argument)
 
-    def length_allowance(self, line: str) -> int:
-        """Octets ESMTP parameters add to the MAIL line limit: SIZE 26 (RFC 1870 4), AUTH 500 (RFC 4954 5)."""
-        text = line.strip()
-        if text.partition(" ")[0].upper() != "MAIL":
-            return 0
-        extensions = self.extensions
-        tail = text.split(">", 1)[1] if ">" in text else ""
-        params = {token.partition("=")[0].upper() for token in tail.split()}
-        allowance = 0
-        if "SIZE" in extensions and "SIZE" in params:
-            allowance += 26
-        if "AUTH" in extensions and "AUTH" in params:
-            allowance += 500
-        return allowance
-
     def unknown(self, verb_token: str, argument: str) -> None:
         verb = verb_token.upper()
         if not verb_token:
             self.add("empty-line", "error", "unknown_command")
             return
-        if verb in self.profile.quirks.smtp_unimplemented and verb in SMTP_COMMANDS:
+        if verb in self.profile.quirks.smtp_unimplemented and verb in core.VERB_NAMES:
             self.add("command-not-offered", "error", "unknown_command", verb=verb)
             self.count_unknown()
             return
@@ -252,16 +236,16 @@ class SMTPCheck(LineCheck):
         if glued:
             fixed = f"{glued.group(1).upper()} {glued.group(2).upper()}{glued.group(3) or ':'}"
             self.add("verb-glued", "error", "unknown_command", suggestion=_join(fixed, argument), verb=verb_token)
-        elif letters in SMTP_COMMANDS and letters != verb:
+        elif letters in core.VERB_NAMES and letters != verb:
             rest = verb_token[len(letters):].strip(" \t.,;:")
             self.add(
                 "verb-separator", "error", "unknown_command",
                 suggestion=_join(letters, (rest + " " + argument).strip()), verb=verb_token,
             )
-        elif letters in POP3_COMMANDS - SMTP_COMMANDS:
+        elif letters in core_pop3.VERB_NAMES - core.VERB_NAMES:
             self.add("pop3-command-in-smtp", "error", "unknown_command", verb=letters)
         else:
-            candidates = [v for v in VERB_ORDER if self.offered(v)]
+            candidates = [v for v in core.SUGGESTION_ORDER if self.offered(v)]
             near = nearest_verb(letters or verb, candidates)
             if near is not None:
                 self.add("unknown-verb", "error", "unknown_command", suggestion=_join(near, argument), verb=verb_token, nearest=near)
@@ -285,16 +269,9 @@ class SMTPCheck(LineCheck):
         return verb != "TURN"
 
     def count_unknown(self) -> None:
-        limit = self.profile.quirks.disconnect_after_unknown
-        if not limit:
-            return
-        earlier = 0
-        for exchange in self.session.history:
-            if exchange.kind == "command" and exchange.sent is not None:
-                token = exchange.sent.strip().partition(" ")[0].upper()
-                if not (token.isalpha() and token in SMTP_COMMANDS) or token in self.profile.quirks.smtp_unimplemented:
-                    earlier += 1
-        if earlier + 1 >= limit:
+        """A persona that hangs up after N unknown commands: the core's second reply says so."""
+        if self.decision is not None and any(reply.key == "too_many_errors" for reply in self.decision.replies):
+            limit = self.profile.quirks.disconnect_after_unknown
             self.add("too-many-unknown", "warning", reply=self.render("too_many_errors", {}), limit=limit)
 
     def non_ascii(self, verb: str, argument: str) -> None:
@@ -358,24 +335,9 @@ class SMTPCheck(LineCheck):
         if not argument:
             return
         topic = argument.split()[0].upper()
-        available = [v for v in SMTP_COMMANDS if self.help_lists(v)]
+        available = core.available_commands(self.state, self.profile)
         if topic not in available:
             self.add("help-unknown-topic", "error", "help_unknown", reply_values={"topic": argument}, topic=argument)
-
-    def help_lists(self, verb: str) -> bool:
-        """mockservers.smtp.SMTPSession.available_commands."""
-        extensions = self.extensions
-        if verb == "BDAT":
-            return "CHUNKING" in extensions
-        if verb == "ETRN":
-            return "ETRN" in extensions
-        if verb == "AUTH":
-            return bool(self.profile.smtp_auth_mechanisms(self.tls))
-        if verb == "STARTTLS":
-            return "STARTTLS" in extensions
-        if verb == "ATRN":
-            return bool(self.policies.atrn)
-        return verb != "TURN"
 
     def check_TURN(self, argument: str) -> None:  # noqa: N802
         self.add("turn-obsolete", "error", "turn_refused")
@@ -480,8 +442,10 @@ class SMTPCheck(LineCheck):
         line = self.line
         octets = len(line.encode("utf-8", "surrogateescape"))
         if octets + 2 > self.policies.max_auth_line:
+            self.decision = core.line_too_long(self.state)
             self.add("line-too-long", "error", "auth_line_too_long", length=octets + 2, limit=self.policies.max_auth_line)
             return
+        self.decision = core.auth_line(self.state, self.profile, line)
         mechanism = exchange.mechanism
         if mechanism not in IMPLEMENTED_MECHANISMS:
             return
@@ -524,7 +488,7 @@ class SMTPCheck(LineCheck):
 
     def check_RCPT(self, argument: str) -> None:  # noqa: N802
         session = self.session
-        envelope = self.envelope()
+        envelope = self.state.envelope
         if envelope is None:
             # RFC 5321 3.3: RCPT without a previous MAIL MUST get 503, whatever its syntax.
             self.add("rcpt-before-mail", "error", "need_mail", suggestion=f"MAIL FROM:<{self.sender_example()}>")
@@ -720,12 +684,12 @@ class SMTPCheck(LineCheck):
     def check_DATA(self, argument: str) -> None:  # noqa: N802
         if self.no_argument("DATA", argument):
             return
-        envelope = self.envelope()
+        envelope = self.state.envelope
         if envelope is None:
             self.add("data-before-mail", "error", "need_mail", suggestion=f"MAIL FROM:<{self.sender_example()}>")
             return
         if not envelope.recipients:
-            if envelope.attempts:
+            if envelope.rcpt_attempts:
                 self.add("data-no-valid-recipients", "error", "no_valid_recipients")
             else:
                 self.add("data-before-rcpt", "error", "need_rcpt", suggestion="RCPT TO:<user@example.com>")
@@ -744,11 +708,11 @@ class SMTPCheck(LineCheck):
         if not match:
             self.add("bdat-syntax", "error", "bdat_syntax", suggestion="BDAT 100 LAST")
             return
-        envelope = self.envelope()
+        envelope = self.state.envelope
         if envelope is None:
             self.add("bdat-before-mail", "error", "need_mail")
         elif not envelope.recipients:
-            if envelope.attempts:
+            if envelope.rcpt_attempts:
                 self.add("data-no-valid-recipients", "error", "no_valid_recipients")
             else:
                 self.add("bdat-before-rcpt", "error", "need_rcpt")
@@ -776,6 +740,64 @@ class SMTPCheck(LineCheck):
             self.add("atrn-needs-auth", "error", "atrn_auth_required")
         else:
             self.add("atrn-no-mail", "error", "atrn_no_mail")
+
+
+def recipient_key(profile: Profile, address: str) -> str:
+    """How the server keeps a recipient: the account's address for a local user, else lower case."""
+    domain = address.rpartition("@")[2].lower()
+    if profile.is_local_domain(domain):
+        account = profile.find_account(address)
+        if account is not None:
+            return account.address
+    return address.lower()
+
+
+def shadow_state(session: Any, profile: Profile) -> core.SMTPState:
+    """The server's state as the client can know it, for the core to decide on."""
+    tls = bool(session.tls_active)
+    blank = core.SMTPState(tls=tls)
+    envelope = None
+    unknown = 0
+    for exchange in session.history:
+        if exchange.kind == "command" and exchange.sent is not None:
+            token = exchange.sent.strip().partition(" ")[0].upper()
+            if not (token.isalpha() and token in core.VERB_NAMES) or token in profile.quirks.smtp_unimplemented:
+                unknown += 1
+    if session.mail_from is not None:
+        recipients = tuple(dict.fromkeys(recipient_key(profile, address) for address in session.recipients))
+        attempts = 0
+        for exchange in reversed(session.history):
+            if exchange.kind != "command" or exchange.sent is None:
+                continue
+            parsed = core.parse(blank, profile, exchange.sent)
+            if isinstance(parsed, Decision):
+                continue
+            if parsed.verb == "MAIL" and getattr(exchange.reply, "code", None) == "250":
+                break
+            if parsed.verb == "RCPT" and split_keyword(parsed.argument, "TO", strict=profile.policies.strict_syntax) is not None:
+                attempts += 1
+        chunking = "CHUNKING" in profile.smtp_extensions(tls)  # without it BDAT was an unknown command
+        envelope = core.Envelope(
+            session.mail_from, dict(session.mail_params), recipients, (), attempts,
+            bdat_used=bool(session.bdat_open) and chunking, bdat_failed=bool(session.bdat_failed) and chunking,
+        )
+    exchange_state = None
+    if session.auth is not None and session.auth.awaiting_client:
+        auth = session.auth
+        exchange_state = core_sasl.Exchange(auth.mechanism, auth.username or None, (auth.challenge or "").encode("utf-8"))
+    account = None
+    if session.authenticated:
+        account = logged_in_address(profile, session.authenticated_user) or ((session.authenticated_user or "").strip().lower() or None)
+    return core.SMTPState(
+        tls=tls,
+        helo=session.helo_domain,
+        esmtp=bool(session.esmtp),
+        authenticated_as=account,
+        envelope=envelope,
+        exchange=exchange_state,
+        unknown_count=unknown,
+        auth_failures=session.auth_failures,
+    )
 
 
 _EXTENSION_OF = {

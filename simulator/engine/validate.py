@@ -18,16 +18,15 @@ non-standard but this server accepts it, "info" worth knowing (what happens next
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Literal, Sequence
+from typing import Iterable, Literal, Sequence
 
 from mockservers.profile import Profile, load_profile
-from mockservers.persona_rules import end_of_data_reply
-from mockservers.sasl import b64encode_text
 
-from .checks import DEFAULT_CLIENT_IP, IMPLEMENTED_MECHANISMS, common_values, is_refusal
+from .checks import DEFAULT_CLIENT_IP, common_values, is_refusal
 from .diagnostics import Diagnostic, label
 from .knowledge import Lang, message, resolve_language
-from .pop3_checks import POP3Check, Prediction, assume_success
+from .pop3_checks import POP3Check, assume_success
+from .prediction import Prediction
 from .session import POP3Session, SMTPSession
 from .smtp_checks import SMTPCheck
 
@@ -45,15 +44,6 @@ __all__ = [
     "predicted_reply",
     "validate_line",
 ]
-
-#: The placeholders a success reply may need that only the real server knows.
-_FAKE_VALUES = {
-    "queue_id": "4F2A9C1E07",
-    "id": "",
-    "number": 1763097690,
-    "challenge": b64encode_text("<1896.697170952@mail.example.com>"),
-}
-
 
 def resolve_profile(profile: Profile | str | None) -> Profile:
     if isinstance(profile, Profile):
@@ -155,13 +145,21 @@ def expected_reply(line: str, session: Session, profile: Profile | str | None = 
     for diagnostic in check.found:
         if diagnostic.reply and (is_refusal(diagnostic.code) or diagnostic.id in ("scripted-fault", "auth-cancel")):
             return list(diagnostic.reply)
-    if isinstance(check, POP3Check):
-        prediction = check.prediction()
-        return prediction.shown() if prediction else []
-    return _smtp_success(line, session, chosen)
+    prediction = _prediction(check)
+    return prediction.shown() if prediction else []
 
 
-def predicted_reply(line: str, session: POP3Session, profile: Profile | str | None = None) -> Prediction | None:
+def _prediction(check: SMTPCheck | POP3Check) -> Prediction | None:
+    """The core's reply to the checked line; in DATA, the "." that ends the message is answered."""
+    if isinstance(check, SMTPCheck) and check.session.data_mode:
+        if check.line != ".":
+            return None
+        lines = check.session.message_lines
+        return check.end_of_message(check.state, sum(len(text.encode("utf-8")) + 2 for text in lines))
+    return check.prediction()
+
+
+def predicted_reply(line: str, session: Session, profile: Profile | str | None = None) -> Prediction | None:
     """The protocol core's reply to `line`, values only the live server knows left open.
 
     None when the validator cannot know (a scripted fault, an APOP without the greeting's timestamp).
@@ -170,78 +168,7 @@ def predicted_reply(line: str, session: POP3Session, profile: Profile | str | No
     check = _run_check(line.rstrip("\r\n"), session, chosen, "en", DEFAULT_CLIENT_IP)
     if any(d.id.startswith("scripted-") for d in check.found):
         return None
-    return check.prediction()
-
-
-def _smtp_success(line: str, session: SMTPSession, profile: Profile) -> list[str]:
-    values = {**common_values(), **_FAKE_VALUES}
-    if session.data_mode:
-        if line != ".":
-            return []
-        size = sum(len(text.encode("utf-8")) + 2 for text in session.message_lines)
-        has_8bit = any(not text.isascii() for text in session.message_lines)
-        return profile.smtp(end_of_data_reply(profile.policies, session.mail_params, has_8bit), size=size, **values)
-    if session.bdat_remaining:
-        return []
-    exchange = session.auth
-    if exchange is not None and exchange.awaiting_client:
-        if exchange.mechanism == "LOGIN" and exchange.username is None:
-            return profile.smtp("auth_password_prompt", **values)
-        return profile.smtp("auth_ok", user=exchange.username or "", **values)
-    text = line.strip()
-    verb, _, argument = text.partition(" ")
-    verb = verb.upper()
-    argument = argument.strip()
-    tls = session.tls_active
-    if verb == "EHLO":
-        return profile.ehlo_reply(tls, **{**common_values(), "client": argument})
-    if verb == "HELO":
-        return profile.smtp("helo", client=argument, **values)
-    if verb == "AUTH":
-        parts = argument.split()
-        mechanism = parts[0].upper() if parts else ""
-        initial = parts[1] if len(parts) > 1 else None
-        if mechanism == "PLAIN":
-            return profile.smtp("auth_plain_prompt" if initial is None else "auth_ok", **values)
-        if mechanism == "LOGIN":
-            if initial is None or initial in ("", "="):
-                return profile.smtp("auth_username_prompt", **values)
-            return profile.smtp("auth_password_prompt", **values)
-        if mechanism == "CRAM-MD5":
-            return profile.smtp("auth_cram_challenge", **values)
-        return profile.smtp("auth_ok", **values)
-    address = _address_in(argument)
-    simple = {
-        "MAIL": "mail_ok", "DATA": "data_start", "RSET": "rset", "NOOP": "noop", "QUIT": "quit",
-        "STARTTLS": "starttls_ready", "TURN": "turn_refused", "ETRN": "etrn_no_mail",
-    }
-    if verb == "RCPT":
-        domain = address.rpartition("@")[2].lower()
-        key = "rcpt_ok" if profile.is_local_domain(domain) else "rcpt_relay_ok"
-        return profile.smtp(key, address=address, **values)
-    if verb in ("VRFY", "EXPN"):
-        kind = verb.lower()
-        mode = profile.policies.vrfy if verb == "VRFY" else profile.policies.expn
-        key = f"{kind}_cannot" if mode == "252" else f"{kind}_ok"
-        return profile.smtp(key, address=argument.strip("<>"), **values)
-    if verb == "HELP":
-        if argument:
-            return profile.smtp("help_topic", topic=argument.split()[0].upper(), syntax=argument, **values)
-        return profile.smtp("help", commands="HELO EHLO MAIL RCPT DATA RSET NOOP QUIT", **values)
-    if verb == "BDAT":
-        last = argument.upper().endswith("LAST")
-        return profile.smtp("data_ok" if last else "bdat_ok", size=0, **values)
-    if verb in simple:
-        return profile.smtp(simple[verb], address=address, node=argument, **values)
-    return profile.smtp("unknown_command", **values)
-
-
-def _address_in(argument: str) -> str:
-    _, _, rest = argument.partition(":")
-    rest = rest.strip()
-    if rest.startswith("<"):
-        return rest[1:].partition(">")[0]
-    return rest.split(" ")[0] if rest else ""
+    return _prediction(check)
 
 
 def build_session(

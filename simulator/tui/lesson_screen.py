@@ -16,6 +16,8 @@ from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.widgets import Footer, Header, Markdown, Static
 
+from mailprotocol import pop3 as core_pop3
+from mailprotocol import smtp as core_smtp
 from simulator.course.model import Lesson
 from simulator.course.runner import LessonRun, StoreFacts
 from simulator.course.setup import lesson_mail, lesson_profile, lesson_variables
@@ -30,8 +32,9 @@ from .strings import t
 from .keys import Key, bindings
 from .widgets import ExplanationPane
 
-POP3_VERBS = {"USER", "PASS", "APOP", "STAT", "LIST", "RETR", "DELE", "TOP", "UIDL", "CAPA", "STLS"}
-SMTP_VERBS = {"HELO", "EHLO", "MAIL", "RCPT", "DATA", "BDAT", "VRFY", "EXPN", "STARTTLS", "ETRN", "HELP"}
+#: Verbs that belong to one protocol only: typing one switches the console to that protocol.
+POP3_VERBS = core_pop3.VERB_NAMES - core_smtp.VERB_NAMES
+SMTP_VERBS = core_smtp.VERB_NAMES - core_pop3.VERB_NAMES
 
 LESSON_KEYS = [
     Key("f1", "help", "key_help"),
