@@ -468,3 +468,42 @@ def test_control_characters_never_reach_a_header_a_log_or_the_dashboard(tmp_path
     shown = [format_record(session, record) for record in read_transcript(transcript)]
     assert any("Subject: \\e]0;owned\\x07\\e[2J" in line for line in shown)
     assert not any(char in line for line in shown for char in "\x1b\x07\r\n")
+
+
+# --- 6. memory: byte-at-a-time DATA costs about a byte per byte ---------------------------------------
+
+
+def test_byte_at_a_time_data_is_held_at_about_its_own_size(tmp_path):
+    import sys as _sys
+
+    from twisted.internet.threads import blockingCallFromThread
+
+    body = b"".join(b"line %06d of a message sent one byte per packet\r\n" % n for n in range(4000))  # ~200 KB
+    with serving(persona(), tmp_path) as servers:
+        with LineClient(servers.port_of("SMTP"), timeout=30) as client:
+            client.smtp_reply()
+            client.smtp("EHLO student")
+            client.smtp("MAIL FROM:<alice@example.com>")
+            client.smtp("RCPT TO:<bob@example.com>")
+            assert client.smtp("DATA")[0].startswith("354")
+            client.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            for offset in range(len(body)):
+                client.sock.send(body[offset : offset + 1])
+            client.send("NOOP")  # answered only after the server has read the whole body
+
+            def held() -> tuple[int, int]:
+                [session] = [s for s in servers.servers.context.sessions if s.envelope is not None]
+                envelope = session.envelope
+                return envelope.size, sum(_sys.getsizeof(part) for part in envelope.chunks) + _sys.getsizeof(envelope.tail)
+
+            # Everything sent is in the envelope once the NOOP line (data too) has been read.
+            deadline = time.monotonic() + 30
+            size, cost = blockingCallFromThread(servers.reactor, held)
+            while size < len(body) and time.monotonic() < deadline:
+                select.select([], [], [], 0.05)
+                size, cost = blockingCallFromThread(servers.reactor, held)
+            assert size >= len(body)
+            assert cost <= 1.2 * size + 64 * 1024, f"{cost} bytes held for {size} bytes of data"
+            assert client.smtp(".")[0].startswith("250")  # NOOP was message text; '.' ends it
+    [stored] = list(_maildir_new(tmp_path).iterdir())
+    assert stored.read_bytes().endswith(body.replace(b"\r\n", b"\n") + b"NOOP\n")
