@@ -24,7 +24,7 @@ from .parameters import unstuff
 from .persona_rules import end_of_data_reply
 from .rendering import render_smtp
 from .session import LineSession, ServerContext, log
-from .store import StoreError
+from .store import QuotaExceeded, StoreError
 
 #: Command grammar, for HELP and for learners (the core's verb table).
 SYNTAX = {verb.name: verb.grammar for verb in core.VERBS}
@@ -223,6 +223,9 @@ class SMTPSession(LineSession):
             )
             if wait > 0:
                 decision = core.greylisted(decision, wait)
+        greylist = decision.effect(core.GREYLIST)
+        if greylist is not None and self._mailbox_full(greylist["address"]):
+            decision = core.mailbox_full(decision, self.profile.policies.quota_full_tempfail)
         self._adopt(decision.state)
         for effect in decision.effects:
             if effect.kind == core.EVENT:
@@ -257,6 +260,11 @@ class SMTPSession(LineSession):
         if decision.has(core.CLOSE):
             self.close()
         return None
+
+    def _mailbox_full(self, address: str) -> bool:
+        """A local account's mailbox already at its quota (usage is counted once, then kept)."""
+        account = self.profile.find_account(address)
+        return account is not None and self.context.store.over_quota(account.address)
 
     def _adopt(self, state: core.SMTPState) -> None:
         """The core's state; the transaction's data follows its envelope."""
@@ -465,6 +473,11 @@ class SMTPSession(LineSession):
         error = failure.check(StoreError, OSError)
         if error is None:
             return failure
+        if failure.check(QuotaExceeded):
+            self.event("mailbox full", failure.getErrorMessage())
+            temporary = self.profile.policies.quota_full_tempfail
+            self.reply("mailbox_full_temp" if temporary else "mailbox_full", address=failure.value.address)
+            return None
         log.failure("storing a message failed", failure)
         self.event("storage failed", failure.getErrorMessage())
         full = getattr(failure.value, "errno", None) in (28, 122)  # ENOSPC, EDQUOT
