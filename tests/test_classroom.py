@@ -274,13 +274,8 @@ class RescanningRun(LessonRun):
                 position, end = following, index + 1
             elif event.reply is not None and reply_matches(expectation.text, event.reply):
                 position, end = position + 1, index + 1
-        if position < len(sequence):
+        if position < len(sequence) or not self.facts_hold(group):
             return None
-        for expectation in group.expectations:
-            if expectation.kind == "fact" and not self.fact(expectation.text):
-                return None
-            if expectation.kind == "server" and not self.server_fact(expectation.text):
-                return None
         return end
 
 

@@ -306,14 +306,18 @@ class LessonRun:
             index += 1
         if saving:
             self._resume[key] = (start, index, position, end)
-        if position < len(sequence):
+        if position < len(sequence) or not self.facts_hold(group):
             return None
+        return end
+
+    def facts_hold(self, group: CheckGroup) -> bool:
+        """The group's `? fact` and `? server ...` expectations hold now."""
         for expectation in group.expectations:
             if expectation.kind == "fact" and not self.fact(expectation.text):
-                return None
+                return False
             if expectation.kind == "server" and not self.server_fact(expectation.text):
-                return None
-        return end
+                return False
+        return True
 
     def skip_step(self) -> None:
         """The learner gave up on the current step: it counts as done, and the record says skipped."""
