@@ -22,6 +22,7 @@ from .accounts import Account
 from .profile import Profile
 from .session import EventHub, ServerContext, log
 from .blocking import BlockingWorkers
+from .limits import descriptor_budget
 from .output import OutputQueue
 from .smtp import SMTPFactory
 from .store import MailStore
@@ -102,6 +103,9 @@ class MailServers:
             record_transcripts=record_transcripts,
             output=OutputQueue("transcripts", self.profile.policies.transcript_queue_bytes),
             workers=BlockingWorkers(self.reactor) if hasattr(self.reactor, "getThreadPool") else None,
+        )
+        self.context.limits.max_sessions = self.profile.policies.max_sessions or descriptor_budget(
+            self.profile.policies.fd_headroom
         )
         self.listening: list[Listening] = []
         self._ports: list[Any] = []

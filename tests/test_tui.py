@@ -14,7 +14,7 @@ from simulator.tui.home_screen import HomeScreen
 from simulator.tui.lesson_screen import LessonScreen
 from simulator.tui.sandbox_screen import SandboxScreen
 from simulator.tui.tools import ReferenceScreen, ToolsScreen
-from tui_helpers import check_snapshot, make_app, open_lesson, send_line, type_text, wait_for
+from tui_helpers import check_snapshot, make_app, open_lesson, send_line, type_text, wait_for, wait_until_drawn
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -207,7 +207,7 @@ async def test_switching_to_chinese(tmp_path):
         assert app.lang == "zh"
         assert screen.lesson.language == "zh"
         assert "步" in str(screen.query_one("#step-title").render())
-        footer_keys = {b.description for b in screen._bindings.key_to_bindings.get("f2", [])}
+        footer_keys = {active.binding.description for key, active in screen.active_bindings.items() if key == "f2"}
         assert footer_keys == {"提示"}
         await send_line(pilot, screen, "NOOP")
         assert "肯定" in str(screen.query_one("#explain").render()) or "成功" in str(screen.query_one("#explain").render())
