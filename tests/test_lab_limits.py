@@ -574,3 +574,53 @@ def test_a_disk_under_its_free_space_threshold_refuses_with_452_and_stores_nothi
         assert _send(port, "bob@example.com", b"Subject: x\r\n\r\nhi\r\n")[-1] == "452 4.3.1 Insufficient system storage"
         box = tmp_path / "mailboxes" / "bob@example.com"
         assert not list((box / "new").iterdir()) and not list((box / "tmp").iterdir())
+
+
+# --- 10. POP3 USER tells nothing; evidence goes to the logged-in student -----------------------------
+
+
+def test_pop3_user_answers_alike_for_known_and_unknown_mailboxes(tmp_path):
+    for profile in (persona("postfix"), persona("rfc", hide_unknown_users=True)):
+        answers = []
+        with serving(profile, tmp_path / profile.name) as servers:
+            for user in ("bob@example.com", "nobody-here@example.com"):
+                with LineClient(servers.port_of("POP3")) as client:
+                    client.pop3_reply()
+                    answers.append((client.pop3(f"USER {user}")[0].replace(user, "NAME"), client.pop3("PASS wrong-guess")[0]))
+        assert answers[0] == answers[1], (profile.name, answers)
+        assert answers[0][0].startswith("+OK") and answers[0][1].startswith("-ERR")
+    # The textbook persona keeps RFC 1939's example, which does tell.
+    with serving(persona("rfc"), tmp_path / "textbook") as servers, LineClient(servers.port_of("POP3")) as client:
+        client.pop3_reply()
+        assert client.pop3("USER nobody-here@example.com")[0] == "-ERR sorry, no mailbox for nobody-here@example.com here"
+
+
+def test_a_classmate_cannot_charge_errors_to_another_students_grade(tmp_path):
+    from simulator.classroom.config import class_profile, init_class, load_lesson
+    from simulator.classroom.tracker import ClassTracker
+
+    from tests.test_classroom_helpers import plain, write_pack
+
+    config = init_class(tmp_path / "room", students=3, lessons=write_pack(tmp_path), domain="class.test", server_host="127.0.0.1")
+    victim, attacker = config.students[1], config.students[2]
+    with serving(class_profile(config), config.data_dir) as servers:
+        port = servers.port_of("SMTP")
+        with _connect_from("127.0.0.9", port) as hostile:  # never logs in, names the victim everywhere
+            hostile.smtp_reply()
+            hostile.smtp(f"EHLO {victim.local_part}-laptop")
+            for _ in range(5):
+                hostile.smtp(f"MAIL FROM:<{victim.address}>")
+                assert hostile.smtp("RCPT TO:<nobody@class.test>")[0].startswith("550")  # an error to charge
+                hostile.smtp("RSET")
+            hostile.smtp("QUIT")
+        with _connect_from("127.0.0.10", port) as student:  # the attacker's own, logged-in session
+            student.smtp_reply()
+            student.smtp("EHLO laptop")
+            assert student.smtp(f"AUTH PLAIN {plain(attacker.address, attacker.secret)}")[0].startswith("235")
+            student.smtp(f"MAIL FROM:<{victim.address}>")
+            assert student.smtp("RCPT TO:<nobody@class.test>")[0].startswith("550")
+            student.smtp("QUIT")
+    tracker = ClassTracker(config, load_lesson(config, "class-exchange"), live=False)
+    rows = {row.id: row for row in tracker.poll().students}
+    assert rows[victim.id].sessions == 0 and rows[victim.id].errors == 0
+    assert rows[attacker.id].sessions == 1 and rows[attacker.id].errors >= 1  # charged to who logged in
