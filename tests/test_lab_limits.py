@@ -624,3 +624,53 @@ def test_a_classmate_cannot_charge_errors_to_another_students_grade(tmp_path):
     rows = {row.id: row for row in tracker.poll().students}
     assert rows[victim.id].sessions == 0 and rows[victim.id].errors == 0
     assert rows[attacker.id].sessions == 1 and rows[attacker.id].errors >= 1  # charged to who logged in
+
+
+# --- 8. secrets ---------------------------------------------------------------------------------------
+
+
+def test_known_secrets_are_hidden_whatever_field_they_were_typed_in(tmp_path, monkeypatch):
+    from tests.test_hardening_security import maillab_serve
+
+    file_secret, env_secret = "Fi1e-Secret-42", "Env-Secret-77"
+    accounts = tmp_path / "accounts.txt"
+    accounts.write_text(f"# lab accounts\ncarol@example.com:{file_secret}\n", encoding="utf-8")
+    monkeypatch.setenv("LAB_ACCOUNTS", f"dave@example.com:{env_secret}\n")
+    log = tmp_path / "serve.log"
+    data = tmp_path / "data"
+    with maillab_serve(data, log, "--account-file", str(accounts), "--account-env", "LAB_ACCOUNTS") as listening:
+        pids = [p for p in os.listdir("/proc") if p.isdigit()]
+        for pid in pids:  # the secrets are on no command line (`ps` shows every user's)
+            with contextlib.suppress(OSError):
+                assert file_secret.encode() not in Path(f"/proc/{pid}/cmdline").read_bytes()
+        smtp_port, pop3_port = listening["SMTP"][1], listening["POP3"][1]
+        with LineClient(pop3_port) as client:
+            client.pop3_reply()
+            client.pop3(f"USER {file_secret}")  # the secret in the user-name field
+            client.pop3(f"PASS {file_secret}")
+            client.pop3("USER carol@example.com")
+            assert client.pop3(f"PASS {file_secret}")[0].startswith("+OK")  # read from the file: it works
+        with LineClient(smtp_port) as client:
+            client.smtp_reply()
+            client.smtp("EHLO x")
+            assert client.smtp("AUTH LOGIN")[0].startswith("334")
+            client.smtp(base64.b64encode(env_secret.encode()).decode())  # as the user name, base64
+            client.smtp(base64.b64encode(b"dave@example.com").decode())
+            client.smtp(f"NOOP {base64.b64encode(env_secret.encode()).decode()}")
+            client.smtp(f"MAIL FROM:<{env_secret}@example.com>")
+            client.smtp("RSET")
+            assert _auth_plain(client, "dave@example.com", env_secret).startswith("235")  # from the environment
+            client.smtp("QUIT")
+    haystacks = [path.read_bytes() for path in data.rglob("*.jsonl")] + [log.read_bytes()]
+    for secret in (file_secret, env_secret):
+        for form in (secret.encode(), base64.b64encode(secret.encode()), base64.b64encode(secret.encode()).rstrip(b"=")):
+            assert not any(form in text for text in haystacks), form
+    assert any(b"USER ***" in text for text in haystacks)
+    # Owner only: the data directory and every directory below 0700, mail and transcripts 0600.
+    assert data.stat().st_mode & 0o777 == 0o700
+    for path in data.rglob("*"):
+        mode = path.stat().st_mode & 0o777
+        if path.is_dir():
+            assert mode & 0o077 == 0 or path.parent != data, (path, oct(mode))
+        elif path.suffix != ".pem" or "key" in path.name:
+            assert mode == 0o600, (path, oct(mode))
