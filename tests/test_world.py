@@ -357,3 +357,13 @@ def test_a_message_changed_after_signing_fails_dkim(tmp_path: Path) -> None:
         tampered = signed.replace(b"Hi Bob!", b"Hi Bob, send money!")
         bad = checks.evaluate(Arrival("127.0.0.9", "evil.example", "alice@qq.lab", ("bob@sina.lab",), tampered))
         assert (bad.spf, bad.dkim, bad.dmarc) == ("fail", "fail", "fail")
+
+
+def test_a_message_without_from_is_relayed_unsigned(tmp_path: Path) -> None:
+    for lab in running(load_world(), tmp_path):
+        lab.submit("qq.lab", "alice@qq.lab", "abcdefghijklmnop", "alice@qq.lab", ["bob@sina.lab"], b"Subject: no From\r\n\r\nhi\r\n")
+        lab.wait_for("qq.lab", "relayed", "bob@sina.lab")
+        [raw] = lab.fetch_all("sina.lab", "bob@sina.lab", "bob-secret")
+        message = parse(raw)
+        assert message["DKIM-Signature"] is None  # RFC 6376 5.4: From must be signed, so nothing is
+        assert message["Authentication-Results"] == "mx.sina.lab; spf=pass smtp.mailfrom=alice@qq.lab; dkim=none"
