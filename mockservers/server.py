@@ -21,6 +21,7 @@ from .pop3 import POP3Factory
 from .accounts import Account
 from .profile import Profile
 from .session import EventHub, ServerContext, log
+from .limits import descriptor_budget
 from .output import OutputQueue
 from .smtp import SMTPFactory
 from .store import MailStore
@@ -100,6 +101,9 @@ class MailServers:
             tls_options=tls_options,
             record_transcripts=record_transcripts,
             output=OutputQueue("transcripts", self.profile.policies.transcript_queue_bytes),
+        )
+        self.context.limits.max_sessions = self.profile.policies.max_sessions or descriptor_budget(
+            self.profile.policies.fd_headroom
         )
         self.listening: list[Listening] = []
         self._ports: list[Any] = []

@@ -420,3 +420,19 @@ def test_progress_cli(tmp_path):
     missing = subprocess.run(maillab + ["progress", "--data", str(tmp_path), "--reset", "nope"], capture_output=True, text=True, timeout=60)
     assert missing.returncode == 1
 
+
+
+def test_a_step_wants_the_refusal_it_teaches():
+    """reply-codes' second step asks for RCPT TO:<nobody@...> and its 550, nothing else."""
+    from simulator.course.catalog import load_catalog
+
+    bundled = load_catalog().get("reply-codes", "en")
+    run = LessonRun(bundled, lesson_variables(bundled, lesson_profile(bundled)))
+    run.received(["220 mail.example.com ESMTP Postfix"])
+    run.sent("EHLO learner.example")
+    run.received(["250 mail.example.com"])
+    assert run.current.step.id == "permanent"
+    refusal = ["550 5.1.1 <nobody@example.com>: Recipient address rejected: User unknown in local recipient table"]
+    assert run.wants("RCPT TO:<nobody@example.com>", refusal)
+    assert not run.wants("RCPT TO:<nobody@example.com>", ["554 5.7.1 Relay access denied"])
+    assert not run.wants("RCPT TO:<bob@example.com>", refusal)

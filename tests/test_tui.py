@@ -14,7 +14,7 @@ from simulator.tui.home_screen import HomeScreen
 from simulator.tui.lesson_screen import LessonScreen
 from simulator.tui.sandbox_screen import SandboxScreen
 from simulator.tui.tools import ReferenceScreen, ToolsScreen
-from tui_helpers import check_snapshot, make_app, open_lesson, send_line, type_text, wait_for
+from tui_helpers import check_snapshot, make_app, open_lesson, send_line, type_text, wait_for, wait_until_drawn
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -216,7 +216,7 @@ async def test_switching_to_chinese(tmp_path):
         assert app.lang == "zh"
         assert screen.lesson.language == "zh"
         assert "步" in str(screen.query_one("#step-title").render())
-        footer_keys = {b.description for b in screen._bindings.key_to_bindings.get("f2", [])}
+        footer_keys = {active.binding.description for key, active in screen.active_bindings.items() if key == "f2"}
         assert footer_keys == {"提示"}
         await send_line(pilot, screen, "NOOP")
         assert "肯定" in str(screen.query_one("#explain").render()) or "成功" in str(screen.query_one("#explain").render())
@@ -285,3 +285,22 @@ async def test_world_lessons_can_be_completed_by_typing(tmp_path, lesson_id):
         assert app.lab.world is not None and len(app.lab.world.domains) == 4
         await solve_by_typing(pilot, screen)
         assert screen.run.finished
+
+
+async def test_a_refusal_the_step_asks_for_is_shown_as_the_goal_not_a_warning(tmp_path):
+    """reply-codes asks for `RCPT TO:<nobody@...>` and its 550: the checker's prediction is the step's goal."""
+    app = make_app(tmp_path)
+    async with app.run_test(size=(120, 40)) as pilot:
+        screen = await open_lesson(pilot, app, "reply-codes")
+        await send_line(pilot, screen, "EHLO learner.example")
+        await send_line(pilot, screen, "MAIL FROM:<alice@example.com>")
+        await type_text(pilot, "RCPT TO:<nobody@example.com>")
+        await pilot.pause(0.1)
+        shown = str(screen.console.query_one(".diagnostics").render())
+        assert "this step asks for this reply" in shown and "✗" not in shown
+        for _ in "RCPT TO:<nobody@example.com>":
+            await pilot.press("backspace")
+        await type_text(pilot, "RCPT TO:<nobody@example.org>")
+        await pilot.pause(0.1)
+        other = str(screen.console.query_one(".diagnostics").render())
+        assert "this step asks for this reply" not in other and "✗" in other  # relaying is refused: a real warning

@@ -62,6 +62,19 @@ async def send_line(pilot: Any, screen: Any, line: str, console: Any = None) -> 
         await wait_for(pilot, lambda: console.session is not sent_on or len(console.session.history) > before or console.session.closed)
 
 
+async def wait_until_drawn(pilot: Any, app: MaillabApp, timeout: float = 10.0) -> None:
+    """Wait until two screenshots 0.1 s apart are the same (the footer draws after the screen)."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    previous = None
+    while asyncio.get_running_loop().time() < deadline:
+        current = normalize_svg(app.export_screenshot(title="maillab"))
+        if current == previous and app.screen.query("FooterKey"):
+            return
+        previous = current
+        await pilot.pause(0.1)
+    raise AssertionError("the screen kept changing")
+
+
 def normalize_svg(svg: str) -> str:
     """Remove what changes between runs: generated ids, ports, paths and times."""
     svg = re.sub(r"terminal-\d+", "terminal", svg)
@@ -74,6 +87,8 @@ def check_snapshot(app: MaillabApp, name: str) -> None:
     """Compare an SVG screenshot with tests/snapshots/NAME.svg (MAILLAB_UPDATE_SNAPSHOTS=1 rewrites)."""
     import os
 
+    footer_keys = app.screen.query("FooterKey")  # the footer composes its keys after the screen
+    assert footer_keys or not app.screen.query("Footer"), "footer not drawn yet"
     svg = normalize_svg(app.export_screenshot(title="maillab"))
     path = SNAPSHOTS / f"{name}.svg"
     if os.environ.get("MAILLAB_UPDATE_SNAPSHOTS") or not path.exists():

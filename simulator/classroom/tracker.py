@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
+from mockservers.output import safe_text
 from mockservers.transcripts import follow
 from simulator.course.model import Lesson
 from simulator.course.runner import LessonRun, StoreFacts, reply_matches
@@ -365,8 +366,8 @@ class StudentState:
             completed=completed,
             total=total,
             current_step=current,
-            last_command=self.last_command,
-            last_reply=self.last_reply,
+            last_command=safe_text(self.last_command),
+            last_reply=safe_text(self.last_reply),
             errors=self.errors,
             stuck_since=stuck if self.first_activity is not None else None,
             first_activity=self.first_activity,
@@ -382,7 +383,11 @@ def _time(record: dict) -> float:
 
 
 def format_record(session: SessionLog, record: dict) -> str:
-    """One transcript record as a line of the follow view."""
+    """One transcript record as a line of the follow view, control characters escaped."""
+    return safe_text(_format_record(session, record))
+
+
+def _format_record(session: SessionLog, record: dict) -> str:
     stamp = time.strftime("%H:%M:%S", time.localtime(_time(record)))
     protocol = session.protocol.upper()
     direction = record.get("dir")

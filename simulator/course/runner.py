@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol
 
 from mockservers.masking import MASK
+from simulator.engine.replies import parse_pop3_reply, parse_smtp_reply
 from simulator.engine.session import Exchange, LineKind, POP3Session, SMTPSession
 
 from .model import CheckGroup, Expectation, Lesson, Step
@@ -215,6 +216,30 @@ class LessonRun:
         return step.explanation_for(code, diagnostic) if step else None
 
     # --- completion --------------------------------------------------------------------------
+
+    def wants(self, line: str, reply: list[str] | tuple[str, ...]) -> bool:
+        """Does the current step ask for `line` to get `reply`, the refusal the checker predicts?
+
+        A step that teaches a refusal (`> RCPT TO:<nobody@...>` then `< 550`) wants the learner to
+        send the line; the console then shows the prediction as the step's goal, not as a warning.
+        """
+        progress = self.current
+        if progress is None or not reply:
+            return False
+        parsed = parse_pop3_reply(list(reply)) if isinstance(self.session, POP3Session) else parse_smtp_reply(list(reply))
+        for group in progress.step.checks:
+            sequence = [e for e in group.expectations if e.kind in ("send", "reply")]
+            for index, expectation in enumerate(sequence):
+                if expectation.kind != "send" or not self._line_matches(expectation, line):
+                    continue
+                replies = []
+                for following in sequence[index + 1:]:
+                    if following.kind != "reply":
+                        break
+                    replies.append(following)
+                if replies and all(reply_matches(r.text, parsed) for r in replies):
+                    return True
+        return False
 
     def _evaluate(self) -> None:
         while True:

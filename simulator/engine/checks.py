@@ -22,7 +22,7 @@ from mockservers.accounts import Account
 from mockservers.profile import Profile
 
 from .diagnostics import Diagnostic, Severity, make
-from .knowledge import Lang
+from .knowledge import Lang, message
 
 #: Where the validator assumes the learner connects from (fault rules may name a client).
 DEFAULT_CLIENT_IP = "127.0.0.1"
@@ -82,6 +82,9 @@ class LineCheck:
         code = self.code_of(lines) if lines else None
         if severity == "error" and lines and not is_refusal(code):
             severity = "warning"  # this persona answers the mistake with a success reply
+        # `{verdict}` in a message: what the persona the learner talks to does with the line.
+        refused = severity == "error" and code is not None
+        values.setdefault("verdict", message("verdicts.refuses" if refused else "verdicts.accepts", self.lang, code=code or ""))
         diagnostic = make(diagnostic_id, severity, self.lang, suggestion=suggestion, code=code, reply=lines, **values)
         self.found.append(diagnostic)
         return diagnostic

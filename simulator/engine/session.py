@@ -19,6 +19,9 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Iterable, Sequence, Union
 
+from mailprotocol import pop3 as core_pop3
+from mailprotocol import smtp as core_smtp
+
 from . import knowledge
 from .auth import AuthExchange
 from .commands import POP3Command, SMTPCommand, parse_pop3_command, parse_smtp_command
@@ -108,7 +111,7 @@ class SMTPState(StrEnum):
 
 #: RFC 2920: commands that may appear anywhere in a pipelined group.
 PIPELINABLE = frozenset({"RSET", "MAIL", "SEND", "SOML", "SAML", "RCPT"})
-_ALWAYS = ("NOOP", "RSET", "VRFY", "EXPN", "HELP", "QUIT")
+_ALWAYS = core_smtp.ANYTIME
 _TLS_WORDS = re.compile(r"STARTTLS|TLS|SSL|secure connection|encrypt", re.IGNORECASE)
 _AUTH_WORDS = re.compile(r"\bAUTH|authenticat|log ?in", re.IGNORECASE)
 
@@ -316,7 +319,7 @@ class SMTPSession:
         if state in (SMTPState.MAIL, SMTPState.RCPT):
             verbs += ["EHLO", "HELO"]
         if state is SMTPState.BDAT:
-            verbs = [v for v in verbs if v in ("BDAT", "RSET", "NOOP", "QUIT")]
+            verbs = [v for v in verbs if v in core_smtp.BETWEEN_CHUNKS]
         return [v for v in verbs if v not in self.unsupported]
 
     # --- the client side -----------------------------------------------------------------
@@ -574,7 +577,7 @@ class POP3State(StrEnum):
     CLOSED = "closed"
 
 
-_POP3_WAIT_FOR_REPLY = frozenset({"USER", "PASS", "APOP", "AUTH", "STLS", "QUIT"})
+_POP3_WAIT_FOR_REPLY = core_pop3.WAITS_FOR_REPLY
 _STAT = re.compile(r"^\s*(\d+)\s+(\d+)")
 _SCAN = re.compile(r"^\s*(\d+)\s+(\S+)")
 
@@ -702,7 +705,7 @@ class POP3Session:
                 verbs.append("TOP")
         if offered("UIDL"):
             verbs.append("UIDL")
-        return verbs + ["NOOP", "RSET", "CAPA", "QUIT"]
+        return verbs + [v.name for v in core_pop3.VERBS if core_pop3.TRANSACTION in v.states and v.argument == "none" and v.name != "STAT"]
 
     def allows(self, verb: str) -> bool:
         wanted = knowledge.command_verb(verb) or verb

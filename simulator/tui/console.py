@@ -44,6 +44,7 @@ class Console(Vertical):
         self.conversation: Conversation | None = None
         self.last_diagnostics: list[Any] = []
         self.submitted_at = 0.0  # when Enter was handled (for the latency benchmark)
+        self.implicit_tls = False  # connect to the implicit-TLS port (465/995 style) instead of the plain one
 
     def compose(self) -> ComposeResult:
         yield Transcript(classes="transcript")
@@ -70,9 +71,9 @@ class Console(Vertical):
         self.profile = profile
         if self.conversation is not None:
             await self.conversation.close()
-        port = endpoints.port(self.protocol)
+        port = endpoints.port(self.protocol, self.implicit_tls)
         self.transcript.event(t("transcript_connecting", self.lang, host=endpoints.host, port=port, protocol=self.protocol.upper()))
-        self.conversation = Conversation(self.protocol, endpoints, self._conversation_event, run)
+        self.conversation = Conversation(self.protocol, endpoints, self._conversation_event, run, self.implicit_tls)
         await self.conversation.open()
         self._placeholder()
 
@@ -127,17 +128,33 @@ class Console(Vertical):
     def on_input_changed(self, event: Input.Changed) -> None:
         event.stop()
         self.last_diagnostics = self.diagnose(event.value)
-        self.query_one(".diagnostics", Static).update(self.render_diagnostics(self.last_diagnostics, bool(event.value)))
+        self.query_one(".diagnostics", Static).update(self.render_diagnostics(self.last_diagnostics, event.value))
 
-    def render_diagnostics(self, diagnostics: list[Any], typed: bool) -> str:
-        if not typed:
+    def wanted(self, line: str, diagnostic: Any) -> bool:
+        """The lesson step asks for exactly the refusal this diagnostic predicts."""
+        run = self.conversation.run if self.conversation is not None else None
+        return run is not None and bool(diagnostic.reply) and run.wants(line, diagnostic.reply)
+
+    def render_diagnostics(self, diagnostics: list[Any], line: str) -> str:
+        if not line:
             return ""
         if not diagnostics:
             return t("diag_ok", self.lang)
+        run = self.conversation.run if self.conversation is not None else None
         out = []
         for diagnostic in diagnostics[:2]:
-            mark = t("diag_error", self.lang) if diagnostic.severity == "error" else t("diag_warning", self.lang)
+            if self.wanted(line, diagnostic):
+                mark = t("diag_expected", self.lang)
+            elif diagnostic.severity == "error":
+                mark = t("diag_error", self.lang)
+            elif diagnostic.severity == "warning":
+                mark = t("diag_warning", self.lang)
+            else:
+                mark = t("diag_info", self.lang)
             text = f"{mark} {diagnostic.message}"
+            note = run.explanation(None, diagnostic.id) if run is not None else None
+            if note:
+                text += "\n  " + note
             if diagnostic.code:
                 text += f" → {diagnostic.code}"
             if diagnostic.suggestion:
@@ -153,7 +170,7 @@ class Console(Vertical):
         if not line and not in_message:
             return
         diagnostics = self.diagnose(line)
-        errors = [d for d in diagnostics if d.severity == "error"]
+        errors = [d for d in diagnostics if d.severity == "error" and not self.wanted(line, d)]
         if self.strict and errors:
             self.query_one(".diagnostics", Static).update(t("lesson_strict_refused", self.lang, message=errors[0].message))
             return

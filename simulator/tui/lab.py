@@ -27,12 +27,18 @@ class Endpoints:
     smtps: int | None = None
     pop3s: int | None = None
 
-    def port(self, protocol: str) -> int:
+    def port(self, protocol: str, implicit: bool = False) -> int:
+        """The plain port of `protocol`, or its implicit-TLS port (465/995 style) when asked and served."""
+        if implicit and self.tls_port(protocol) is not None:
+            return self.tls_port(protocol) or 0
         return self.pop3 if protocol == "pop3" else self.smtp
+
+    def tls_port(self, protocol: str) -> int | None:
+        return self.pop3s if protocol == "pop3" else self.smtps
 
     def implicit_tls(self, protocol: str) -> bool:
         """True when this protocol is only served over TLS from the first byte (SMTPS/POP3S)."""
-        tls_port = self.pop3s if protocol == "pop3" else self.smtps
+        tls_port = self.tls_port(protocol)
         return tls_port is not None and tls_port == self.port(protocol)
 
 
@@ -79,7 +85,8 @@ class Lab:
         if fresh and data.exists():
             shutil.rmtree(data, ignore_errors=True)
         data.mkdir(parents=True, exist_ok=True)
-        servers = EmbeddedServers(profile, data, tls_dir=self.data_root)
+        # Implicit-TLS listeners too, so every persona can be reached the way its real server is.
+        servers = EmbeddedServers(profile, data, tls_dir=self.data_root, smtps_port=0, pop3s_port=0)
         servers.start()
         self.servers = servers
         hub = servers.servers.events

@@ -1,12 +1,11 @@
-"""The TUI's own widgets: the transcript, the explanation pane, localized key bindings."""
+"""The TUI's own widgets: the transcript and the explanation pane."""
 
 from __future__ import annotations
 
 import time
-from typing import Any, Iterable
+from typing import Any
 
 from rich.text import Text
-from textual.binding import Binding, BindingsMap
 from textual.widgets import RichLog, Static
 
 from simulator.engine.explain import AFTER_CONNECT, explain_reply
@@ -21,17 +20,6 @@ SERVER_ERROR_STYLE = "bold red"
 SERVER_WAIT_STYLE = "yellow"
 EVENT_STYLE = "italic magenta"
 EXTERNAL_STYLE = "dim"
-
-
-#: Keys a focused Input would otherwise take for itself (ctrl+e is "end of line" there).
-PRIORITY_KEYS = {"ctrl+e", "ctrl+o", "ctrl+n", "ctrl+r", "ctrl+l", "ctrl+t"}
-
-
-def localized_bindings(keys: Iterable[tuple[str, str, str, bool]], lang: str) -> BindingsMap:
-    """(key, action, ui string key, show in footer) -> bindings with descriptions in `lang`."""
-    return BindingsMap(
-        [Binding(key, action, t(label, lang), show=show, priority=key in PRIORITY_KEYS) for key, action, label, show in keys]
-    )
 
 
 class Transcript(RichLog):
