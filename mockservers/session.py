@@ -23,6 +23,7 @@ from twisted.logger import Logger
 from twisted.protocols.policies import TimeoutMixin
 from zope.interface import implementer
 
+from .blocking import BlockingWorkers
 from .faults import FaultAction, FaultScript
 from .limits import ServerLimits
 from .output import OutputQueue, safe_text
@@ -136,6 +137,7 @@ class ServerContext:
     faults: FaultScript | None = None
     sessions: set[Any] = field(default_factory=set)
     output: OutputQueue | None = None  # transcripts written by its thread; None: written inline (tests)
+    workers: BlockingWorkers | None = None  # run_blocking's threads; None: Twisted's thread pool
     #: Blocking check of a message before it is stored (run in a worker thread): a world's MX
     #: checks SPF/DKIM/DMARC here. None: every message is stored as it came.
     message_check: Callable[[Arrival], Verdict] | None = None
@@ -151,6 +153,8 @@ class ServerContext:
         """Run blocking store work (fsync) off the reactor thread, so other sessions go on."""
         if self.synchronous_io:
             return defer.maybeDeferred(function, *args)
+        if self.workers is not None:
+            return self.workers.run(function, *args)
         from twisted.internet import threads
 
         return threads.deferToThread(function, *args)
