@@ -15,7 +15,7 @@ import re
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Mapping
 
-from mockservers.addresses import AddressSyntaxError, MissingBrackets, parse_path, split_keyword
+from mockservers.addresses import AddressSyntaxError, MissingBrackets, parse_path, split_keyword, valid_helo_argument
 from mockservers.parameters import mail_parameter_problem, rcpt_parameter_problem
 from mockservers.persona_rules import helo_refused_at, missing_brackets_key
 
@@ -233,7 +233,7 @@ def dispatch(state: SMTPState, persona: "Profile", command: Command) -> SMTPDeci
 
 
 def _hello(state: SMTPState, persona: "Profile", argument: str, esmtp: bool) -> SMTPDecision:
-    if not argument or " " in argument:
+    if not valid_helo_argument(argument):  # one word, no control characters (they would reach Received:)
         return _answer(state, "ehlo_syntax" if esmtp else "helo_syntax", "hello-syntax")
     if helo_refused_at(persona.policies, argument, "helo"):
         return _answer(state, "helo_not_fqdn", "helo-not-fqdn", domain=argument)

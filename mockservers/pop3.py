@@ -110,6 +110,22 @@ class POP3Session(LineSession):
         return self.carry_out(core.dispatch(self.state, self.profile, command))
 
     def carry_out(self, decision: core.POP3Decision) -> defer.Deferred | None:
+        """Throttle logins (server-wide limits), then do what the core decided (`_carry_out`)."""
+        login, failed = decision.effect(LOGIN), decision.effect(AUTH_FAILED)
+        if (login is not None or failed is not None) and self.auth_locked_out():
+            # The outcome is never told, nor a login completed: the secret might as well be unchecked.
+            self.event("authentication refused", f"too many failed logins from {self.client_ip}")
+            self.state = replace(self.state, exchange=None, user=None)
+            self.reply("too_many_auth_failures")
+            self.close()
+            return None
+        if failed is not None:
+            pause = self.auth_failure_pause(failed["user"])
+            if pause is not None:
+                return pause.addCallback(lambda _: None if self._closed else self._carry_out(decision))
+        return self._carry_out(decision)
+
+    def _carry_out(self, decision: core.POP3Decision) -> defer.Deferred | None:
         """Adopt the decision's state, do its effects, send its replies (in that order for UPDATE)."""
         self.state = decision.state
         removal = decision.effect(REMOVE_MESSAGES)
@@ -144,7 +160,7 @@ class POP3Session(LineSession):
     def _auth_failed(self, failed: Effect) -> None:
         user = failed["user"]
         self.event("authentication failed", f"{user}: {failed['reason']}", user=user)
-        failures = self.context.limits.failed_auth("POP3", self.client_ip)
+        failures = self.persona_auth_failures()  # recorded by `auth_failure_pause`
         verdict = core.too_many_failures(self.state, self.profile, failures)
         if verdict is not None:
             self.event("too many authentication failures", f"{failures} from {self.client_ip}")
@@ -154,7 +170,7 @@ class POP3Session(LineSession):
         """The core accepted the credentials: LOGIN-DELAY, the maildrop lock, then open it."""
         limits = self.context.limits
         address = login["address"]
-        limits.reset_auth_failures("POP3", self.client_ip)
+        limits.auth_succeeded(self.client_ip, address)
         wait = limits.login_wait(address, self.context.now(), self.profile.policies.login_delay)
         if wait > 0:
             self.event("login delayed", f"{address}: {wait:.0f} s to go", user=address)

@@ -21,6 +21,8 @@ from .pop3 import POP3Factory
 from .accounts import Account
 from .profile import Profile
 from .session import EventHub, ServerContext, log
+from .blocking import BlockingWorkers
+from .limits import descriptor_budget
 from .output import OutputQueue
 from .smtp import SMTPFactory
 from .store import MailStore
@@ -100,6 +102,10 @@ class MailServers:
             tls_options=tls_options,
             record_transcripts=record_transcripts,
             output=OutputQueue("transcripts", self.profile.policies.transcript_queue_bytes),
+            workers=BlockingWorkers(self.reactor) if hasattr(self.reactor, "getThreadPool") else None,
+        )
+        self.context.limits.max_sessions = self.profile.policies.max_sessions or descriptor_budget(
+            self.profile.policies.fd_headroom
         )
         self.listening: list[Listening] = []
         self._ports: list[Any] = []
@@ -162,9 +168,13 @@ class MailServers:
         from twisted.internet import threads
 
         output = self.context.output
+        workers = self.context.workers
         if output is None or not hasattr(self.reactor, "getThreadPool"):
             return defer.succeed(result)
         def drain_and_stop() -> None:
+            if workers is not None:
+                workers.drain(10.0)  # messages being stored: their transcript lines come after
+                workers.stop()
             output.drain(10.0)
             output.stop()  # its thread ends; the next session (if started again) starts another
 

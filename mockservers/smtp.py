@@ -157,12 +157,29 @@ class SMTPSession(LineSession):
 
     def dispatch(self, command: core.Command) -> defer.Deferred | None:
         if command.verb == "AUTH":  # what the server remembers, and a fresh CRAM-MD5 challenge (RFC 2195)
-            failures = self.context.limits.auth_failure_count("SMTP", self.client_ip)
+            if self.auth_locked_out():
+                self.reply("auth_failures_refused")
+                return None
+            failures = self.persona_auth_failures()
             challenge = auth.new_challenge(self.profile.hostname)
             self.state = replace(self.state, auth_failures=failures, challenge=challenge)
         return self.carry_out(core.dispatch(self.state, self.profile, command))
 
     def carry_out(self, decision: core.SMTPDecision) -> defer.Deferred | None:
+        """Throttle logins (server-wide limits), then do what the core decided (`_carry_out`)."""
+        failed = decision.effect(AUTH_FAILED)
+        if (failed is not None or decision.has(core.AUTHENTICATED)) and self.auth_locked_out():
+            # Locked while the exchange went on: the outcome is never told, nor a login completed.
+            self.state = replace(self.state, exchange=None)
+            self.reply("auth_failures_refused")
+            return None
+        if failed is not None:
+            pause = self.auth_failure_pause(failed["user"])
+            if pause is not None:
+                return pause.addCallback(lambda _: None if self._closed else self._carry_out(decision))
+        return self._carry_out(decision)
+
+    def _carry_out(self, decision: core.SMTPDecision) -> defer.Deferred | None:
         """Adopt the decision's state, do what only a server can do, send the replies."""
         greylist = decision.effect(core.GREYLIST)
         if greylist is not None and self.profile.policies.greylist_delay:
@@ -197,7 +214,7 @@ class SMTPSession(LineSession):
             self._raw_handler = self._data_received
         if decision.has(core.AUTHENTICATED):
             address = decision.effect(core.AUTHENTICATED)["address"]  # type: ignore[index]
-            self.context.limits.reset_auth_failures("SMTP", self.client_ip)
+            self.context.limits.auth_succeeded(self.client_ip, address)
             self.event("authenticated", address, user=address)
         failed = decision.effect(AUTH_FAILED)
         if failed is not None:
@@ -219,7 +236,7 @@ class SMTPSession(LineSession):
     def _auth_failed(self, failed: Effect) -> None:
         user = failed["user"]
         self.event("authentication failed", f"{user}: {failed['reason']}", user=user)
-        failures = self.context.limits.failed_auth("SMTP", self.client_ip)
+        failures = self.persona_auth_failures()  # recorded by `auth_failure_pause`
         verdict = core.too_many_failures(self.state, self.profile, failures)
         if verdict is not None:
             self.event("too many authentication failures", f"{failures} from {self.client_ip}")

@@ -71,7 +71,24 @@ class Harness:
 
     def raw(self, data: bytes) -> list[str]:
         self.session.dataReceived(data)
+        self.settle()
         return self.take()
+
+    def settle(self) -> None:
+        """Let the short pauses a session waits on (a failed login's delay) pass on the fake clock.
+
+        Only while the session waits, and only as far as `auth_failure_delay_max`: the idle timer
+        and other long timers are left for the tests that advance the clock themselves.
+        """
+        horizon = self.profile.policies.auth_failure_delay_max
+        for _ in range(1000):
+            if not self.session.waiting:
+                return
+            now = self.clock.seconds()
+            due = [call.getTime() for call in self.clock.getDelayedCalls() if call.getTime() - now <= horizon]
+            if not due:
+                return
+            self.clock.advance(max(0.0, min(due) - now))
 
     def send(self, line: str) -> list[str]:
         return self.raw(line.encode("utf-8") + b"\r\n")

@@ -22,6 +22,7 @@ from mockservers.addresses import (
     is_mailbox,
     parse_path,
     split_keyword,
+    valid_helo_argument,
 )
 from mailprotocol import pop3 as core_pop3
 from mailprotocol import sasl as core_sasl
@@ -288,7 +289,7 @@ class SMTPCheck(LineCheck):
         self.helo("EHLO", argument)
 
     def helo(self, verb: str, argument: str) -> None:
-        if not argument or " " in argument:
+        if not valid_helo_argument(argument):
             key = "helo_syntax" if verb == "HELO" else "ehlo_syntax"
             name = argument.split()[0] if argument else EXAMPLE_HELO
             self.add("helo-syntax", "error", key, suggestion=f"{verb} {name}", verb=verb)

@@ -311,8 +311,7 @@ class LessonScreen(ConsoleScreen):
 
     async def action_skip_step(self) -> None:
         if self.run is not None and self.run.current is not None:
-            self.run.current.completed = True
-            self.run.log("skipped", step=self.run.current.step.id if self.run.current else None)
+            self.run.skip_step()
             await self.after_progress()
 
     def action_help(self) -> None:
