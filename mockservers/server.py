@@ -74,7 +74,8 @@ class MailServers:
 
             reactor = global_reactor
         self.reactor = reactor
-        self.store = MailStore(self.data_dir)
+        policies = self.profile.policies
+        self.store = MailStore(self.data_dir, quota=policies.mailbox_quota, min_free=policies.min_free_disk)
         for account in self.profile.accounts:
             self.store.ensure_mailbox(account.address)
         self.preload_mail()
