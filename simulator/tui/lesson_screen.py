@@ -113,7 +113,7 @@ class LessonScreen(ConsoleScreen):
             self.console.transcript.event(str(error))
             return
         self.endpoints = await asyncio.to_thread(
-            app.lab.start, self.profile, f"lesson-{self.lesson.id}", on_line=self.external_line
+            app.lab.start, self.profile, f"lesson-{self.lesson.id}", on_line=self.external_line, on_event=self.server_event
         )
         variables = lesson_variables(self.lesson, self.profile)
         if app.lab.remote and getattr(app, "login", None):
@@ -250,6 +250,11 @@ class LessonScreen(ConsoleScreen):
             for earlier in held:
                 self._follow(earlier)
         self._follow(line)
+
+    def server_event(self, event: Any) -> None:
+        """What the server noticed that no line shows: a terminal's bare LF keeps DATA open."""
+        if event.kind == "waiting for CRLF.CRLF":
+            self.console.transcript.event(t("watch_bare_lf", self.lang, peer=event.peer))
 
     def _follow(self, line: Any) -> None:
         if line.peer.rpartition(":")[2].isdigit() and int(line.peer.rpartition(":")[2]) in self._own_ports:
