@@ -153,6 +153,16 @@ async def test_sandbox_gmail_send_over_smtp_fetch_over_pop3_implicit_tls(tmp_pat
         text = "\n".join(pop3.transcript.plain_lines)
         assert "Subject: keyboard only" in text and "sent with keys" in text
         assert "PASS ***" in text and "qrstuvwxyzabcdef" not in text
+        accounts = sandbox.query_one("#accounts")
+        assert "qrstuvwxyzabcdef" not in str(accounts.render())
+        await pilot.press("f8")  # teaching: show the secrets, in the transcripts and the account list
+        await wait_quiet(pilot)
+        shown = "\n".join(pop3.transcript.plain_lines + smtp.transcript.plain_lines)
+        assert "PASS qrstuvwxyzabcdef" in shown and plain in shown
+        assert "qrstuvwxyzabcdef" in str(accounts.render())
+        await pilot.press("f8")
+        await wait_quiet(pilot)
+        assert "qrstuvwxyzabcdef" not in "\n".join(pop3.transcript.plain_lines) + str(accounts.render())
         await pilot.press("escape")
         await wait_for(pilot, lambda: isinstance(app.screen, HomeScreen))
 

@@ -25,7 +25,7 @@ from simulator.engine.session import Expect
 from simulator.engine.validate import fresh_session  # noqa: F401  (keeps the validator warm on import)
 
 from .console import Console
-from .console_screen import ConsoleScreen
+from .console_screen import CONSOLE_KEYS, ConsoleScreen
 from .dialogs import HelpScreen, WatchScreen, watch_commands
 from .lab import Endpoints
 from .strings import t
@@ -41,7 +41,6 @@ LESSON_KEYS = [
     Key("f2", "hint", "key_hint"),
     Key("f6", "watch", "key_watch"),
     Key("ctrl+r", "reconnect", "key_reconnect", priority=True),
-    Key("ctrl+e", "editor", "key_send_message", priority=True),
     Key("ctrl+o", "switch_protocol", "key_switch_protocol", priority=True),
     Key("ctrl+n", "skip_step", "key_next_step", show=False, priority=True),
     Key("escape", "back", "key_back"),
@@ -61,7 +60,7 @@ class TrustingFacts:
 
 
 class LessonScreen(ConsoleScreen):
-    BINDINGS = bindings(LESSON_KEYS)
+    BINDINGS = bindings([*LESSON_KEYS, *CONSOLE_KEYS])
 
     def __init__(self, lesson: Lesson, extra_dirs: list[Path] | None = None) -> None:
         super().__init__()
@@ -267,7 +266,7 @@ class LessonScreen(ConsoleScreen):
         source = line.peer
         if line.direction == "c":
             run.sent(line.raw)
-            self.console.transcript.client(line.text, source=source)
+            self.console.transcript.client(line.text, source=source, clear=line.raw)
         else:
             exchanges = run.received([line.text])
             self.console.transcript.server([line.text], source=source)
