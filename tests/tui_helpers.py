@@ -89,10 +89,12 @@ def check_snapshot(app: MaillabApp, name: str) -> None:
     assert footer_keys or not app.screen.query("Footer"), "footer not drawn yet"
     svg = normalize_svg(app.export_screenshot(title="maillab"))
     path = SNAPSHOTS / f"{name}.svg"
-    if os.environ.get("MAILLAB_UPDATE_SNAPSHOTS") or not path.exists():
+    if os.environ.get("MAILLAB_UPDATE_SNAPSHOTS"):
         path.write_text(svg, encoding="utf-8")
-        if not os.environ.get("MAILLAB_UPDATE_SNAPSHOTS"):
-            return
+        return
+    if not path.exists():  # a missing snapshot is a failure, never silently written
+        (SNAPSHOTS / f"{name}.actual.svg").write_text(svg, encoding="utf-8")
+        raise AssertionError(f"no snapshot {name} (see tests/snapshots/{name}.actual.svg; MAILLAB_UPDATE_SNAPSHOTS=1 to accept)")
     expected = path.read_text(encoding="utf-8")
     if svg != expected:
         (SNAPSHOTS / f"{name}.actual.svg").write_text(svg, encoding="utf-8")

@@ -50,7 +50,7 @@ class _Connection:
 
     async def read_until_answered(self, timeout: float = 10.0) -> None:
         """Read lines until every line waiting for a reply has one (or the server hangs up)."""
-        while (self.run._awaiting or self.run.session.expecting == Expect.REPLY) and self.run.session.expecting != Expect.OCTETS:
+        while (self.run.waiting_for_reply or self.run.session.expecting == Expect.REPLY) and self.run.session.expecting != Expect.OCTETS:
             try:
                 line = await self.client.read_line(timeout)
             except ClientError:
@@ -168,7 +168,7 @@ def _why(run: LessonRun, step: Step) -> str:
     last = " / ".join(getattr(replies[-1], "raw", ())) if replies else "no reply"
     for group in step.checks:
         for expectation in group.expectations:
-            if expectation.kind == "send" and not any(e.sent and run._pattern(expectation).matches(e.sent) for e in events):
+            if expectation.kind == "send" and not any(e.sent and run.matches_line(expectation, e.sent) for e in events):
                 return f"the solution never sends a line matching `> {expectation.text}` (line {expectation.line})"
             if expectation.kind == "reply" and not any(e.reply is not None and reply_matches(expectation.text, e.reply) for e in events):
                 return f"the server never answered `< {expectation.text}` (line {expectation.line}); last reply: {last}"
