@@ -145,7 +145,7 @@ class POP3Session(LineSession):
             self._pending, self._pos = b"", 0
             self.transport.startTLS(self.context.tls_options)
             self.tls_active = True
-            self.event("tls", "TLS started")
+            self.event("tls", "TLS started", certificate=self.context.tls_subject)
         if failed is not None:
             self._auth_failed(failed)
         return None
@@ -257,7 +257,10 @@ class POP3Session(LineSession):
         common = self.common_values()
         for reply in decision.replies:
             self.send_lines(core.render(self.profile, reply, common))
-        self.transport.write(dot_stuff(content))
+        wire = dot_stuff(content)
+        self.transport.write(wire)
+        if self.context.events.wants_lines:  # watch mode explains the body as the client sees it
+            self.publish_server_lines(wire.decode("utf-8", "replace").split("\r\n")[:-1])
         if self.transcript is not None:
             self.transcript.server(f"<message {number}, {wire_size(content)} octets>")
             self.transcript.server(".")
