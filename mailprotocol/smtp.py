@@ -488,6 +488,19 @@ def greylisted(decision: SMTPDecision, seconds: float) -> SMTPDecision:
     return _answer(check["unless"], "greylisted", "greylisted", (event,), address=check["address"], seconds=max(1, round(seconds)))
 
 
+def mailbox_full(decision: SMTPDecision, temporary: bool) -> SMTPDecision:
+    """The server found the accepted recipient's mailbox over its quota: it is not added after all.
+
+    552 5.2.2 (RFC 3463 "mailbox full"), or 452 4.2.2 where the persona's server is set to make
+    it temporary (Dovecot's quota_full_tempfail).
+    """
+    check = decision.effect(GREYLIST)
+    assert check is not None
+    key = "mailbox_full_temp" if temporary else "mailbox_full"
+    event = Effect(EVENT, {"kind": "mailbox full", "detail": check["address"]})
+    return _answer(check["unless"], key, "mailbox-full", (event,), address=check["address"])
+
+
 def _transaction_refusal(state: SMTPState) -> SMTPDecision | None:
     envelope = state.envelope
     if envelope is None:

@@ -55,6 +55,9 @@ POLICY_TYPES: dict[str, Any] = {
     "auth_failure_delay_max": NUM,
     "auth_lockout_failures": INT,
     "auth_lockout_window": NUM,
+    "mailbox_quota": INT,
+    "quota_full_tempfail": BOOL,
+    "min_free_disk": INT,
     "log_queue_lines": INT,
     "transcript_queue_bytes": INT,
 }
@@ -133,7 +136,7 @@ SMTP_REPLY_COMMAND: dict[str, str] = {
     "mail_missing_brackets": "MAIL", "rcpt_missing_brackets": "RCPT",
     "data_ok_undeclared_8bit": "DATA-END", "undeclared_8bit": "DATA-END", "no_arguments": "*", "unsupported_option": "*",
     "bad_parameter": "*", "utf8_not_declared": "*", "size_exceeded_declared": "MAIL", "size_exceeded": "DATA-END",
-    "too_many_recipients": "RCPT", "relay_denied": "RCPT", "unknown_user": "RCPT", "greylisted": "RCPT", "mailbox_full": "RCPT",
+    "too_many_recipients": "RCPT", "relay_denied": "RCPT", "unknown_user": "RCPT", "greylisted": "RCPT", "mailbox_full": "RCPT", "mailbox_full_temp": "RCPT",
     "line_too_long": "*", "bad_characters": "*", "data_after_bdat": "DATA", "bdat_syntax": "BDAT",
     "bdat_after_failure": "BDAT", "storage_failed": "DATA-END", "storage_full": "DATA-END", "dmarc_rejected": "DATA-END",
     "etrn_syntax": "ETRN", "etrn_no_mail": "ETRN", "etrn_started": "ETRN", "etrn_not_allowed": "ETRN",

@@ -74,7 +74,8 @@ class MailServers:
 
             reactor = global_reactor
         self.reactor = reactor
-        self.store = MailStore(self.data_dir)
+        policies = self.profile.policies
+        self.store = MailStore(self.data_dir, quota=policies.mailbox_quota, min_free=policies.min_free_disk)
         for account in self.profile.accounts:
             self.store.ensure_mailbox(account.address)
         self.preload_mail()
@@ -86,13 +87,15 @@ class MailServers:
             }
         self.tls_files = None
         tls_options = None
+        tls_subject = ""
         if tls:
-            from .tls import ensure_certificates, server_tls_options
+            from .tls import describe_certificate, ensure_certificates, server_tls_options
 
             self.tls_files = ensure_certificates(
                 tls_dir or self.data_dir, [self.profile.hostname, self.profile.pop3_hostname]
             )
             tls_options = server_tls_options(self.tls_files)
+            tls_subject = describe_certificate(self.tls_files.cert)
         self.context = ServerContext(
             profile=self.profile,
             store=self.store,
@@ -100,6 +103,7 @@ class MailServers:
             events=self.events,
             transcripts_dir=self.data_dir / "transcripts",
             tls_options=tls_options,
+            tls_subject=tls_subject,
             record_transcripts=record_transcripts,
             output=OutputQueue("transcripts", self.profile.policies.transcript_queue_bytes),
             workers=BlockingWorkers(self.reactor) if hasattr(self.reactor, "getThreadPool") else None,

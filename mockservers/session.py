@@ -130,6 +130,7 @@ class ServerContext:
     events: EventHub
     transcripts_dir: Path | None = None
     tls_options: Any = None
+    tls_subject: str = ""  # the certificate the server presents, for the transcript's TLS event
     clock: Any = None  # an IReactorTime; the global reactor when None
     record_transcripts: bool = True
     synchronous_io: bool = False  # tests with fake transports: run store calls inline
@@ -276,7 +277,7 @@ class LineSession(protocol.Protocol, TimeoutMixin):
         if self.tls_active:
             # An implicit-TLS port (465, 995; RFC 8314): the session is in TLS from its first byte,
             # and the log and the transcript say so as they do after STARTTLS/STLS.
-            self.event("tls", "implicit TLS (TLS from the first byte)", implicit=True)
+            self.event("tls", "implicit TLS (TLS from the first byte)", implicit=True, certificate=self.context.tls_subject)
         policies = self.profile.policies
         refused = self._open_slot()
         if refused is not None:
@@ -529,6 +530,10 @@ class LineSession(protocol.Protocol, TimeoutMixin):
         if self.transcript is not None:
             for line in lines:
                 self.transcript.server(line)
+        self.publish_server_lines(lines)
+
+    def publish_server_lines(self, lines: list[str]) -> None:
+        """Lines the server sent, for live views only (watch mode follows outside sessions)."""
         hub = self.context.events
         if hub.wants_lines:
             for line in lines:

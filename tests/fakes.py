@@ -38,6 +38,7 @@ class Harness:
         profile: Profile | str = "rfc",
         *,
         tls: bool = True,
+        implicit_tls: bool = False,
         store: MailStore | None = None,
         clock: Clock | None = None,
         extra_accounts: tuple[Account, ...] = (),
@@ -61,6 +62,7 @@ class Harness:
         )
         self.transport = TLSStringTransport()
         self.session = session_class(self.context)
+        self.session.tls_active = implicit_tls  # as the factory of an implicit-TLS port (465, 995) sets it
         self.session.makeConnection(self.transport)
         self.greeting = self.take()
 

@@ -15,6 +15,7 @@ import poplib
 import re
 import resource
 import select
+import shutil
 import socket
 import subprocess
 import threading
@@ -468,3 +469,108 @@ def test_control_characters_never_reach_a_header_a_log_or_the_dashboard(tmp_path
     shown = [format_record(session, record) for record in read_transcript(transcript)]
     assert any("Subject: \\e]0;owned\\x07\\e[2J" in line for line in shown)
     assert not any(char in line for line in shown for char in "\x1b\x07\r\n")
+
+
+# --- 6. memory: byte-at-a-time DATA costs about a byte per byte ---------------------------------------
+
+
+def test_byte_at_a_time_data_is_held_at_about_its_own_size(tmp_path):
+    import sys as _sys
+
+    from twisted.internet.threads import blockingCallFromThread
+
+    body = b"".join(b"line %06d of a message sent one byte per packet\r\n" % n for n in range(4000))  # ~200 KB
+    with serving(persona(), tmp_path) as servers:
+        with LineClient(servers.port_of("SMTP"), timeout=30) as client:
+            client.smtp_reply()
+            client.smtp("EHLO student")
+            client.smtp("MAIL FROM:<alice@example.com>")
+            client.smtp("RCPT TO:<bob@example.com>")
+            assert client.smtp("DATA")[0].startswith("354")
+            client.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            for offset in range(len(body)):
+                client.sock.send(body[offset : offset + 1])
+            client.send("NOOP")  # answered only after the server has read the whole body
+
+            def held() -> tuple[int, int]:
+                [session] = [s for s in servers.servers.context.sessions if s.envelope is not None]
+                envelope = session.envelope
+                return envelope.size, sum(_sys.getsizeof(part) for part in envelope.chunks) + _sys.getsizeof(envelope.tail)
+
+            # Everything sent is in the envelope once the NOOP line (data too) has been read.
+            deadline = time.monotonic() + 30
+            size, cost = blockingCallFromThread(servers.reactor, held)
+            while size < len(body) and time.monotonic() < deadline:
+                select.select([], [], [], 0.05)
+                size, cost = blockingCallFromThread(servers.reactor, held)
+            assert size >= len(body)
+            assert cost <= 1.2 * size + 64 * 1024, f"{cost} bytes held for {size} bytes of data"
+            assert client.smtp(".")[0].startswith("250")  # NOOP was message text; '.' ends it
+    [stored] = list(_maildir_new(tmp_path).iterdir())
+    assert stored.read_bytes().endswith(body.replace(b"\r\n", b"\n") + b"NOOP\n")
+
+
+# --- 9. quota and disk ----------------------------------------------------------------------------
+
+
+def _send(port: int, recipient: str, body: bytes) -> list[str]:
+    """One message; the replies to RCPT and to the end of data (or to RCPT only when refused)."""
+    with LineClient(port) as client:
+        client.smtp_reply()
+        client.smtp("EHLO student")
+        client.smtp("MAIL FROM:<alice@example.com>")
+        rcpt = client.smtp(f"RCPT TO:<{recipient}>")[0]
+        if not rcpt.startswith("250"):
+            return [rcpt]
+        assert client.smtp("DATA")[0].startswith("354")
+        client.send(body + b".\r\n")
+        return [rcpt, client.smtp_reply()[0]]
+
+
+def test_a_mailbox_quota_refuses_mail_it_cannot_hold_and_loses_nothing_acknowledged(tmp_path):
+    body = b"Subject: filler\r\n\r\n" + b"x" * 900 + b"\r\n"
+    with serving(persona(mailbox_quota=5000), tmp_path) as servers:
+        port = servers.port_of("SMTP")
+        accepted = 0
+        for _ in range(10):
+            replies = _send(port, "bob@example.com", body)
+            if replies[-1].startswith("250"):
+                accepted += 1
+                continue
+            break
+        # The message that would pass the quota: 552 5.2.2 at the end of data; the next one at RCPT.
+        assert replies[-1] == "552 5.2.2 <bob@example.com>: Recipient address rejected: Mailbox full"
+        stored = list(_maildir_new(tmp_path).iterdir())
+        assert len(stored) == accepted >= 3
+        assert sum(int(p.name.rpartition(",W=")[2]) for p in stored) <= 5000
+        # Other students' mailboxes are not affected.
+        assert _send(port, "alice@example.com", body)[-1].startswith("250")
+        # Reading and deleting over POP3 makes room again.
+        pop = poplib.POP3("127.0.0.1", servers.port_of("POP3"), timeout=5)
+        pop.user("bob@example.com")
+        pop.pass_("bob-secret")
+        for number in range(1, accepted + 1):
+            pop.dele(number)
+        pop.quit()
+        assert _send(port, "bob@example.com", body)[-1].startswith("250")
+
+
+def test_quota_can_be_temporary_and_the_rcpt_of_a_full_mailbox_is_refused(tmp_path):
+    body = b"Subject: filler\r\n\r\n" + b"x" * 900 + b"\r\n"
+    with serving(persona(), tmp_path) as servers:
+        assert _send(servers.port_of("SMTP"), "bob@example.com", body)[-1].startswith("250")
+    # The instructor lowers the quota below what the mailbox holds (counted from its files).
+    with serving(persona(mailbox_quota=500, quota_full_tempfail=True), tmp_path) as servers:
+        port = servers.port_of("SMTP")
+        assert _send(port, "bob@example.com", body) == ["452 4.2.2 <bob@example.com>: Recipient address rejected: Mailbox full"]
+        assert _send(port, "alice@example.com", b"Subject: small\r\n\r\nhi\r\n")[-1].startswith("250")
+    assert len(list(_maildir_new(tmp_path).iterdir())) == 1
+
+
+def test_a_disk_under_its_free_space_threshold_refuses_with_452_and_stores_nothing(tmp_path):
+    free = shutil.disk_usage(tmp_path).free
+    with serving(persona(min_free_disk=free + (1 << 40)), tmp_path) as servers:
+        port = servers.port_of("SMTP")
+        assert _send(port, "bob@example.com", b"Subject: x\r\n\r\nhi\r\n")[-1] == "452 4.3.1 Insufficient system storage"
+        box = tmp_path / "mailboxes" / "bob@example.com"
+        assert not list((box / "new").iterdir()) and not list((box / "tmp").iterdir())

@@ -105,7 +105,15 @@ class Lab:
             pop3s=listening.get("POP3S"),
         )
 
-    def start_world(self, lesson: Any, name: str, *, fresh: bool = True, on_line: Callable[[Any], None] | None = None) -> Endpoints:
+    def start_world(
+        self,
+        lesson: Any,
+        name: str,
+        *,
+        fresh: bool = True,
+        on_line: Callable[[Any], None] | None = None,
+        on_event: Callable[[Any], None] | None = None,
+    ) -> Endpoints:
         """A fresh world for a world lesson (docs/world.md): SMTP to its smtp_domain, POP3 to its pop3_domain."""
         self.stop()
         if self.remote:
@@ -125,6 +133,9 @@ class Lab:
             learner_lines = lambda line: None if line.session.startswith("relay-") else mine(line)  # noqa: E731
             for domain in {d.name for d in lesson_domains(lesson, servers.world)}:
                 self._unsubscribe.append(servers.domains[domain].events.subscribe_lines(learner_lines))
+        if on_event is not None:
+            for domain in {d.name for d in lesson_domains(lesson, servers.world)}:
+                self._unsubscribe.append(servers.domains[domain].events.subscribe(self._handoff(on_event)))
         ports = world_ports(servers, lesson)
         return Endpoints("127.0.0.1", ports["smtp"], ports["pop3"], data / "tls" / "ca.pem", embedded=True)
 
