@@ -135,6 +135,8 @@ class POP3Session(LineSession):
         if login is not None:
             return self._complete_login(login)
         failed = decision.effect(AUTH_FAILED)
+        if failed is not None:
+            self._auth_failure_logged(failed)
         message = decision.effect(SEND_MESSAGE)
         if message is not None:
             return self._send_message(decision, message)
@@ -143,7 +145,7 @@ class POP3Session(LineSession):
             self._pending, self._pos = b"", 0
             self.transport.startTLS(self.context.tls_options)
             self.tls_active = True
-            self.event("tls", "TLS started")
+            self.event("tls", "TLS started", certificate=self.context.tls_subject)
         if failed is not None:
             self._auth_failed(failed)
         return None
@@ -157,9 +159,13 @@ class POP3Session(LineSession):
 
     # --- effects -----------------------------------------------------------------------------
 
-    def _auth_failed(self, failed: Effect) -> None:
+    def _auth_failure_logged(self, failed: Effect) -> None:
+        """The refusal's reason in the log, before the reply says no (as for a success)."""
         user = failed["user"]
         self.event("authentication failed", f"{user}: {failed['reason']}", user=user)
+
+    def _auth_failed(self, failed: Effect) -> None:
+        """After the refusal: the persona's limit on failures from one client."""
         failures = self.persona_auth_failures()  # recorded by `auth_failure_pause`
         verdict = core.too_many_failures(self.state, self.profile, failures)
         if verdict is not None:
@@ -251,7 +257,10 @@ class POP3Session(LineSession):
         common = self.common_values()
         for reply in decision.replies:
             self.send_lines(core.render(self.profile, reply, common))
-        self.transport.write(dot_stuff(content))
+        wire = dot_stuff(content)
+        self.write(wire)
+        if self.context.events.wants_lines:  # watch mode explains the body as the client sees it
+            self.publish_server_lines(wire.decode("utf-8", "replace").split("\r\n")[:-1])
         if self.transcript is not None:
             self.transcript.server(f"<message {number}, {wire_size(content)} octets>")
             self.transcript.server(".")

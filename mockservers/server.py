@@ -89,13 +89,15 @@ class MailServers:
             }
         self.tls_files = None
         tls_options = None
+        tls_subject = ""
         if tls:
-            from .tls import ensure_certificates, server_tls_options
+            from .tls import describe_certificate, ensure_certificates, server_tls_options
 
             self.tls_files = ensure_certificates(
                 tls_dir or self.data_dir, [self.profile.hostname, self.profile.pop3_hostname]
             )
             tls_options = server_tls_options(self.tls_files)
+            tls_subject = describe_certificate(self.tls_files.cert)
         self.context = ServerContext(
             profile=self.profile,
             store=self.store,
@@ -103,6 +105,7 @@ class MailServers:
             events=self.events,
             transcripts_dir=self.data_dir / "transcripts",
             tls_options=tls_options,
+            tls_subject=tls_subject,
             record_transcripts=record_transcripts,
             output=OutputQueue("transcripts", self.profile.policies.transcript_queue_bytes),
             workers=BlockingWorkers(self.reactor) if hasattr(self.reactor, "getThreadPool") else None,

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from twisted.internet import defer, interfaces, protocol, task
+from twisted.internet.interfaces import IWriteDescriptor
 from twisted.logger import Logger
 from twisted.protocols.policies import TimeoutMixin
 from zope.interface import implementer
@@ -39,6 +40,10 @@ _session_numbers = itertools.count(1)
 
 #: Input bytes held while a command waits before the connection stops being read.
 MAX_HELD_INPUT = 256 * 1024
+
+#: Octets of replies written in one turn that `send_now` hands to the kernel at once; more (a
+#: long RETR, a flood of pipelined commands) leave on the reactor's next turn as Twisted does.
+SEND_NOW_LIMIT = 16 * 1024
 
 #: Seconds a closing TLS session waits for the client's close_notify before hanging up anyway.
 TLS_CLOSE_GRACE = 1.0
@@ -131,6 +136,7 @@ class ServerContext:
     events: EventHub
     transcripts_dir: Path | None = None
     tls_options: Any = None
+    tls_subject: str = ""  # the certificate the server presents, for the transcript's TLS event
     clock: Any = None  # an IReactorTime; the global reactor when None
     record_transcripts: bool = True
     synchronous_io: bool = False  # tests with fake transports: run store calls inline
@@ -193,6 +199,8 @@ class LineSession(protocol.Protocol, TimeoutMixin):
     protocol_name = "?"
     #: raw handler: called with (data, position), returns the new position; set by DATA/BDAT.
     _raw_handler: Callable[[bytes, int], int] | None = None
+    _unsent = 0  # octets of replies written since the last send_now
+    _sending = False  # inside send_now (doWrite may resume this producer, which processes input)
 
     def __init__(self, context: ServerContext) -> None:
         self.context = context
@@ -273,6 +281,7 @@ class LineSession(protocol.Protocol, TimeoutMixin):
         finally:
             if self.transcript is not None:
                 self.transcript.flush()  # the open record and the greeting in one write
+            self.send_now()
 
     def _connected(self) -> None:
         clock = self.context.reactor_time()
@@ -280,7 +289,7 @@ class LineSession(protocol.Protocol, TimeoutMixin):
         if self.tls_active:
             # An implicit-TLS port (465, 995; RFC 8314): the session is in TLS from its first byte,
             # and the log and the transcript say so as they do after STARTTLS/STLS.
-            self.event("tls", "implicit TLS (TLS from the first byte)", implicit=True)
+            self.event("tls", "implicit TLS (TLS from the first byte)", implicit=True, certificate=self.context.tls_subject)
         policies = self.profile.policies
         refused = self._open_slot()
         if refused is not None:
@@ -526,16 +535,50 @@ class LineSession(protocol.Protocol, TimeoutMixin):
 
     # --- output ------------------------------------------------------------------------------
 
+    def write(self, data: bytes) -> None:
+        """Queue `data` for the client; `send_now` hands it to the kernel when the turn's work is done."""
+        self.transport.write(data)
+        self._unsent += len(data)
+
+    def send_now(self) -> None:
+        """Hand the replies written so far to the kernel now rather than on the reactor's next turn.
+
+        A plain TCP transport keeps writes until epoll reports the socket writable, one loop
+        iteration later: a delay on every reply for a client that waits for each one (a mail
+        client sending one message, poplib's RETR). `doWrite` (IWriteDescriptor) sends what the
+        socket takes now and leaves the rest to the reactor as before. Only for a turn's worth of
+        interactive replies (up to SEND_NOW_LIMIT octets) while the client keeps up: a flood, or
+        a client that does not read, is left to the reactor's pace and its flow control. Not over
+        TLS (its layer buffers on its own) nor once the connection is closing (doWrite would then
+        finish the close outside the reactor's bookkeeping).
+        """
+        unsent, self._unsent = self._unsent, 0
+        if not unsent or unsent > SEND_NOW_LIMIT or self._sending or self._output_blocked:
+            return
+        transport = self.transport
+        if self.tls_active or getattr(transport, "disconnecting", True) or not IWriteDescriptor.providedBy(transport):
+            return
+        self._sending = True
+        try:
+            transport.doWrite()  # a failed send stays buffered; the reactor sees the error next turn
+        finally:
+            self._sending = False
+
     def send_lines(self, lines: list[str]) -> None:
         if self._closed and not self.transport.connected:
             return
-        self.transport.write(("\r\n".join(lines) + "\r\n").encode("utf-8", "surrogateescape"))
-        mask = self.context.known_secrets.mask  # a reply may echo what the client typed
+        self.write(("\r\n".join(lines) + "\r\n").encode("utf-8", "surrogateescape"))
         if self.transcript is not None:
+            mask = self.context.known_secrets.mask  # a reply may echo what the client typed
             for line in lines:
                 self.transcript.server(mask(line))
+        self.publish_server_lines(lines)
+
+    def publish_server_lines(self, lines: list[str]) -> None:
+        """Lines the server sent, for live views only (watch mode follows outside sessions)."""
         hub = self.context.events
         if hub.wants_lines:
+            mask = self.context.known_secrets.mask
             for line in lines:
                 hub.publish_line(SessionLine(self.protocol_name, self.session_id, self.peer, "s", mask(line), line))
 
@@ -674,6 +717,7 @@ class LineSession(protocol.Protocol, TimeoutMixin):
                 self.transcript.flush()
             if self._paused_transport:
                 self._maybe_resume_reading()  # the held input was consumed: read again
+            self.send_now()
 
     def _process_input(self) -> None:
         while self._busy is None and not self._closed and not self._output_blocked:
@@ -761,3 +805,4 @@ class LineSession(protocol.Protocol, TimeoutMixin):
         self._maybe_resume_reading()
         if not self._closed and not self._processing and not self._output_blocked:
             self._process()
+        self.send_now()

@@ -8,6 +8,8 @@ queue counts for ETRN/ATRN, delivery to the store, events. Reply texts come from
 
 from __future__ import annotations
 
+import re
+
 import hashlib
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -29,6 +31,9 @@ from .store import QuotaExceeded, StoreError
 #: Command grammar, for HELP and for learners (the core's verb table).
 SYNTAX = {verb.name: verb.grammar for verb in core.VERBS}
 
+
+#: A "." line where a line break is a bare LF: it looks like the end of DATA but is not.
+_BARE_LF_DOT = re.compile(rb"(?<!\r)\n\.\r?\n|\r\n\.\n")
 
 class _AlreadyAnswered(Exception):
     """A check refused the message and its reply was sent: nothing more to say."""
@@ -110,6 +115,7 @@ class SMTPSession(LineSession):
         self.envelope: Envelope | None = None
         self._data_held = b""
         self._data_skip = 0
+        self._bare_lf_noted = False
         self._chunk: Effect | None = None
         self._bdat_remaining = 0
 
@@ -238,6 +244,13 @@ class SMTPSession(LineSession):
         if chunk is not None:
             self._read_chunk(chunk)
             return None
+        failed = decision.effect(AUTH_FAILED)
+        if failed is not None:
+            self._auth_failure_logged(failed)
+        authenticated = decision.effect(core.AUTHENTICATED)
+        if authenticated is not None:  # the event comes before the 235: graders attribute the session by it
+            self.context.limits.auth_succeeded(self.client_ip, authenticated["address"])
+            self.event("authenticated", authenticated["address"], user=authenticated["address"])
         for reply in decision.replies:
             self.reply(reply.key, **reply.values)
         if decision.has(START_TLS):
@@ -245,16 +258,12 @@ class SMTPSession(LineSession):
             self._pending, self._pos = b"", 0
             self.transport.startTLS(self.context.tls_options)
             self.tls_active = True
-            self.event("tls", "TLS started")
+            self.event("tls", "TLS started", certificate=self.context.tls_subject)
         if decision.has(core.START_DATA):
             self._data_held = b"\r\n"  # the CRLF that ended the DATA line: a '.' line may follow at once
             self._data_skip = 2
+            self._bare_lf_noted = False
             self._raw_handler = self._data_received
-        if decision.has(core.AUTHENTICATED):
-            address = decision.effect(core.AUTHENTICATED)["address"]  # type: ignore[index]
-            self.context.limits.auth_succeeded(self.client_ip, address)
-            self.event("authenticated", address, user=address)
-        failed = decision.effect(AUTH_FAILED)
         if failed is not None:
             self._auth_failed(failed)
         if decision.has(core.CLOSE):
@@ -276,9 +285,13 @@ class SMTPSession(LineSession):
         else:
             self.envelope.core = state.envelope
 
-    def _auth_failed(self, failed: Effect) -> None:
+    def _auth_failure_logged(self, failed: Effect) -> None:
+        """The refusal's reason in the log, before the reply says no (as for a success)."""
         user = failed["user"]
         self.event("authentication failed", f"{user}: {failed['reason']}", user=user)
+
+    def _auth_failed(self, failed: Effect) -> None:
+        """After the refusal: the persona's limit on failures from one client."""
         failures = self.persona_auth_failures()  # recorded by `auth_failure_pause`
         verdict = core.too_many_failures(self.state, self.profile, failures)
         if verdict is not None:
@@ -304,6 +317,11 @@ class SMTPSession(LineSession):
         two TCP segments may begin; everything else is committed without copying twice.
         """
         held = self._data_held
+        if not self._bare_lf_noted and (_BARE_LF_DOT.search(data, pos) or _BARE_LF_DOT.search(held + data[pos : pos + 4])):
+            # A terminal that sends bare LF (telnet in line mode, nc without -C) never ends DATA:
+            # say why the server still waits (RFC 5321 4.1.1.4: the end is CRLF.CRLF).
+            self._bare_lf_noted = True
+            self.event("waiting for CRLF.CRLF", "a '.' line ended with a bare LF, which does not end the message")
         if held:
             head = held + data[pos : pos + 4]
             boundary = head.find(b"\r\n.\r\n")

@@ -38,10 +38,12 @@ class Harness:
         profile: Profile | str = "rfc",
         *,
         tls: bool = True,
+        implicit_tls: bool = False,
         store: MailStore | None = None,
         clock: Clock | None = None,
         extra_accounts: tuple[Account, ...] = (),
         events: EventHub | None = None,
+        transport: StringTransport | None = None,
     ) -> None:
         if isinstance(profile, str):
             profile = load_profile(profile)
@@ -59,8 +61,9 @@ class Harness:
             clock=self.clock,
             synchronous_io=True,
         )
-        self.transport = TLSStringTransport()
+        self.transport = transport if transport is not None else TLSStringTransport()
         self.session = session_class(self.context)
+        self.session.tls_active = implicit_tls  # as the factory of an implicit-TLS port (465, 995) sets it
         self.session.makeConnection(self.transport)
         self.greeting = self.take()
 

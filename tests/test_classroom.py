@@ -22,6 +22,7 @@ from simulator.classroom.grading import format_csv, grade_class
 from simulator.classroom.config import load_lesson
 from simulator.cli import main
 from simulator.course.runner import LessonRun, redacted_matches, reply_matches
+from live import wait_until
 from test_classroom_helpers import Student, b64, plain, write_pack
 
 pytestmark = pytest.mark.timeout(120)
@@ -143,7 +144,13 @@ def room(tmp_path_factory):
         for thread in threads:
             thread.join(30)
         assert not errors, errors
-        time.sleep(0.2)  # the last transcripts' close records
+        transcripts = config.data_dir / "transcripts"
+
+        def all_closed() -> bool:
+            files = list(transcripts.rglob("*.jsonl"))
+            return bool(files) and all('"close"' in path.read_text(encoding="utf-8") for path in files)
+
+        wait_until(all_closed, what="every transcript's close record")
         yield room
     finally:
         servers.stop()

@@ -153,6 +153,16 @@ async def test_sandbox_gmail_send_over_smtp_fetch_over_pop3_implicit_tls(tmp_pat
         text = "\n".join(pop3.transcript.plain_lines)
         assert "Subject: keyboard only" in text and "sent with keys" in text
         assert "PASS ***" in text and "qrstuvwxyzabcdef" not in text
+        accounts = sandbox.query_one("#accounts")
+        assert "qrstuvwxyzabcdef" not in str(accounts.render())
+        await pilot.press("f8")  # teaching: show the secrets, in the transcripts and the account list
+        await wait_quiet(pilot)
+        shown = "\n".join(pop3.transcript.plain_lines + smtp.transcript.plain_lines)
+        assert "PASS qrstuvwxyzabcdef" in shown and plain in shown
+        assert "qrstuvwxyzabcdef" in str(accounts.render())
+        await pilot.press("f8")
+        await wait_quiet(pilot)
+        assert "qrstuvwxyzabcdef" not in "\n".join(pop3.transcript.plain_lines) + str(accounts.render())
         await pilot.press("escape")
         await wait_for(pilot, lambda: isinstance(app.screen, HomeScreen))
 
@@ -265,3 +275,63 @@ async def test_every_key_the_footer_shows_does_something(tmp_path):
         await wait_for(pilot, lambda: isinstance(app.screen, HomeScreen))
     for name in ("home", "lesson", "sandbox"):
         assert "f1" in checked[name] and "ctrl+l" in checked[name], checked  # app-wide keys on every screen
+
+
+async def open_by_palette(pilot, app, lesson_id: str) -> LessonScreen:
+    await pilot.press("ctrl+p")
+    await wait_quiet(pilot)
+    await pilot.press(*keys_for(lesson_id))
+    await wait_quiet(pilot)
+    await pilot.press("enter")
+    return await wait_for_lesson(pilot, app)
+
+
+def talk(port: int, lines: list[bytes], *, until: bytes) -> bytes:
+    """An outside client (telnet in another terminal): send each line, read until `until` shows."""
+    import socket
+
+    received = b""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        received += sock.recv(4096)
+        for line in lines:
+            sock.sendall(line)
+        while until not in received:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            received += chunk
+    return received
+
+
+async def test_watch_mode_explains_a_pop3_body_from_another_terminal(tmp_path):
+    import asyncio
+
+    app = make_app(tmp_path)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await wait_quiet(pilot)
+        screen = await open_by_palette(pilot, app, "pop3-login-retr")
+        if screen.console.protocol != "pop3":
+            await pilot.press("ctrl+o")
+        port, variables = screen.endpoints.pop3, screen.run.variables
+        lines = [f"USER {variables['user']}\r\n".encode(), f"PASS {variables['secret']}\r\n".encode(), b"RETR 1\r\n", b"QUIT\r\n"]
+        received = await asyncio.to_thread(talk, port, lines, until=b"\r\n.\r\n")
+        body = received.split(b"\r\n")
+        subject = next(line.decode() for line in body if line.lower().startswith(b"subject:"))
+        await wait_for(pilot, lambda: any(subject in line for line in screen.console.transcript.plain_lines))
+        shown = screen.console.transcript.plain_lines
+        assert any(line.startswith("[127.0.0.1:") and line.endswith("┆ .") or line.endswith("‹ .") for line in shown), shown[-5:]
+        assert "PASS ***" in "\n".join(shown) and variables["secret"] not in "\n".join(shown)
+
+
+async def test_watch_mode_says_why_a_bare_lf_dot_does_not_end_data(tmp_path):
+    import asyncio
+
+    app = make_app(tmp_path)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await wait_quiet(pilot)
+        screen = await open_by_palette(pilot, app, "smtp-hello")
+        port = screen.endpoints.smtp
+        lines = [b"EHLO nc.example\r\n", b"MAIL FROM:<alice@example.com>\r\n", b"RCPT TO:<bob@example.com>\r\n", b"DATA\r\n",
+                 b"Subject: bare\n\nsent by a terminal without CR\n.\n"]
+        await asyncio.to_thread(talk, port, lines, until=b"354")
+        await wait_for(pilot, lambda: any("bare LF" in line for line in screen.console.transcript.plain_lines))

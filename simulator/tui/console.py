@@ -91,7 +91,7 @@ class Console(Vertical):
             transcript.event(t("transcript_connected", self.lang, host=event.host, port=event.port))
         elif isinstance(event, Sent):
             if event.kind != LineKind.MESSAGE or len(event.shown) < 500:
-                transcript.client(event.shown)
+                transcript.client(event.shown, clear=event.line)
         elif isinstance(event, Replied):
             transcript.server(list(event.exchange.reply.raw))
             self.post_message(self.Reply(self, event.exchange))

@@ -2,7 +2,8 @@
 
 Leaving one (Esc, Ctrl+Q, the palette's Home, or the app closing any other way) hangs up every
 console and stops the servers exactly once. Ctrl+E opens the DATA editor for the console being
-typed into, only while its server waits for the message (after 354).
+typed into, only while its server waits for the message (after 354). F8 shows or hides secrets
+(passwords, AUTH responses) in every pane of the screen: masked by default, shown for teaching.
 """
 
 from __future__ import annotations
@@ -16,7 +17,14 @@ from simulator.engine.session import Expect
 
 from .console import Console
 from .dialogs import DataEditorScreen
-from .keys import LocalizedKeys
+from .keys import Key, LocalizedKeys
+from .strings import t
+
+#: Keys every console screen has (each screen adds its own).
+CONSOLE_KEYS = [
+    Key("ctrl+e", "editor", "key_send_message", priority=True),
+    Key("f8", "toggle_secrets", "key_secrets"),
+]
 
 
 class ConsoleScreen(LocalizedKeys, Screen[None]):
@@ -26,6 +34,7 @@ class ConsoleScreen(LocalizedKeys, Screen[None]):
         super().__init__()
         self.left = False
         self.consoles: list[Console] = []  # kept: leave() may run after the widgets are gone
+        self.secrets_shown = False
 
     def remember_consoles(self) -> None:
         self.consoles = list(self.query(Console))
@@ -50,6 +59,16 @@ class ConsoleScreen(LocalizedKeys, Screen[None]):
                 await console.send_message(lines)
 
         self.app.push_screen(DataEditorScreen(self.lang), send)  # type: ignore[attr-defined]
+
+    def action_toggle_secrets(self) -> None:
+        self.secrets_shown = not self.secrets_shown
+        for console in self.consoles:
+            console.transcript.set_revealed(self.secrets_shown)
+        self.secrets_changed()
+        self.notify(t("secrets_shown" if self.secrets_shown else "secrets_hidden", self.lang), timeout=3)  # type: ignore[attr-defined]
+
+    def secrets_changed(self) -> None:
+        """A screen's other panes that hold secrets redraw here (the sandbox's account list)."""
 
     async def action_back(self) -> None:
         await self.leave()

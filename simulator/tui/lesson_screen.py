@@ -25,7 +25,7 @@ from simulator.engine.session import Expect
 from simulator.engine.validate import fresh_session  # noqa: F401  (keeps the validator warm on import)
 
 from .console import Console
-from .console_screen import ConsoleScreen
+from .console_screen import CONSOLE_KEYS, ConsoleScreen
 from .dialogs import HelpScreen, WatchScreen, watch_commands
 from .lab import Endpoints
 from .strings import t
@@ -41,7 +41,6 @@ LESSON_KEYS = [
     Key("f2", "hint", "key_hint"),
     Key("f6", "watch", "key_watch"),
     Key("ctrl+r", "reconnect", "key_reconnect", priority=True),
-    Key("ctrl+e", "editor", "key_send_message", priority=True),
     Key("ctrl+o", "switch_protocol", "key_switch_protocol", priority=True),
     Key("ctrl+n", "skip_step", "key_next_step", show=False, priority=True),
     Key("escape", "back", "key_back"),
@@ -61,7 +60,7 @@ class TrustingFacts:
 
 
 class LessonScreen(ConsoleScreen):
-    BINDINGS = bindings(LESSON_KEYS)
+    BINDINGS = bindings([*LESSON_KEYS, *CONSOLE_KEYS])
 
     def __init__(self, lesson: Lesson, extra_dirs: list[Path] | None = None) -> None:
         super().__init__()
@@ -113,9 +112,14 @@ class LessonScreen(ConsoleScreen):
         except Exception as error:  # a broken lesson is explained, not a crash
             self.console.transcript.event(str(error))
             return
-        self.endpoints = await asyncio.to_thread(
-            app.lab.start, self.profile, f"lesson-{self.lesson.id}", on_line=self.external_line
-        )
+        if self.lesson.world:
+            self.endpoints = await asyncio.to_thread(
+                app.lab.start_world, self.lesson, f"lesson-{self.lesson.id}", on_line=self.external_line, on_event=self.server_event
+            )
+        else:
+            self.endpoints = await asyncio.to_thread(
+                app.lab.start, self.profile, f"lesson-{self.lesson.id}", on_line=self.external_line, on_event=self.server_event
+            )
         variables = lesson_variables(self.lesson, self.profile)
         if app.lab.remote and getattr(app, "login", None):
             from simulator.classroom.variables import student_variables
@@ -128,6 +132,10 @@ class LessonScreen(ConsoleScreen):
             for address, content in lesson_mail(self.lesson, variables):
                 await asyncio.to_thread(store.deliver, [address], content)
         facts = StoreFacts(store) if store is not None else TrustingFacts()
+        if app.lab.world is not None:
+            from simulator.course.world_lab import WorldFacts
+
+            facts = WorldFacts(app.lab.world)
         completed = app.progress.completed(self.lesson)
         self.run = LessonRun(self.lesson, variables, protocol=self.protocol, server_facts=facts, completed=completed)
         if not app.lab.remote and hasattr(facts, "store"):
@@ -252,6 +260,11 @@ class LessonScreen(ConsoleScreen):
                 self._follow(earlier)
         self._follow(line)
 
+    def server_event(self, event: Any) -> None:
+        """What the server noticed that no line shows: a terminal's bare LF keeps DATA open."""
+        if event.kind == "waiting for CRLF.CRLF":
+            self.console.transcript.event(t("watch_bare_lf", self.lang, peer=event.peer))
+
     def _follow(self, line: Any) -> None:
         if line.peer.rpartition(":")[2].isdigit() and int(line.peer.rpartition(":")[2]) in self._own_ports:
             return
@@ -267,7 +280,7 @@ class LessonScreen(ConsoleScreen):
         source = line.peer
         if line.direction == "c":
             run.sent(line.raw)
-            self.console.transcript.client(line.text, source=source)
+            self.console.transcript.client(line.text, source=source, clear=line.raw)
         else:
             exchanges = run.received([line.text])
             self.console.transcript.server([line.text], source=source)

@@ -10,11 +10,12 @@ from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.widgets import Footer, Header, Select, Static
 
+from mockservers.masking import MASK
 from mockservers.profile import load_profile
 from mockservers.profile_files import ProfileError, bundled_personas
 
 from .console import Console
-from .console_screen import ConsoleScreen
+from .console_screen import CONSOLE_KEYS, ConsoleScreen
 from .dialogs import WatchScreen, watch_commands
 from .strings import t
 from .keys import Key, bindings
@@ -23,14 +24,13 @@ from .widgets import ExplanationPane
 SANDBOX_KEYS = [
     Key("f6", "watch", "key_watch"),
     Key("ctrl+r", "reconnect", "key_reconnect", priority=True),
-    Key("ctrl+e", "editor", "key_send_message", priority=True),
     Key("ctrl+s", "cycle_tls", "key_tls_mode", priority=True),
     Key("escape", "back", "key_back"),
 ]
 
 
 class SandboxScreen(ConsoleScreen):
-    BINDINGS = bindings(SANDBOX_KEYS)
+    BINDINGS = bindings([*SANDBOX_KEYS, *CONSOLE_KEYS])
 
     def __init__(self, persona: str = "rfc") -> None:
         super().__init__()
@@ -73,8 +73,7 @@ class SandboxScreen(ConsoleScreen):
         for console in self.query(Console):
             await console.disconnect()
         self.endpoints = await asyncio.to_thread(app.lab.start, self.profile, f"sandbox-{persona}", fresh=False)
-        accounts = ", ".join(f"{a.address} / {a.secret}" for a in self.profile.accounts[:3])
-        self.query_one("#accounts", Static).update(t("sandbox_accounts", self.lang, accounts=accounts))
+        self.secrets_changed()
         self.update_status()
         await self.query_one("#smtp-console", Console).connect(self.endpoints, self.profile)
         await self.query_one("#pop3-console", Console).connect(self.endpoints, self.profile)
@@ -108,6 +107,13 @@ class SandboxScreen(ConsoleScreen):
         console.transcript.event(mode)
         await console.connect(self.endpoints, self.profile)
         console.command.focus()
+
+    def secrets_changed(self) -> None:
+        """The demo accounts, their secrets masked unless F8 shows them."""
+        if self.profile is None:
+            return
+        accounts = ", ".join(f"{a.address} / {a.secret if self.secrets_shown else MASK}" for a in self.profile.accounts[:3])
+        self.query_one("#accounts", Static).update(t("sandbox_accounts", self.lang, accounts=accounts))
 
     def update_status(self) -> None:
         """Plain and implicit-TLS ports of both protocols, and Ctrl+S to switch the focused console."""
