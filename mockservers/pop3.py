@@ -7,6 +7,7 @@ reading messages, removing them at QUIT, transcripts and events. Reply texts com
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import replace
 from typing import Any
@@ -19,7 +20,7 @@ from mailprotocol.decision import AUTH_FAILED, LOGIN, REMOVE_MESSAGES, SEND_MESS
 from . import auth
 from .masking import mask_line
 from .session import LineSession, ServerContext
-from .store import StoredMessage, to_wire
+from .store import StoredMessage, to_wire, wire_size
 
 #: Messages up to this size are read in the reactor thread (see `POP3Session._send_message`).
 INLINE_READ_LIMIT = 256 * 1024
@@ -204,13 +205,13 @@ class POP3Session(LineSession):
             # A small file is read in the reactor thread: from the page cache that takes microseconds,
             # while a worker-thread round trip costs more than the read (it halved RETR throughput).
             try:
-                content = self.context.store.read_message(address, message)
+                content = self.context.store.read_stored(address, message)
             except (KeyError, FileNotFoundError):
                 self._missing(number)
                 return None
             self._write_message(content, decision, number, effect["body_lines"])
             return None
-        d = self.context.run_blocking(self.context.store.read_message, address, message)
+        d = self.context.run_blocking(self.context.store.read_stored, address, message)
 
         def send(content: bytes) -> None:
             self._write_message(content, decision, number, effect["body_lines"])
@@ -226,16 +227,17 @@ class POP3Session(LineSession):
         self.reply("no_such_message", number=number, count=len(self.stored))
 
     def _write_message(self, content: bytes, decision: core.POP3Decision, number: int, body_lines: int | None) -> None:
+        """Send RETR's or TOP's answer for `content`, the message as stored."""
         if self._closed and not self.transport.connected:
             return
         if body_lines is not None:
-            content = top_of(content, body_lines)
+            content = top_of(to_wire(content), body_lines)
         common = self.common_values()
         for reply in decision.replies:
             self.send_lines(core.render(self.profile, reply, common))
         self.transport.write(dot_stuff(content))
         if self.transcript is not None:
-            self.transcript.server(f"<message {number}, {len(content)} octets>")
+            self.transcript.server(f"<message {number}, {wire_size(content)} octets>")
             self.transcript.server(".")
         if core.closes(self.profile, decision):
             self.close()
@@ -261,19 +263,25 @@ class POP3Session(LineSession):
         return d.addCallbacks(done, failed)
 
 
+_LINE_STARTING_WITH_DOT = re.compile(rb"\n\.")
+
+
 def dot_stuff(content: bytes) -> bytes:
     """Multi-line body (RFC 1939 3): every line CRLF-ended and a leading '.' doubled, then '.'.
 
     Whatever endings `content` has (CRLF, bare LF, a mix): every line is framed the same way, so
     no line of a message can end the response early or pass for the next reply.
     """
-    content = to_wire(content)
+    # Framed in the stored form (LF), where a line break is one octet, then widened once: three
+    # passes over the message instead of seven (to_wire's two, stuffing, and the copies between).
+    if b"\r" in content:
+        content = content.replace(b"\r\n", b"\n")  # CRLF files of older versions; bare CRs stay
+    content = _LINE_STARTING_WITH_DOT.sub(b"\n..", content)  # re finds "\n." 3x faster than bytes.replace
     if content.startswith(b"."):
         content = b"." + content
-    content = content.replace(b"\r\n.", b"\r\n..")
-    if content and not content.endswith(b"\r\n"):
-        content += b"\r\n"
-    return content + b".\r\n"
+    if content and not content.endswith(b"\n"):
+        content += b"\n"
+    return content.replace(b"\n", b"\r\n") + b".\r\n"
 
 
 def top_of(content: bytes, body_lines: int) -> bytes:

@@ -241,6 +241,11 @@ class LineSession(protocol.Protocol, TimeoutMixin):
         clock = self.context.reactor_time()
         self.callLater = clock.callLater
         self.started_at = clock.seconds()
+        no_delay = getattr(self.transport, "setTcpNoDelay", None)  # ITCPTransport; fakes have none
+        if no_delay is not None:
+            # Replies are always written whole, so Nagle's algorithm only ever holds back the last
+            # segment of a long answer (a RETR of 100 KB) until the client's delayed ACK.
+            no_delay(True)
         peer = self.transport.getPeer()
         self.peer = f"{getattr(peer, 'host', '?')}:{getattr(peer, 'port', '?')}"
         self.client_ip = getattr(peer, "host", "?")

@@ -238,6 +238,26 @@ def _write_new_file(path: Path, content: bytes, mode: int = 0o600) -> None:
         os.close(fd)
 
 
+def _read_file(path: Path, expected: int) -> bytes:
+    """A whole file, read with one `read` when it is at most `expected` octets long.
+
+    A read shorter than asked means the end of a regular file, so the extra octet asked for tells
+    without another call whether anything is left (a file that grew is read on to its end).
+    """
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0))
+    try:
+        want = max(expected, 0) + 1
+        data = os.read(fd, want)
+        if len(data) < want:
+            return data
+        chunks = [data]
+        while chunk := os.read(fd, 1 << 20):
+            chunks.append(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
 def _unlink_quietly(path: Path) -> None:
     try:
         os.unlink(path)
@@ -542,10 +562,25 @@ class MailStore:
 
         Falls back to `read` when the file was renamed since (another program moved it to cur/).
         """
+        return to_wire(self.read_stored(address, message))
+
+    def read_stored(self, address: str, message: StoredMessage) -> bytes:
+        """The file's bytes as stored (LF endings, or CRLF for files of older versions).
+
+        For POP3, which frames the lines itself: one open, one read (the listing's wire size is
+        never smaller than the file) and one close, where `Path.read_bytes` makes six calls.
+        """
         try:
-            return to_wire(message.path.read_bytes())
+            return _read_file(message.path, message.size)
         except FileNotFoundError:
-            return self.read(address, message.uid)
+            _check_uid(message.uid)
+            path = self._find(address, message.uid)
+            if path is None:
+                raise KeyError(message.uid) from None
+            try:
+                return _read_file(path, message.size)
+            except FileNotFoundError:
+                raise KeyError(message.uid) from None
 
     def remove(self, address: str, uids: Iterable[str]) -> None:
         """Delete messages (missing ones are ignored) and make the deletion durable."""

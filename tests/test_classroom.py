@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from mockservers.server import EmbeddedServers
-from simulator.classroom.config import ClassConfig, ClassroomError, class_profile, init_class, load_class
+from simulator.classroom.config import MAX_STUDENTS, ClassConfig, ClassroomError, class_profile, init_class, load_class
 from simulator.classroom.grading import format_csv, grade_class
 from simulator.classroom.config import load_lesson
 from simulator.cli import main
@@ -181,7 +181,16 @@ def test_init_checks_its_options(tmp_path):
         init_class(tmp_path / "b", students=2, profile="no-such-persona")
     with pytest.raises(ClassroomError, match="--prefix"):
         init_class(tmp_path / "c", students=2, prefix="a b")
+    with pytest.raises(ClassroomError, match=f"between 1 and {MAX_STUDENTS}"):
+        init_class(tmp_path / "d", students=MAX_STUDENTS + 1)
     assert not any(tmp_path.iterdir())  # nothing half-written
+
+
+def test_a_class_of_a_thousand_gets_four_digit_ids(tmp_path):
+    config = init_class(tmp_path / "big", students=1000, domain="class.test")
+    ids = [student.id for student in config.students]
+    assert len(set(ids)) == 1000 and ids[0] == "s0001" and ids[-1] == "s1000"
+    assert len({student.secret for student in config.students}) == 1000
 
 
 def test_class_profile_accounts_and_limits(room):

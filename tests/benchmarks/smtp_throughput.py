@@ -6,23 +6,32 @@ A script, not a pytest test (it takes minutes and measures a machine, not a beha
     .venv/bin/python tests/benchmarks/smtp_throughput.py            # full matrix, 3 rounds (< 10 min)
     .venv/bin/python tests/benchmarks/smtp_throughput.py --quick    # 1 round, smaller counts (< 2 min)
     .venv/bin/python tests/benchmarks/smtp_throughput.py --rounds 5 --only maillab,aiosmtpd
+    .venv/bin/python tests/benchmarks/smtp_throughput.py --sizes 1k --skip-concurrency   # 1 KB rows only
+    .venv/bin/python tests/benchmarks/smtp_throughput.py --baseline /path/to/other/checkout  # A/B two trees
 
 Servers, each started fresh for every run on a free 127.0.0.1 port and stopped in `finally`:
 
 * maillab   -- `maillab serve --profile rfc ... --quiet` over a fresh temporary data directory;
                every message is fsynced into DATA/mailboxes/bob@example.com/new/ before the 250.
 * aiosmtpd  -- aiosmtpd's Controller in a subprocess (this script, hidden `--serve-aiosmtpd`) with
-               a small handler that stores each message in a `mailbox.Maildir` (whose add() fsyncs
-               the file) and then fsyncs new/ as maillab does; the blocking store runs in the event
+               aiosmtpd's stock `aiosmtpd.handlers.Mailbox` handler: it parses the message and calls
+               `mailbox.Maildir.add` (which fsyncs the file, not new/) in the event loop's thread.
+               This is the reference of the 1.5x target.
+* aiosmtpd-fsync -- the same Controller with a handler as durable as maillab's store: the file is
+               fsynced (Maildir.add) and then new/ is fsynced; the blocking store runs in the event
                loop's thread pool, as maillab runs it in Twisted's.
 * smtp-sink -- Postfix's C test server, which stores nothing: the ceiling of this machine/client.
+* baseline  -- (`--baseline DIR`) `maillab serve` from another source tree (PYTHONPATH=DIR), to
+               measure a change against the code before it in the same interleaved rounds.
 
 Load: Postfix's smtp-source, `-s SESSIONS -l BYTES -m COUNT -f alice@example.com -t bob@example.com`.
 smtp-source's default is one connection per message (its `-d` keeps the connection for the next
 message); the default is kept, `--reuse-connections` adds `-d` to every run.
 
 Rounds alternate between the servers (the order rotates every round) and the median msgs/s of the
-rounds is reported. For maillab and aiosmtpd the stored messages are counted after each run and
+rounds is reported, with each server's CPU time per message (user and system, from /proc/PID/stat
+of the server and its children, read before and after the run): on a machine shared with other
+work the rate moves with the neighbours, the CPU cost of a message much less. For maillab and aiosmtpd the stored messages are counted after each run and
 must equal what smtp-source sent. Finally 300 concurrent sessions go to maillab once, checking
 that smtp-source exits 0 and every message arrived.
 
@@ -51,7 +60,8 @@ PROJECT = Path(__file__).resolve().parents[2]
 HOST = "127.0.0.1"
 SENDER = "alice@example.com"
 RECIPIENT = "bob@example.com"
-SERVERS = ("maillab", "aiosmtpd", "smtp-sink")
+SERVERS = ("maillab", "aiosmtpd", "aiosmtpd-fsync", "smtp-sink", "baseline")
+DEFAULT_SERVERS = ("maillab", "aiosmtpd", "aiosmtpd-fsync", "smtp-sink")
 TARGET_VS_AIOSMTPD = 1.5
 TARGET_VS_SINK = 0.3
 KB = 1024
@@ -115,6 +125,40 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((HOST, 0))
         return sock.getsockname()[1]
+
+
+def process_cpu(pid: int) -> tuple[float, float] | None:
+    """(user, system) CPU seconds of a process, its threads and its reaped children."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    tick = os.sysconf("SC_CLK_TCK")
+    # fields[0] is the state (field 3 of proc(5)): utime, stime, cutime, cstime are fields 14-17.
+    utime, stime, cutime, cstime = (int(v) for v in fields[11:15])
+    return (utime + cutime) / tick, (stime + cstime) / tick
+
+
+def tree_cpu(pid: int) -> tuple[float, float] | None:
+    """(user, system) CPU seconds of `pid` and every live descendant (Dovecot forks per login)."""
+    children: dict[int, list[int]] = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            ppid = int(Path(entry.path, "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(ppid, []).append(int(entry.name))
+    total: tuple[float, float] | None = None
+    todo = [pid]
+    while todo:
+        current = todo.pop()
+        cpu = process_cpu(current)
+        if cpu is not None:
+            total = cpu if total is None else (total[0] + cpu[0], total[1] + cpu[1])
+        todo.extend(children.get(current, ()))
+    return total
 
 
 def count_files(directory: Path) -> int:
@@ -295,18 +339,35 @@ class MaillabServer(Server):
         return self.workdir / "data" / "mailboxes" / RECIPIENT / "new"
 
 
+class BaselineServer(MaillabServer):
+    """maillab from another source tree (`--baseline DIR`), for A/B runs of a change."""
+
+    name = "baseline"
+    tree: Path | None = None
+
+    def command(self) -> list[str]:
+        assert self.tree is not None
+        return ["env", f"PYTHONPATH={self.tree}", sys.executable, "-m", "simulator.cli", *super().command()[1:]]
+
+
 class AiosmtpdServer(Server):
     name = "aiosmtpd"
+    handler = "mailbox"  # aiosmtpd.handlers.Mailbox, as shipped
 
     def command(self) -> list[str]:
         return [sys.executable, str(Path(__file__).resolve()), "--serve-aiosmtpd", str(self.workdir / "maildir"),
-                "--port", str(self.port)]  # fmt: skip
+                "--handler", self.handler, "--port", str(self.port)]  # fmt: skip
 
     def wait_ready(self, deadline: float) -> None:
         self._wait_for_line("READY", deadline)
 
     def maildir_new(self) -> Path:
         return self.workdir / "maildir" / "new"
+
+
+class AiosmtpdFsyncServer(AiosmtpdServer):
+    name = "aiosmtpd-fsync"
+    handler = "fsync"
 
 
 class SinkServer(Server):
@@ -327,7 +388,9 @@ class SinkServer(Server):
 SERVER_CLASSES: dict[str, type[Server]] = {
     "maillab": MaillabServer,
     "aiosmtpd": AiosmtpdServer,
+    "aiosmtpd-fsync": AiosmtpdFsyncServer,
     "smtp-sink": SinkServer,
+    "baseline": BaselineServer,
 }
 
 
@@ -416,6 +479,13 @@ class Run:
     stored: int | None
     problem: str | None = None
     overflows: int | None = None
+    cpu: tuple[float, float] | None = None  # (user, system) seconds the server spent on the run
+
+    def cpu_per_message(self) -> tuple[float, float] | None:
+        """(user, system) milliseconds of server CPU per message."""
+        if self.cpu is None or not self.sent:
+            return None
+        return self.cpu[0] * 1000 / self.sent, self.cpu[1] * 1000 / self.sent
 
 
 @dataclass
@@ -426,6 +496,14 @@ class Cell:
     def median(self) -> float | None:
         rates = [r.rate for r in self.runs if r.rate is not None]
         return statistics.median(rates) if rates else None
+
+    @property
+    def cpu_median(self) -> tuple[float, float] | None:
+        """Median (user, system) ms per message over the successful runs."""
+        costs = [c for r in self.runs if r.rate is not None and (c := r.cpu_per_message()) is not None]
+        if not costs:
+            return None
+        return statistics.median(c[0] for c in costs), statistics.median(c[1] for c in costs)
 
     @property
     def lost(self) -> int:
@@ -441,10 +519,13 @@ def measure(
 ) -> Run:
     try:
         with SERVER_CLASSES[name](tools, keep=keep) as server:
+            assert server.proc is not None
+            cpu_before = tree_cpu(server.proc.pid)
             result = run_source(
                 tools["smtp-source"], server.port, sessions, size, count,
                 reuse=reuse, timeout=source_timeout(count, size),
             )  # fmt: skip
+            cpu_after = tree_cpu(server.proc.pid)
             stored = server.stored()
             alive = server.proc is not None and server.proc.poll() is None
     except ServerError as error:
@@ -460,7 +541,10 @@ def measure(
     if name == "maillab" and server.exit_status not in (0, None) and problem is None:
         problem = f"maillab exited with status {server.exit_status} on SIGTERM"
     rate = count / result.elapsed if result.ok else None
-    return Run(name, rate, result.elapsed, count, stored, problem, result.overflows)
+    cpu = None
+    if cpu_before is not None and cpu_after is not None:
+        cpu = (cpu_after[0] - cpu_before[0], cpu_after[1] - cpu_before[1])
+    return Run(name, rate, result.elapsed, count, stored, problem, result.overflows, cpu)
 
 
 # --- reporting ---------------------------------------------------------------------------------
@@ -474,9 +558,16 @@ def fmt_rate(rate: float | None) -> str:
     return "-" if rate is None else f"{rate:,.0f}" if rate >= 100 else f"{rate:.1f}"
 
 
-def fmt_ratio(value: float | None, target: float) -> str:
+def fmt_cpu(cost: tuple[float, float] | None) -> str:
+    """'u 1.23 + s 2.34 ms' of CPU per message."""
+    return "-" if cost is None else f"u{cost[0]:.2f}+s{cost[1]:.2f} ms"
+
+
+def fmt_ratio(value: float | None, target: float | None) -> str:
     if value is None:
         return "-"
+    if target is None:
+        return f"{value:.2f}"
     return f"{value:.2f} {'ok' if value >= target else 'LOW'}"
 
 
@@ -496,7 +587,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="1 round, smaller message counts (< 2 min)")
     parser.add_argument("--rounds", type=int, default=None, help="rounds per configuration (default 3, --quick 1)")
-    parser.add_argument("--only", default=",".join(SERVERS), help=f"comma-separated subset of {','.join(SERVERS)}")
+    parser.add_argument("--only", default=",".join(DEFAULT_SERVERS), help=f"comma-separated subset of {','.join(SERVERS)}")
+    parser.add_argument("--sizes", default="1k,1m", help="message sizes to run: 1k, 1m or both (default 1k,1m)")
+    parser.add_argument("--scale", type=float, default=1.0, help="multiply every message count (e.g. 0.5)")
+    parser.add_argument("--baseline", type=Path, help="another source tree: adds its maillab as server 'baseline'")
     parser.add_argument("--reuse-connections", action="store_true", help="smtp-source -d: many messages per connection")
     parser.add_argument("--skip-concurrency", action="store_true", help="skip the 300-session check")
     parser.add_argument("--keep", action="store_true", help="keep the temporary data directories")
@@ -504,6 +598,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     # internal: the aiosmtpd server process
     parser.add_argument("--serve-aiosmtpd", metavar="MAILDIR", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--handler", choices=["mailbox", "fsync"], default="mailbox", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.rounds is None:
         args.rounds = 1 if args.quick else 3
@@ -513,7 +608,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     unknown = [s for s in chosen if s not in SERVERS]
     if unknown or not chosen:
         parser.error(f"--only takes a subset of {','.join(SERVERS)}, got {args.only!r}")
+    if args.baseline is not None and "baseline" not in chosen:
+        chosen.append("baseline")
+    if "baseline" in chosen:
+        if args.baseline is None or not (args.baseline / "simulator" / "cli").is_dir():
+            parser.error("server 'baseline' needs --baseline DIR, a maillab source tree")
+        BaselineServer.tree = args.baseline.resolve()
     args.servers = [s for s in SERVERS if s in chosen]
+    sizes = {"1k": KB, "1m": MB}
+    wanted = [v.strip().lower() for v in args.sizes.split(",") if v.strip()]
+    if not wanted or any(v not in sizes for v in wanted):
+        parser.error(f"--sizes takes 1k, 1m or both, got {args.sizes!r}")
+    args.size_set = {sizes[v] for v in wanted}
+    if args.scale <= 0:
+        parser.error("--scale must be positive")
     return args
 
 
@@ -525,7 +633,7 @@ def check_setup(servers: list[str]) -> dict[str, str]:
         if path is None:
             raise SystemExit(f"{name} not found (Debian: apt-get install postfix)")
         tools[name] = path
-    if "aiosmtpd" in servers:
+    if any(s.startswith("aiosmtpd") for s in servers):
         try:
             import aiosmtpd  # noqa: F401
         except ImportError:
@@ -536,7 +644,11 @@ def check_setup(servers: list[str]) -> dict[str, str]:
 def benchmark(args: argparse.Namespace) -> int:
     tools = check_setup(args.servers)
     counts = QUICK_COUNTS if args.quick else FULL_COUNTS
-    configs = list(counts.items())
+    configs = [
+        ((sessions, size), max(sessions, round(count * args.scale)))
+        for (sessions, size), count in counts.items()
+        if size in args.size_set
+    ]
     cells: dict[tuple[int, int], dict[str, Cell]] = {key: {s: Cell() for s in args.servers} for key, _ in configs}
     began = time.monotonic()
     mode = "one connection per message (smtp-source default)" if not args.reuse_connections else "smtp-source -d"
@@ -555,7 +667,8 @@ def benchmark(args: argparse.Namespace) -> int:
                     stored += f"  SYN drops (listen queue full) {run.overflows}"
                 status = f"  PROBLEM: {run.problem}" if run.problem else ""
                 log(f"  round {round_number + 1}  -s {sessions:<3} {size_label(size):>5} x {count:<5} "
-                    f"{name:<9} {fmt_rate(run.rate):>7} msgs/s  ({run.elapsed:6.2f} s){stored}{status}")  # fmt: skip
+                    f"{name:<14} {fmt_rate(run.rate):>7} msgs/s  {fmt_cpu(run.cpu_per_message()):>17}"
+                    f"  ({run.elapsed:6.2f} s){stored}{status}")  # fmt: skip
 
     concurrency: dict[str, object] | None = None
     if "maillab" in args.servers and not args.skip_concurrency:
@@ -565,8 +678,13 @@ def benchmark(args: argparse.Namespace) -> int:
     header = ["config (sessions, size, msgs)"]
     for name in args.servers:
         header.append(f"{name} msgs/s")
+        header.append("CPU/msg")
     if "maillab" in args.servers and "aiosmtpd" in args.servers:
         header.append(f"ml/aiosmtpd (>={TARGET_VS_AIOSMTPD})")
+    if "maillab" in args.servers and "aiosmtpd-fsync" in args.servers:
+        header.append("ml/aiosmtpd-fsync")
+    if "maillab" in args.servers and "baseline" in args.servers:
+        header.append("ml/baseline")
     if "maillab" in args.servers and "smtp-sink" in args.servers:
         header.append(f"ml/sink (>={TARGET_VS_SINK})")
     storing = [s for s in args.servers if SERVER_CLASSES[s].stores]
@@ -582,13 +700,17 @@ def benchmark(args: argparse.Namespace) -> int:
         row_cells = cells[(sessions, size)]
         row = [f"-s {sessions} x {size_label(size)} ({count})"]
         medians = {name: row_cells[name].median for name in args.servers}
-        row += [fmt_rate(medians[name]) for name in args.servers]
+        for name in args.servers:
+            row += [fmt_rate(medians[name]), fmt_cpu(row_cells[name].cpu_median)]
         ml = medians.get("maillab")
         if "maillab" in args.servers and "aiosmtpd" in args.servers:
             value = ml / medians["aiosmtpd"] if ml and medians["aiosmtpd"] else None
             if value is not None:
                 ratios_aio.append(value)
             row.append(fmt_ratio(value, TARGET_VS_AIOSMTPD))
+        for other in ("aiosmtpd-fsync", "baseline"):
+            if "maillab" in args.servers and other in args.servers:
+                row.append(fmt_ratio(ml / medians[other] if ml and medians[other] else None, None))
         if "maillab" in args.servers and "smtp-sink" in args.servers:
             value = ml / medians["smtp-sink"] if ml and medians["smtp-sink"] else None
             if value is not None:
@@ -611,7 +733,8 @@ def benchmark(args: argparse.Namespace) -> int:
         rows.append(row)
 
     log("")
-    log(f"Median msgs/s over {args.rounds} round(s) ({mode}; message size = smtp-source -l payload):")
+    log(f"Median msgs/s over {args.rounds} round(s) ({mode}; message size = smtp-source -l payload;"
+        " CPU/msg: median server CPU time per message, u = user, s = system):")
     log(table(rows, header))
     if concurrency is not None:
         log("")
@@ -685,13 +808,15 @@ def concurrent_check(tools: dict[str, str], count: int, args: argparse.Namespace
 # --- the aiosmtpd server process ---------------------------------------------------------------
 
 
-def serve_aiosmtpd(maildir_path: str, port: int) -> int:
-    """aiosmtpd with a Maildir handler that is as durable as maillab's store; runs until SIGTERM."""
+def serve_aiosmtpd(maildir_path: str, port: int, handler_name: str) -> int:
+    """aiosmtpd with its stock Mailbox handler ("mailbox") or one as durable as maillab's store
+    ("fsync"); runs until SIGTERM."""
     import asyncio
     import email.utils
     import mailbox
 
     from aiosmtpd.controller import Controller
+    from aiosmtpd.handlers import Mailbox
 
     class FsyncMaildirHandler:
         """Store each message in a Maildir: file fsynced (Maildir.add does), then new/ fsynced."""
@@ -733,7 +858,7 @@ def serve_aiosmtpd(maildir_path: str, port: int) -> int:
             key = await loop.run_in_executor(None, self.store, trace + content)
             return f"250 2.0.0 Ok: queued as {key}"
 
-    handler = FsyncMaildirHandler(maildir_path)
+    handler = FsyncMaildirHandler(maildir_path) if handler_name == "fsync" else Mailbox(maildir_path)
     controller = Controller(
         handler, hostname=HOST, port=port, server_hostname="mail.example.com", data_size_limit=10240000,
     )
@@ -753,7 +878,7 @@ def serve_aiosmtpd(maildir_path: str, port: int) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.serve_aiosmtpd:
-        return serve_aiosmtpd(args.serve_aiosmtpd, args.port)
+        return serve_aiosmtpd(args.serve_aiosmtpd, args.port, args.handler)
     # SIGTERM ends the benchmark like Ctrl-C: every `finally` stops its server.
     def interrupted(signum: int, frame: object) -> None:
         raise KeyboardInterrupt
