@@ -258,7 +258,7 @@ class POP3Session(LineSession):
         for reply in decision.replies:
             self.send_lines(core.render(self.profile, reply, common))
         wire = dot_stuff(content)
-        self.transport.write(wire)
+        self.write(wire)
         if self.context.events.wants_lines:  # watch mode explains the body as the client sees it
             self.publish_server_lines(wire.decode("utf-8", "replace").split("\r\n")[:-1])
         if self.transcript is not None:
