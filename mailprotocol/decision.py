@@ -71,3 +71,11 @@ class Decision(Generic[State]):
 
     def effect(self, kind: str) -> Effect | None:
         return next((effect for effect in self.effects if effect.kind == kind), None)
+
+
+def argument_of(name: str, grammar: str) -> str:
+    """Whether a verb takes an argument, read from its grammar: "none", "optional" or "required"."""
+    rest = grammar[len(name):].strip()
+    if not rest:
+        return "none"
+    return "optional" if rest.startswith("[") else "required"

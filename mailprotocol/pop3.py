@@ -18,7 +18,19 @@ from typing import TYPE_CHECKING
 from mockservers.sasl import apop_digest
 
 from . import credentials, sasl
-from .decision import AUTH_FAILED, CLOSE, LOGIN, REMOVE_MESSAGES, SEND_MESSAGE, START_SASL, START_TLS, Decision, Effect, Reply
+from .decision import (
+    AUTH_FAILED,
+    CLOSE,
+    LOGIN,
+    REMOVE_MESSAGES,
+    SEND_MESSAGE,
+    START_SASL,
+    START_TLS,
+    Decision,
+    Effect,
+    Reply,
+    argument_of,
+)
 
 if TYPE_CHECKING:
     from mockservers.profile import Profile
@@ -44,6 +56,13 @@ class Verb:
     states: frozenset[str]
     capability: str = ""
     multiline: str = "never"
+    logs_in: bool = False  # carries a secret (masked in transcripts)
+    waits_for_reply: bool = False  # changes the state: even a pipelining client waits (RFC 2449 6.6)
+
+    @property
+    def argument(self) -> str:
+        """ "none", "optional" or "required", read from the grammar."""
+        return argument_of(self.name, self.grammar)
 
     @property
     def knowledge(self) -> str:
@@ -56,24 +75,26 @@ _BOTH = frozenset({AUTHORIZATION, TRANSACTION})
 
 #: Every POP3 verb, most useful first (the order "did you mean ...?" prefers).
 VERBS: tuple[Verb, ...] = (
-    Verb("USER", "USER name", _AUTH, "USER"),
-    Verb("PASS", "PASS secret", _AUTH, "USER"),
+    Verb("USER", "USER name", _AUTH, "USER", waits_for_reply=True),
+    Verb("PASS", "PASS secret", _AUTH, "USER", logs_in=True, waits_for_reply=True),
     Verb("STAT", "STAT", _TRANS),
     Verb("LIST", "LIST [msg]", _TRANS, multiline="without-argument"),
     Verb("RETR", "RETR msg", _TRANS, multiline="always"),
     Verb("DELE", "DELE msg", _TRANS),
     Verb("TOP", "TOP msg n", _TRANS, "TOP", multiline="always"),
     Verb("UIDL", "UIDL [msg]", _TRANS, "UIDL", multiline="without-argument"),
-    Verb("QUIT", "QUIT", _BOTH),
+    Verb("QUIT", "QUIT", _BOTH, waits_for_reply=True),
     Verb("RSET", "RSET", _TRANS),
     Verb("NOOP", "NOOP", _TRANS),
     Verb("CAPA", "CAPA", _BOTH, multiline="always"),
-    Verb("APOP", "APOP name digest", _AUTH),
-    Verb("AUTH", "AUTH [mechanism [initial-response]]", _AUTH, "SASL", multiline="without-argument"),
-    Verb("STLS", "STLS", _AUTH, "STLS"),
+    Verb("APOP", "APOP name digest", _AUTH, logs_in=True, waits_for_reply=True),
+    Verb("AUTH", "AUTH [mechanism [initial-response]]", _AUTH, "SASL", multiline="without-argument", logs_in=True, waits_for_reply=True),
+    Verb("STLS", "STLS", _AUTH, "STLS", waits_for_reply=True),
 )
 VERB_TABLE: dict[str, Verb] = {verb.name: verb for verb in VERBS}
 VERB_NAMES: frozenset[str] = frozenset(VERB_TABLE)
+LOGIN_VERBS: frozenset[str] = frozenset(verb.name for verb in VERBS if verb.logs_in)
+WAITS_FOR_REPLY: frozenset[str] = frozenset(verb.name for verb in VERBS if verb.waits_for_reply)
 #: CAPA tags that are not shown in TRANSACTION (they only matter before a login).
 _LOGIN_TAGS = ("STLS", "USER", "SASL")
 

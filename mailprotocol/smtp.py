@@ -15,12 +15,12 @@ import re
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Mapping
 
-from mockservers.addresses import AddressSyntaxError, MissingBrackets, parse_path, split_keyword
+from mockservers.addresses import AddressSyntaxError, MissingBrackets, parse_path, split_keyword, valid_helo_argument
 from mockservers.parameters import mail_parameter_problem, rcpt_parameter_problem
 from mockservers.persona_rules import helo_refused_at, missing_brackets_key
 
 from . import credentials, sasl
-from .decision import AUTH_FAILED, CLOSE, START_SASL, START_TLS, Decision, Effect, Reply
+from .decision import AUTH_FAILED, CLOSE, START_SASL, START_TLS, Decision, Effect, Reply, argument_of as _argument_of
 
 if TYPE_CHECKING:
     from mockservers.profile import Profile
@@ -40,6 +40,8 @@ class Verb:
 
     `before_helo`: allowed before HELO/EHLO on a persona that wants a greeting first;
     `capability`: the EHLO keyword that must be advertised for the verb to work ("" always);
+    `anytime`: a client may send it in any state of a transaction without changing it;
+    `between_chunks`: allowed between BDAT chunks (RFC 3030 2);
     `knowledge`: the entry in simulator/knowledge/smtp_commands.toml that explains it.
     """
 
@@ -48,6 +50,14 @@ class Verb:
     before_helo: bool = False
     capability: str = ""
     rank: int = 99  # the order "did you mean ...?" prefers when two verbs are equally close
+    anytime: bool = False
+    between_chunks: bool = False
+    logs_in: bool = False  # carries a secret (masked in transcripts)
+
+    @property
+    def argument(self) -> str:
+        """ "none", "optional" or "required", read from the grammar."""
+        return _argument_of(self.name, self.grammar)
 
     @property
     def knowledge(self) -> str:
@@ -61,21 +71,23 @@ VERBS: tuple[Verb, ...] = (
     Verb("MAIL", "MAIL FROM:<address> [SIZE=n] [BODY=7BIT|8BITMIME] [SMTPUTF8] [RET=FULL|HDRS] [ENVID=id] [AUTH=<address>]", rank=2),
     Verb("RCPT", "RCPT TO:<address> [NOTIFY=NEVER|SUCCESS,FAILURE,DELAY] [ORCPT=rfc822;address]", rank=3),
     Verb("DATA", "DATA", rank=4),
-    Verb("BDAT", "BDAT <octets> [LAST]", capability="CHUNKING", rank=13),
-    Verb("RSET", "RSET", True, rank=6),
-    Verb("NOOP", "NOOP [string]", True, rank=7),
-    Verb("VRFY", "VRFY <user or address>", True, rank=10),
-    Verb("EXPN", "EXPN <mailing list>", True, rank=11),
-    Verb("HELP", "HELP [command]", True, rank=12),
-    Verb("QUIT", "QUIT", True, rank=5),
+    Verb("BDAT", "BDAT <octets> [LAST]", capability="CHUNKING", rank=13, between_chunks=True),
+    Verb("RSET", "RSET", True, rank=6, anytime=True, between_chunks=True),
+    Verb("NOOP", "NOOP [string]", True, rank=7, anytime=True, between_chunks=True),
+    Verb("VRFY", "VRFY <user or address>", True, rank=10, anytime=True),
+    Verb("EXPN", "EXPN <mailing list>", True, rank=11, anytime=True),
+    Verb("HELP", "HELP [command]", True, rank=12, anytime=True),
+    Verb("QUIT", "QUIT", True, rank=5, anytime=True, between_chunks=True),
     Verb("STARTTLS", "STARTTLS", capability="STARTTLS", rank=9),
-    Verb("AUTH", "AUTH <PLAIN|LOGIN|CRAM-MD5> [initial-response]", capability="AUTH", rank=8),
+    Verb("AUTH", "AUTH <PLAIN|LOGIN|CRAM-MD5> [initial-response]", capability="AUTH", rank=8, logs_in=True),
     Verb("ETRN", "ETRN <domain> | @<domain> | #<queue>", capability="ETRN", rank=14),
     Verb("TURN", "TURN", True, rank=15),
     Verb("ATRN", "ATRN [domain[,domain...]]", rank=16),
 )
 VERB_TABLE: dict[str, Verb] = {verb.name: verb for verb in VERBS}
 VERB_NAMES: frozenset[str] = frozenset(VERB_TABLE)
+ANYTIME: tuple[str, ...] = tuple(verb.name for verb in VERBS if verb.anytime)
+BETWEEN_CHUNKS: frozenset[str] = frozenset(verb.name for verb in VERBS if verb.between_chunks)
 #: The verbs in the order "did you mean ...?" prefers.
 SUGGESTION_ORDER: tuple[str, ...] = tuple(verb.name for verb in sorted(VERBS, key=lambda verb: verb.rank))
 
@@ -221,7 +233,7 @@ def dispatch(state: SMTPState, persona: "Profile", command: Command) -> SMTPDeci
 
 
 def _hello(state: SMTPState, persona: "Profile", argument: str, esmtp: bool) -> SMTPDecision:
-    if not argument or " " in argument:
+    if not valid_helo_argument(argument):  # one word, no control characters (they would reach Received:)
         return _answer(state, "ehlo_syntax" if esmtp else "helo_syntax", "hello-syntax")
     if helo_refused_at(persona.policies, argument, "helo"):
         return _answer(state, "helo_not_fqdn", "helo-not-fqdn", domain=argument)
@@ -474,6 +486,19 @@ def greylisted(decision: SMTPDecision, seconds: float) -> SMTPDecision:
     assert check is not None
     event = Effect(EVENT, {"kind": "greylisted", "detail": f"{check['sender'] or '<>'} -> {check['address']}, {seconds:.0f} s to go"})
     return _answer(check["unless"], "greylisted", "greylisted", (event,), address=check["address"], seconds=max(1, round(seconds)))
+
+
+def mailbox_full(decision: SMTPDecision, temporary: bool) -> SMTPDecision:
+    """The server found the accepted recipient's mailbox over its quota: it is not added after all.
+
+    552 5.2.2 (RFC 3463 "mailbox full"), or 452 4.2.2 where the persona's server is set to make
+    it temporary (Dovecot's quota_full_tempfail).
+    """
+    check = decision.effect(GREYLIST)
+    assert check is not None
+    key = "mailbox_full_temp" if temporary else "mailbox_full"
+    event = Effect(EVENT, {"kind": "mailbox full", "detail": check["address"]})
+    return _answer(check["unless"], key, "mailbox-full", (event,), address=check["address"])
 
 
 def _transaction_refusal(state: SMTPState) -> SMTPDecision | None:

@@ -140,3 +140,12 @@ def parse_params(text: str) -> dict[str, str | None]:
             raise AddressSyntaxError(f"parameter {key} given twice")
         params[key] = value if eq else None
     return params
+
+
+def valid_helo_argument(argument: str) -> bool:
+    """HELO/EHLO takes one word: a domain or an address literal (RFC 5321 4.1.1.1).
+
+    No space and no control character: a CR or ESC in the name would reach the Received: header
+    the server writes and every log that shows the name.
+    """
+    return bool(argument) and not any(char == " " or ord(char) < 0x20 or ord(char) == 0x7F for char in argument)

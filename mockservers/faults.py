@@ -17,14 +17,15 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
+from mailprotocol import pop3, smtp
+
 #: Pseudo-commands: the greeting and the end of message data ("." or BDAT ... LAST).
 CONNECT = "CONNECT"
 DATA_END = "DATA-END"
 
-SMTP_COMMANDS = frozenset(
-    "HELO EHLO MAIL RCPT DATA BDAT RSET NOOP VRFY EXPN HELP QUIT STARTTLS AUTH ETRN TURN ATRN".split()
-)
-POP3_COMMANDS = frozenset("USER PASS APOP AUTH CAPA STLS STAT LIST RETR DELE NOOP RSET TOP UIDL QUIT".split())
+#: Commands a fault rule may name: the protocol core's verb tables.
+SMTP_COMMANDS = smtp.VERB_NAMES
+POP3_COMMANDS = pop3.VERB_NAMES
 
 
 class FaultError(ValueError):

@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import re
 
+from mailprotocol import pop3, smtp
+
 __all__ = ["MASK", "mask_account", "mask_line"]
 
 #: What a hidden secret looks like, everywhere.
 MASK = "***"
 
-_SECRET_VERBS = frozenset({"AUTH", "PASS", "APOP"})
+_SECRET_VERBS = pop3.LOGIN_VERBS | frozenset(verb.name for verb in smtp.VERBS if verb.logs_in)
 _AUTH_RE = re.compile(r"^(\s*AUTH\s+\S+\s+)(\S.*)$", re.IGNORECASE | re.DOTALL)
 _PASS_RE = re.compile(r"^(\s*PASS\s)(.*\S.*)$", re.IGNORECASE | re.DOTALL)
 _APOP_RE = re.compile(r"^(\s*APOP\s+\S+\s+)(\S.*)$", re.IGNORECASE | re.DOTALL)

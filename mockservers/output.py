@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import atexit
 import os
+import re
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
 from typing import TextIO
 
-__all__ = ["DEFAULT_MAX_BYTES", "DEFAULT_MAX_LOG_LINES", "LogWriter", "OutputQueue", "write_all"]
+__all__ = ["DEFAULT_MAX_BYTES", "DEFAULT_MAX_LOG_LINES", "LogWriter", "OutputQueue", "safe_text", "write_all"]
 
 #: Bytes of transcript output waiting for the disk before new output is dropped (and counted):
 #: the default of the profile policy `transcript_queue_bytes`.
@@ -35,6 +36,22 @@ EXIT_DRAIN_SECONDS = 2.0
 #: of one per record: every wake-up is a thread switch and a fight for the interpreter lock with the
 #: reactor. A live view is at most this much later than without it.
 COALESCE_SECONDS = 0.005
+
+
+_UNSAFE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+_NAMED = {"\r": "\\r", "\n": "\\n", "\t": "\\t", "\x1b": "\\e"}
+
+
+def safe_text(text: str) -> str:
+    """`text` made harmless for a log line, a dashboard or a terminal: control characters escaped.
+
+    ESC (which starts ANSI/OSC sequences that recolour, retitle or rewrite a terminal), CR and
+    LF (which forge extra lines), the other C0/C1 controls, DEL and the Unicode line separators and
+    bidirectional overrides become visible escapes such as `\\e` or `\\x07`; a backslash stays as it is.
+    """
+    if not _UNSAFE.search(text):
+        return text
+    return _UNSAFE.sub(lambda match: _NAMED.get(match.group(), f"\\x{ord(match.group()):02x}" if ord(match.group()) < 0x100 else f"\\u{ord(match.group()):04x}"), text)
 
 
 class OutputQueue:

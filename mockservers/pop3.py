@@ -110,6 +110,22 @@ class POP3Session(LineSession):
         return self.carry_out(core.dispatch(self.state, self.profile, command))
 
     def carry_out(self, decision: core.POP3Decision) -> defer.Deferred | None:
+        """Throttle logins (server-wide limits), then do what the core decided (`_carry_out`)."""
+        login, failed = decision.effect(LOGIN), decision.effect(AUTH_FAILED)
+        if (login is not None or failed is not None) and self.auth_locked_out():
+            # The outcome is never told, nor a login completed: the secret might as well be unchecked.
+            self.event("authentication refused", f"too many failed logins from {self.client_ip}")
+            self.state = replace(self.state, exchange=None, user=None)
+            self.reply("too_many_auth_failures")
+            self.close()
+            return None
+        if failed is not None:
+            pause = self.auth_failure_pause(failed["user"])
+            if pause is not None:
+                return pause.addCallback(lambda _: None if self._closed else self._carry_out(decision))
+        return self._carry_out(decision)
+
+    def _carry_out(self, decision: core.POP3Decision) -> defer.Deferred | None:
         """Adopt the decision's state, do its effects, send its replies (in that order for UPDATE)."""
         self.state = decision.state
         removal = decision.effect(REMOVE_MESSAGES)
@@ -119,6 +135,8 @@ class POP3Session(LineSession):
         if login is not None:
             return self._complete_login(login)
         failed = decision.effect(AUTH_FAILED)
+        if failed is not None:
+            self._auth_failure_logged(failed)
         message = decision.effect(SEND_MESSAGE)
         if message is not None:
             return self._send_message(decision, message)
@@ -127,7 +145,7 @@ class POP3Session(LineSession):
             self._pending, self._pos = b"", 0
             self.transport.startTLS(self.context.tls_options)
             self.tls_active = True
-            self.event("tls", "TLS started")
+            self.event("tls", "TLS started", certificate=self.context.tls_subject)
         if failed is not None:
             self._auth_failed(failed)
         return None
@@ -141,10 +159,14 @@ class POP3Session(LineSession):
 
     # --- effects -----------------------------------------------------------------------------
 
-    def _auth_failed(self, failed: Effect) -> None:
+    def _auth_failure_logged(self, failed: Effect) -> None:
+        """The refusal's reason in the log, before the reply says no (as for a success)."""
         user = failed["user"]
         self.event("authentication failed", f"{user}: {failed['reason']}", user=user)
-        failures = self.context.limits.failed_auth("POP3", self.client_ip)
+
+    def _auth_failed(self, failed: Effect) -> None:
+        """After the refusal: the persona's limit on failures from one client."""
+        failures = self.persona_auth_failures()  # recorded by `auth_failure_pause`
         verdict = core.too_many_failures(self.state, self.profile, failures)
         if verdict is not None:
             self.event("too many authentication failures", f"{failures} from {self.client_ip}")
@@ -154,7 +176,7 @@ class POP3Session(LineSession):
         """The core accepted the credentials: LOGIN-DELAY, the maildrop lock, then open it."""
         limits = self.context.limits
         address = login["address"]
-        limits.reset_auth_failures("POP3", self.client_ip)
+        limits.auth_succeeded(self.client_ip, address)
         wait = limits.login_wait(address, self.context.now(), self.profile.policies.login_delay)
         if wait > 0:
             self.event("login delayed", f"{address}: {wait:.0f} s to go", user=address)
@@ -235,7 +257,10 @@ class POP3Session(LineSession):
         common = self.common_values()
         for reply in decision.replies:
             self.send_lines(core.render(self.profile, reply, common))
-        self.transport.write(dot_stuff(content))
+        wire = dot_stuff(content)
+        self.write(wire)
+        if self.context.events.wants_lines:  # watch mode explains the body as the client sees it
+            self.publish_server_lines(wire.decode("utf-8", "replace").split("\r\n")[:-1])
         if self.transcript is not None:
             self.transcript.server(f"<message {number}, {wire_size(content)} octets>")
             self.transcript.server(".")

@@ -78,6 +78,18 @@ class Policies:
     login_delay: float = 0.0
     expire_days: int = -1
     implicit_tls_only: bool = False
+    max_sessions: int = 0
+    fd_headroom: int = 64
+    max_session_time: float = 3600.0
+    min_data_rate: float = 2.0
+    rate_grace: float = 10.0
+    auth_failure_delay: float = 0.25
+    auth_failure_delay_max: float = 2.0
+    auth_lockout_failures: int = 10
+    auth_lockout_window: float = 300.0
+    mailbox_quota: int = 1 << 30
+    quota_full_tempfail: bool = False
+    min_free_disk: int = 64 << 20
     log_queue_lines: int = DEFAULT_MAX_LOG_LINES
     transcript_queue_bytes: int = DEFAULT_MAX_BYTES
 

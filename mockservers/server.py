@@ -21,6 +21,8 @@ from .pop3 import POP3Factory
 from .accounts import Account
 from .profile import Profile
 from .session import EventHub, ServerContext, log
+from .blocking import BlockingWorkers
+from .limits import descriptor_budget
 from .output import OutputQueue
 from .smtp import SMTPFactory
 from .store import MailStore
@@ -72,7 +74,8 @@ class MailServers:
 
             reactor = global_reactor
         self.reactor = reactor
-        self.store = MailStore(self.data_dir)
+        policies = self.profile.policies
+        self.store = MailStore(self.data_dir, quota=policies.mailbox_quota, min_free=policies.min_free_disk)
         for account in self.profile.accounts:
             self.store.ensure_mailbox(account.address)
         self.preload_mail()
@@ -84,13 +87,15 @@ class MailServers:
             }
         self.tls_files = None
         tls_options = None
+        tls_subject = ""
         if tls:
-            from .tls import ensure_certificates, server_tls_options
+            from .tls import describe_certificate, ensure_certificates, server_tls_options
 
             self.tls_files = ensure_certificates(
                 tls_dir or self.data_dir, [self.profile.hostname, self.profile.pop3_hostname]
             )
             tls_options = server_tls_options(self.tls_files)
+            tls_subject = describe_certificate(self.tls_files.cert)
         self.context = ServerContext(
             profile=self.profile,
             store=self.store,
@@ -98,8 +103,13 @@ class MailServers:
             events=self.events,
             transcripts_dir=self.data_dir / "transcripts",
             tls_options=tls_options,
+            tls_subject=tls_subject,
             record_transcripts=record_transcripts,
             output=OutputQueue("transcripts", self.profile.policies.transcript_queue_bytes),
+            workers=BlockingWorkers(self.reactor) if hasattr(self.reactor, "getThreadPool") else None,
+        )
+        self.context.limits.max_sessions = self.profile.policies.max_sessions or descriptor_budget(
+            self.profile.policies.fd_headroom
         )
         self.listening: list[Listening] = []
         self._ports: list[Any] = []
@@ -162,9 +172,13 @@ class MailServers:
         from twisted.internet import threads
 
         output = self.context.output
+        workers = self.context.workers
         if output is None or not hasattr(self.reactor, "getThreadPool"):
             return defer.succeed(result)
         def drain_and_stop() -> None:
+            if workers is not None:
+                workers.drain(10.0)  # messages being stored: their transcript lines come after
+                workers.stop()
             output.drain(10.0)
             output.stop()  # its thread ends; the next session (if started again) starts another
 

@@ -19,13 +19,15 @@ from pathlib import Path
 from typing import Any, Callable
 
 from twisted.internet import defer, interfaces, protocol, task
+from twisted.internet.interfaces import IWriteDescriptor
 from twisted.logger import Logger
 from twisted.protocols.policies import TimeoutMixin
 from zope.interface import implementer
 
+from .blocking import BlockingWorkers
 from .faults import FaultAction, FaultScript
 from .limits import ServerLimits
-from .output import OutputQueue
+from .output import OutputQueue, safe_text
 from .profile import Profile
 from .arrival import Arrival, Verdict
 from .store import MailStore
@@ -37,6 +39,10 @@ _session_numbers = itertools.count(1)
 
 #: Input bytes held while a command waits before the connection stops being read.
 MAX_HELD_INPUT = 256 * 1024
+
+#: Octets of replies written in one turn that `send_now` hands to the kernel at once; more (a
+#: long RETR, a flood of pipelined commands) leave on the reactor's next turn as Twisted does.
+SEND_NOW_LIMIT = 16 * 1024
 
 #: Seconds a closing TLS session waits for the client's close_notify before hanging up anyway.
 TLS_CLOSE_GRACE = 1.0
@@ -59,9 +65,10 @@ class ServerEvent:
     time: float = field(default_factory=time.time)
 
     def __str__(self) -> str:
+        """One log line; what a client typed (a user name, a HELO) is escaped, never a control."""
         stamp = time.strftime("%H:%M:%S", time.localtime(self.time))
         text = f"{stamp} {self.protocol} {self.session} {self.peer} {self.kind}"
-        return f"{text}: {self.detail}" if self.detail else text
+        return safe_text(f"{text}: {self.detail}" if self.detail else text)
 
 
 @dataclass(frozen=True)
@@ -128,6 +135,7 @@ class ServerContext:
     events: EventHub
     transcripts_dir: Path | None = None
     tls_options: Any = None
+    tls_subject: str = ""  # the certificate the server presents, for the transcript's TLS event
     clock: Any = None  # an IReactorTime; the global reactor when None
     record_transcripts: bool = True
     synchronous_io: bool = False  # tests with fake transports: run store calls inline
@@ -135,6 +143,7 @@ class ServerContext:
     faults: FaultScript | None = None
     sessions: set[Any] = field(default_factory=set)
     output: OutputQueue | None = None  # transcripts written by its thread; None: written inline (tests)
+    workers: BlockingWorkers | None = None  # run_blocking's threads; None: Twisted's thread pool
     #: Blocking check of a message before it is stored (run in a worker thread): a world's MX
     #: checks SPF/DKIM/DMARC here. None: every message is stored as it came.
     message_check: Callable[[Arrival], Verdict] | None = None
@@ -150,6 +159,8 @@ class ServerContext:
         """Run blocking store work (fsync) off the reactor thread, so other sessions go on."""
         if self.synchronous_io:
             return defer.maybeDeferred(function, *args)
+        if self.workers is not None:
+            return self.workers.run(function, *args)
         from twisted.internet import threads
 
         return threads.deferToThread(function, *args)
@@ -184,6 +195,8 @@ class LineSession(protocol.Protocol, TimeoutMixin):
     protocol_name = "?"
     #: raw handler: called with (data, position), returns the new position; set by DATA/BDAT.
     _raw_handler: Callable[[bytes, int], int] | None = None
+    _unsent = 0  # octets of replies written since the last send_now
+    _sending = False  # inside send_now (doWrite may resume this producer, which processes input)
 
     def __init__(self, context: ServerContext) -> None:
         self.context = context
@@ -204,6 +217,11 @@ class LineSession(protocol.Protocol, TimeoutMixin):
         self.transcript: TranscriptWriter | None = None
         self.client_ip = "?"
         self.started_at = 0.0
+        self.last_active = 0.0  # when the last complete line arrived (eviction picks the stalest)
+        self._slow_since: float | None = None  # start of input without a line end
+        self._slow_bytes = 0
+        self._rate_call: Any = None
+        self._lifetime_call: Any = None
         self._counted = False
         self._abort_call: Any = None
         self.short_id = os.urandom(6).hex()
@@ -240,7 +258,7 @@ class LineSession(protocol.Protocol, TimeoutMixin):
     def connectionMade(self) -> None:  # noqa: N802
         clock = self.context.reactor_time()
         self.callLater = clock.callLater
-        self.started_at = clock.seconds()
+        self.started_at = self.last_active = clock.seconds()
         no_delay = getattr(self.transport, "setTcpNoDelay", None)  # ITCPTransport; fakes have none
         if no_delay is not None:
             # Replies are always written whole, so Nagle's algorithm only ever holds back the last
@@ -259,6 +277,7 @@ class LineSession(protocol.Protocol, TimeoutMixin):
         finally:
             if self.transcript is not None:
                 self.transcript.flush()  # the open record and the greeting in one write
+            self.send_now()
 
     def _connected(self) -> None:
         clock = self.context.reactor_time()
@@ -266,11 +285,9 @@ class LineSession(protocol.Protocol, TimeoutMixin):
         if self.tls_active:
             # An implicit-TLS port (465, 995; RFC 8314): the session is in TLS from its first byte,
             # and the log and the transcript say so as they do after STARTTLS/STLS.
-            self.event("tls", "implicit TLS (TLS from the first byte)", implicit=True)
+            self.event("tls", "implicit TLS (TLS from the first byte)", implicit=True, certificate=self.context.tls_subject)
         policies = self.profile.policies
-        refused = self.context.limits.open(
-            self.protocol_name, self.client_ip, policies.max_connections, policies.max_connections_per_client
-        )
+        refused = self._open_slot()
         if refused is not None:
             self.event("connection refused", f"too many connections ({'from this client' if refused == 'client' else 'in all'})")
             self.reply("too_many_connections", client_ip=self.client_ip)
@@ -283,6 +300,8 @@ class LineSession(protocol.Protocol, TimeoutMixin):
             register(self, True)
             self._producing = True
         self.setTimeout(self.idle_timeout())
+        if policies.max_session_time > 0:
+            self._lifetime_call = self.callLater(policies.max_session_time, self._lifetime_over)
         action = self.fault("CONNECT")
         if action is not None:
             self.wait_for_result(self.run_fault(action, self.session_started))
@@ -290,6 +309,39 @@ class LineSession(protocol.Protocol, TimeoutMixin):
             self.wait_for(task.deferLater(clock, policies.tarpit_delay, self.session_started))
         else:
             self.session_started()
+
+    def _open_slot(self) -> str | None:
+        """Take a connection slot; when a server-wide or protocol cap is full, evict for a newcomer.
+
+        Caps full of idle connections must not lock the class out: when the newcomer's address
+        holds at least two sessions fewer than the address holding the most, that address's
+        least recently active session is told `too_many_connections` and closed, and the
+        newcomer takes its slot (Postfix's anvil refuses instead; a lab prefers the student who
+        has nothing over the one who holds dozens).
+        """
+        limits, policies = self.context.limits, self.profile.policies
+        refused = limits.open(self.protocol_name, self.client_ip, policies.max_connections, policies.max_connections_per_client)
+        if refused not in ("server", "total"):
+            return refused
+        scope = None if refused == "server" else self.protocol_name
+        heaviest, held = limits.heaviest_client(scope)
+        if held < limits.held_by(self.client_ip, scope) + 2:
+            return refused
+        candidates = [
+            session for session in self.context.sessions
+            if session.client_ip == heaviest and not session._closed and (scope is None or session.protocol_name == scope)
+        ]  # fmt: skip
+        if not candidates:
+            return refused
+        victim = min(candidates, key=lambda session: session.last_active)
+        victim.evict()
+        return limits.open(self.protocol_name, self.client_ip, policies.max_connections, policies.max_connections_per_client)
+
+    def evict(self) -> None:
+        """Give up this connection's slot to a client that holds fewer (see `_open_slot`)."""
+        self.event("connection evicted", "the server is full and this client holds the most connections")
+        self.reply("too_many_connections", client_ip=self.client_ip)
+        self.close()
 
     def reply(self, key: str, **values: Any) -> None:
         """Send the profile's reply `key` (the subclass renders it)."""
@@ -358,8 +410,9 @@ class LineSession(protocol.Protocol, TimeoutMixin):
         self._closed = True
         self.setTimeout(None)
         self.context.sessions.discard(self)
-        if self._abort_call is not None and self._abort_call.active():
-            self._abort_call.cancel()
+        for call in (self._abort_call, self._rate_call, self._lifetime_call):
+            if call is not None and call.active():
+                call.cancel()
         if self._counted:
             self._counted = False
             self.context.limits.close(self.protocol_name, self.client_ip)
@@ -478,13 +531,46 @@ class LineSession(protocol.Protocol, TimeoutMixin):
 
     # --- output ------------------------------------------------------------------------------
 
+    def write(self, data: bytes) -> None:
+        """Queue `data` for the client; `send_now` hands it to the kernel when the turn's work is done."""
+        self.transport.write(data)
+        self._unsent += len(data)
+
+    def send_now(self) -> None:
+        """Hand the replies written so far to the kernel now rather than on the reactor's next turn.
+
+        A plain TCP transport keeps writes until epoll reports the socket writable, one loop
+        iteration later: a delay on every reply for a client that waits for each one (a mail
+        client sending one message, poplib's RETR). `doWrite` (IWriteDescriptor) sends what the
+        socket takes now and leaves the rest to the reactor as before. Only for a turn's worth of
+        interactive replies (up to SEND_NOW_LIMIT octets) while the client keeps up: a flood, or
+        a client that does not read, is left to the reactor's pace and its flow control. Not over
+        TLS (its layer buffers on its own) nor once the connection is closing (doWrite would then
+        finish the close outside the reactor's bookkeeping).
+        """
+        unsent, self._unsent = self._unsent, 0
+        if not unsent or unsent > SEND_NOW_LIMIT or self._sending or self._output_blocked:
+            return
+        transport = self.transport
+        if self.tls_active or getattr(transport, "disconnecting", True) or not IWriteDescriptor.providedBy(transport):
+            return
+        self._sending = True
+        try:
+            transport.doWrite()  # a failed send stays buffered; the reactor sees the error next turn
+        finally:
+            self._sending = False
+
     def send_lines(self, lines: list[str]) -> None:
         if self._closed and not self.transport.connected:
             return
-        self.transport.write(("\r\n".join(lines) + "\r\n").encode("utf-8", "surrogateescape"))
+        self.write(("\r\n".join(lines) + "\r\n").encode("utf-8", "surrogateescape"))
         if self.transcript is not None:
             for line in lines:
                 self.transcript.server(line)
+        self.publish_server_lines(lines)
+
+    def publish_server_lines(self, lines: list[str]) -> None:
+        """Lines the server sent, for live views only (watch mode follows outside sessions)."""
         hub = self.context.events
         if hub.wants_lines:
             for line in lines:
@@ -507,12 +593,94 @@ class LineSession(protocol.Protocol, TimeoutMixin):
         if hub.wants_events:
             hub.publish(ServerEvent(self.protocol_name, self.session_id, kind, self.peer, detail, fields))
 
+    # --- authentication throttling -----------------------------------------------------------
+
+    def auth_locked_out(self) -> bool:
+        """Too many failed logins from this client lately: refuse without checking any secret."""
+        policies = self.profile.policies
+        return self.context.limits.client_locked_out(
+            self.client_ip, self.context.now(), policies.auth_lockout_window, policies.auth_lockout_failures
+        )
+
+    def auth_failure_pause(self, user: str | None) -> defer.Deferred | None:
+        """Record a failed login; a Deferred firing after the delay the failure earns (None: answer now).
+
+        The delay doubles with each failure of the client or of the account within the window
+        (Dovecot's `auth_failure_delay`, growing), up to `auth_failure_delay_max`. Only accounts
+        that exist are tracked, so a flood of invented names cannot grow the server's memory.
+        """
+        policies = self.profile.policies
+        known = bool(user) and self.profile.find_account(user) is not None
+        worst = self.context.limits.record_auth_failure(
+            self.protocol_name, self.client_ip, user or "", known, self.context.now(), policies.auth_lockout_window
+        )
+        if policies.auth_failure_delay <= 0:
+            return None
+        delay = min(policies.auth_failure_delay * 2 ** min(worst - 1, 30), policies.auth_failure_delay_max)
+        return task.deferLater(self.context.reactor_time(), delay, lambda: None)
+
+    def persona_auth_failures(self) -> int:
+        """This client's failures in this protocol within the window, for the persona's `max_auth_failures`."""
+        return self.context.limits.auth_failure_count(
+            self.protocol_name, self.client_ip, self.context.now(), self.profile.policies.auth_lockout_window
+        )
+
+    # --- slow clients (slowloris) -------------------------------------------------------------
+
+    def _note_progress(self, data: bytes) -> None:
+        """Only a complete line resets the idle timer; unfinished input must keep a minimum rate.
+
+        A client that sends one byte every few seconds and never a line end would otherwise keep
+        its slot forever. Bytes after the last LF start (or continue) an unfinished stretch, which
+        `_check_rate` measures every `rate_grace` seconds against `min_data_rate`.
+        """
+        now = self.context.now()
+        last_newline = data.rfind(b"\n")
+        if last_newline >= 0:
+            self.resetTimeout()
+            self.last_active = now
+            self._slow_since = None
+            tail = len(data) - last_newline - 1
+        else:
+            tail = len(data)
+        if not tail:
+            return
+        if self._slow_since is None:
+            self._slow_since, self._slow_bytes = now, 0
+            if self._rate_call is None or not self._rate_call.active():
+                grace = self.profile.policies.rate_grace
+                if grace > 0 and self.profile.policies.min_data_rate > 0:
+                    self._rate_call = self.callLater(grace, self._check_rate)
+        self._slow_bytes += tail
+
+    def _check_rate(self) -> None:
+        self._rate_call = None
+        if self._closed or self._slow_since is None:
+            return
+        policies = self.profile.policies
+        elapsed = self.context.now() - self._slow_since
+        if self._slow_bytes < policies.min_data_rate * elapsed:
+            self.event("too slow", f"{self._slow_bytes} bytes in {elapsed:.1f} s without a line end (minimum {policies.min_data_rate:g} bytes/s)")
+            self.timed_out()
+            self.close()
+            return
+        self.resetTimeout()  # steady progress (a large chunk without line ends) is activity
+        self._slow_since, self._slow_bytes = self.context.now(), 0
+        self._rate_call = self.callLater(policies.rate_grace, self._check_rate)
+
+    def _lifetime_over(self) -> None:
+        self._lifetime_call = None
+        if not self._closed:
+            self.event("session too long", f"open for {self.profile.policies.max_session_time:g} s")
+            self.timed_out()
+            self.close()
+
     # --- input framing -----------------------------------------------------------------------
 
     def dataReceived(self, data: bytes) -> None:  # noqa: N802
         if self._closed:
             return
-        self.resetTimeout()
+        self._note_progress(data)
         if self._pos:
             self._pending = self._pending[self._pos :]
             self._pos = 0
@@ -535,6 +703,7 @@ class LineSession(protocol.Protocol, TimeoutMixin):
                 self.transcript.flush()
             if self._paused_transport:
                 self._maybe_resume_reading()  # the held input was consumed: read again
+            self.send_now()
 
     def _process_input(self) -> None:
         while self._busy is None and not self._closed and not self._output_blocked:
@@ -597,6 +766,11 @@ class LineSession(protocol.Protocol, TimeoutMixin):
         if isinstance(result, defer.Deferred):
             self.wait_for(result)
 
+    @property
+    def waiting(self) -> bool:
+        """A command's answer is not ready yet (disk, tarpit, a failed login's delay)."""
+        return self._busy is not None
+
     def wait_for(self, deferred: defer.Deferred) -> None:
         """Hold input processing until `deferred` fires (replies stay in order)."""
         deferred.addErrback(self._failed)
@@ -617,3 +791,4 @@ class LineSession(protocol.Protocol, TimeoutMixin):
         self._maybe_resume_reading()
         if not self._closed and not self._processing and not self._output_blocked:
             self._process()
+        self.send_now()

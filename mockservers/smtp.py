@@ -8,6 +8,8 @@ queue counts for ETRN/ATRN, delivery to the store, events. Reply texts come from
 
 from __future__ import annotations
 
+import re
+
 import hashlib
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -24,14 +26,23 @@ from .parameters import unstuff
 from .persona_rules import end_of_data_reply
 from .rendering import render_smtp
 from .session import LineSession, ServerContext, log
-from .store import StoreError
+from .store import QuotaExceeded, StoreError
 
 #: Command grammar, for HELP and for learners (the core's verb table).
 SYNTAX = {verb.name: verb.grammar for verb in core.VERBS}
 
 
+#: A "." line where a line break is a bare LF: it looks like the end of DATA but is not.
+_BARE_LF_DOT = re.compile(rb"(?<!\r)\n\.\r?\n|\r\n\.\n")
+
 class _AlreadyAnswered(Exception):
     """A check refused the message and its reply was sent: nothing more to say."""
+
+
+#: Chunks shorter than this are copied into the envelope's gathering buffer ...
+_GATHER_BELOW = 4096
+#: ... which becomes one piece when it reaches this size.
+_GATHERED_PIECE = 64 * 1024
 
 
 @dataclass
@@ -42,6 +53,35 @@ class Envelope:
     chunks: list[bytes] = field(default_factory=list)
     size: int = 0
     too_big: bool = False
+    tail: bytearray = field(default_factory=bytearray)  # small pieces gathered into one buffer
+
+    def add(self, chunk: bytes) -> None:
+        """Keep `chunk`; small ones are gathered, so a client sending one byte per packet costs
+        about one byte per byte, not a Python object (~40 bytes) per byte."""
+        if len(chunk) >= _GATHER_BELOW:
+            if self.tail:
+                self.chunks.append(bytes(self.tail))
+                self.tail = bytearray()
+            self.chunks.append(chunk)
+            return
+        self.tail += chunk
+        if len(self.tail) >= _GATHERED_PIECE:
+            self.chunks.append(bytes(self.tail))
+            self.tail = bytearray()
+
+    def parts(self) -> list[bytes]:
+        """The data so far, in order."""
+        return [*self.chunks, bytes(self.tail)] if self.tail else self.chunks
+
+    def discard(self) -> None:
+        self.chunks.clear()
+        self.tail = bytearray()
+
+    def take(self) -> bytes:
+        """All the data in one piece; the envelope keeps nothing (the message is held once)."""
+        content = b"".join(self.parts())
+        self.discard()
+        return content
 
     @property
     def sender(self) -> str:
@@ -75,6 +115,7 @@ class SMTPSession(LineSession):
         self.envelope: Envelope | None = None
         self._data_held = b""
         self._data_skip = 0
+        self._bare_lf_noted = False
         self._chunk: Effect | None = None
         self._bdat_remaining = 0
 
@@ -157,12 +198,29 @@ class SMTPSession(LineSession):
 
     def dispatch(self, command: core.Command) -> defer.Deferred | None:
         if command.verb == "AUTH":  # what the server remembers, and a fresh CRAM-MD5 challenge (RFC 2195)
-            failures = self.context.limits.auth_failure_count("SMTP", self.client_ip)
+            if self.auth_locked_out():
+                self.reply("auth_failures_refused")
+                return None
+            failures = self.persona_auth_failures()
             challenge = auth.new_challenge(self.profile.hostname)
             self.state = replace(self.state, auth_failures=failures, challenge=challenge)
         return self.carry_out(core.dispatch(self.state, self.profile, command))
 
     def carry_out(self, decision: core.SMTPDecision) -> defer.Deferred | None:
+        """Throttle logins (server-wide limits), then do what the core decided (`_carry_out`)."""
+        failed = decision.effect(AUTH_FAILED)
+        if (failed is not None or decision.has(core.AUTHENTICATED)) and self.auth_locked_out():
+            # Locked while the exchange went on: the outcome is never told, nor a login completed.
+            self.state = replace(self.state, exchange=None)
+            self.reply("auth_failures_refused")
+            return None
+        if failed is not None:
+            pause = self.auth_failure_pause(failed["user"])
+            if pause is not None:
+                return pause.addCallback(lambda _: None if self._closed else self._carry_out(decision))
+        return self._carry_out(decision)
+
+    def _carry_out(self, decision: core.SMTPDecision) -> defer.Deferred | None:
         """Adopt the decision's state, do what only a server can do, send the replies."""
         greylist = decision.effect(core.GREYLIST)
         if greylist is not None and self.profile.policies.greylist_delay:
@@ -171,6 +229,9 @@ class SMTPSession(LineSession):
             )
             if wait > 0:
                 decision = core.greylisted(decision, wait)
+        greylist = decision.effect(core.GREYLIST)
+        if greylist is not None and self._mailbox_full(greylist["address"]):
+            decision = core.mailbox_full(decision, self.profile.policies.quota_full_tempfail)
         self._adopt(decision.state)
         for effect in decision.effects:
             if effect.kind == core.EVENT:
@@ -183,6 +244,13 @@ class SMTPSession(LineSession):
         if chunk is not None:
             self._read_chunk(chunk)
             return None
+        failed = decision.effect(AUTH_FAILED)
+        if failed is not None:
+            self._auth_failure_logged(failed)
+        authenticated = decision.effect(core.AUTHENTICATED)
+        if authenticated is not None:  # the event comes before the 235: graders attribute the session by it
+            self.context.limits.auth_succeeded(self.client_ip, authenticated["address"])
+            self.event("authenticated", authenticated["address"], user=authenticated["address"])
         for reply in decision.replies:
             self.reply(reply.key, **reply.values)
         if decision.has(START_TLS):
@@ -190,21 +258,22 @@ class SMTPSession(LineSession):
             self._pending, self._pos = b"", 0
             self.transport.startTLS(self.context.tls_options)
             self.tls_active = True
-            self.event("tls", "TLS started")
+            self.event("tls", "TLS started", certificate=self.context.tls_subject)
         if decision.has(core.START_DATA):
             self._data_held = b"\r\n"  # the CRLF that ended the DATA line: a '.' line may follow at once
             self._data_skip = 2
+            self._bare_lf_noted = False
             self._raw_handler = self._data_received
-        if decision.has(core.AUTHENTICATED):
-            address = decision.effect(core.AUTHENTICATED)["address"]  # type: ignore[index]
-            self.context.limits.reset_auth_failures("SMTP", self.client_ip)
-            self.event("authenticated", address, user=address)
-        failed = decision.effect(AUTH_FAILED)
         if failed is not None:
             self._auth_failed(failed)
         if decision.has(core.CLOSE):
             self.close()
         return None
+
+    def _mailbox_full(self, address: str) -> bool:
+        """A local account's mailbox already at its quota (usage is counted once, then kept)."""
+        account = self.profile.find_account(address)
+        return account is not None and self.context.store.over_quota(account.address)
 
     def _adopt(self, state: core.SMTPState) -> None:
         """The core's state; the transaction's data follows its envelope."""
@@ -216,10 +285,14 @@ class SMTPSession(LineSession):
         else:
             self.envelope.core = state.envelope
 
-    def _auth_failed(self, failed: Effect) -> None:
+    def _auth_failure_logged(self, failed: Effect) -> None:
+        """The refusal's reason in the log, before the reply says no (as for a success)."""
         user = failed["user"]
         self.event("authentication failed", f"{user}: {failed['reason']}", user=user)
-        failures = self.context.limits.failed_auth("SMTP", self.client_ip)
+
+    def _auth_failed(self, failed: Effect) -> None:
+        """After the refusal: the persona's limit on failures from one client."""
+        failures = self.persona_auth_failures()  # recorded by `auth_failure_pause`
         verdict = core.too_many_failures(self.state, self.profile, failures)
         if verdict is not None:
             self.event("too many authentication failures", f"{failures} from {self.client_ip}")
@@ -244,6 +317,11 @@ class SMTPSession(LineSession):
         two TCP segments may begin; everything else is committed without copying twice.
         """
         held = self._data_held
+        if not self._bare_lf_noted and (_BARE_LF_DOT.search(data, pos) or _BARE_LF_DOT.search(held + data[pos : pos + 4])):
+            # A terminal that sends bare LF (telnet in line mode, nc without -C) never ends DATA:
+            # say why the server still waits (RFC 5321 4.1.1.4: the end is CRLF.CRLF).
+            self._bare_lf_noted = True
+            self.event("waiting for CRLF.CRLF", "a '.' line ended with a bare LF, which does not end the message")
         if held:
             head = held + data[pos : pos + 4]
             boundary = head.find(b"\r\n.\r\n")
@@ -281,7 +359,7 @@ class SMTPSession(LineSession):
             return
         head: list[bytes] = []
         taken = 0
-        for chunk in self.envelope.chunks:
+        for chunk in self.envelope.parts():
             head.append(chunk[: 16 * 1024 - taken])
             taken += len(head[-1])
             if taken >= 16 * 1024:
@@ -306,9 +384,9 @@ class SMTPSession(LineSession):
             return
         if envelope.size > self.profile.policies.max_message_size:
             envelope.too_big = True
-            envelope.chunks.clear()  # never hold more than the limit
+            envelope.discard()  # never hold more than the limit
             return
-        envelope.chunks.append(chunk)
+        envelope.add(chunk)
 
     def _read_chunk(self, chunk: Effect) -> None:
         """BDAT: the chunk is read even when the command is refused (RFC 3030 3)."""
@@ -350,13 +428,12 @@ class SMTPSession(LineSession):
         action = self.fault("DATA-END", " ".join(envelope.recipients))
         if action is not None:
             if action.reply or action.drop:
-                envelope.chunks.clear()  # the scripted reply replaces delivery
+                envelope.discard()  # the scripted reply replaces delivery
             return defer.maybeDeferred(self.run_fault, action, lambda: self._deliver(envelope, dot_stuffed))
         return self._deliver(envelope, dot_stuffed)
 
     def _deliver(self, envelope: Envelope, dot_stuffed: bool) -> defer.Deferred:
-        content = b"".join(envelope.chunks)
-        envelope.chunks.clear()
+        content = envelope.take()
         if dot_stuffed:
             content = unstuff(content)
         reply_key = end_of_data_reply(self.profile.policies, envelope.params, not content.isascii())
@@ -414,6 +491,11 @@ class SMTPSession(LineSession):
         error = failure.check(StoreError, OSError)
         if error is None:
             return failure
+        if failure.check(QuotaExceeded):
+            self.event("mailbox full", failure.getErrorMessage())
+            temporary = self.profile.policies.quota_full_tempfail
+            self.reply("mailbox_full_temp" if temporary else "mailbox_full", address=failure.value.address)
+            return None
         log.failure("storing a message failed", failure)
         self.event("storage failed", failure.getErrorMessage())
         full = getattr(failure.value, "errno", None) in (28, 122)  # ENOSPC, EDQUOT

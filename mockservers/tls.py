@@ -2,9 +2,11 @@
 
 Learners practise `openssl s_client -starttls smtp` against the mock servers, so the servers need a
 certificate a client can really verify: a CA made once per data directory (hand `ca.pem` to any
-client) and a server certificate it signs, reissued only when new host names are asked for.
+client) and one server certificate per host name it signs, reissued only when new names are asked for.
 
-Files live in DATA/tls/: ca.pem, ca.key, server.pem, server.key. Every file is written to a temporary
+Files live in DATA/tls/: ca.pem and ca.key (shared), and per server host name hosts/<name>.pem and
+hosts/<name>.key (server.pem/server.key when no name is given). Each persona presents a certificate
+for its own name (CN = its SMTP host name), whichever persona ran before. Every file is written to a temporary
 name and moved into place with os.replace, under an exclusive lock file, so two processes starting at
 once neither corrupt files nor pair a certificate with the wrong key.
 """
@@ -64,9 +66,13 @@ class TLSFiles:
         return self.ca_cert.with_name("ca.key")
 
 
-def _tls_files(data_dir: Path) -> TLSFiles:
+def _tls_files(data_dir: Path, primary: str | None = None) -> TLSFiles:
+    """The shared CA, and the certificate files of the host name `primary` (kept apart per name)."""
     directory = Path(data_dir) / "tls"
-    return TLSFiles(ca_cert=directory / "ca.pem", cert=directory / "server.pem", key=directory / "server.key")
+    if primary is None:
+        return TLSFiles(ca_cert=directory / "ca.pem", cert=directory / "server.pem", key=directory / "server.key")
+    hosts = directory / "hosts"
+    return TLSFiles(ca_cert=directory / "ca.pem", cert=hosts / f"{primary}.pem", key=hosts / f"{primary}.key")
 
 
 @contextlib.contextmanager
@@ -282,19 +288,22 @@ def _leaf_usable(
 
 
 def ensure_certificates(data_dir: Path, hostnames: Sequence[str] = ()) -> TLSFiles:
-    """Make sure DATA/tls holds a CA and a server certificate covering `hostnames`; return the paths.
+    """Make sure DATA/tls holds the CA and a server certificate for `hostnames`; return the paths.
 
-    The server certificate always covers localhost, 127.0.0.1 and ::1. An existing one is reused
+    The certificate belongs to the first name (its CN and its file name: one file per host name,
+    so one persona's certificate never replaces another's) and always covers localhost, 127.0.0.1
+    and ::1 too. An existing one is reused
     untouched when it already covers every requested name; otherwise a new one is issued by the
     same CA for the union of old and new names (keeping the server key). The CA is created once
     and never replaced while ca.pem exists.
     """
-    files = _tls_files(data_dir)
+    requested = _clean_names(hostnames)
+    files = _tls_files(data_dir, requested[0] if requested else None)
     directory = files.ca_cert.parent
     directory.mkdir(parents=True, exist_ok=True)
+    files.cert.parent.mkdir(exist_ok=True)
     with contextlib.suppress(OSError):
         os.chmod(directory, 0o700)
-    requested = _clean_names(hostnames)
     wanted = [_parse_name(name) for name in [*requested, *DEFAULT_NAMES]]
     with _locked(directory):
         ca_cert = _load_cert(files.ca_cert)

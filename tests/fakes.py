@@ -38,10 +38,12 @@ class Harness:
         profile: Profile | str = "rfc",
         *,
         tls: bool = True,
+        implicit_tls: bool = False,
         store: MailStore | None = None,
         clock: Clock | None = None,
         extra_accounts: tuple[Account, ...] = (),
         events: EventHub | None = None,
+        transport: StringTransport | None = None,
     ) -> None:
         if isinstance(profile, str):
             profile = load_profile(profile)
@@ -59,8 +61,9 @@ class Harness:
             clock=self.clock,
             synchronous_io=True,
         )
-        self.transport = TLSStringTransport()
+        self.transport = transport if transport is not None else TLSStringTransport()
         self.session = session_class(self.context)
+        self.session.tls_active = implicit_tls  # as the factory of an implicit-TLS port (465, 995) sets it
         self.session.makeConnection(self.transport)
         self.greeting = self.take()
 
@@ -71,7 +74,24 @@ class Harness:
 
     def raw(self, data: bytes) -> list[str]:
         self.session.dataReceived(data)
+        self.settle()
         return self.take()
+
+    def settle(self) -> None:
+        """Let the short pauses a session waits on (a failed login's delay) pass on the fake clock.
+
+        Only while the session waits, and only as far as `auth_failure_delay_max`: the idle timer
+        and other long timers are left for the tests that advance the clock themselves.
+        """
+        horizon = self.profile.policies.auth_failure_delay_max
+        for _ in range(1000):
+            if not self.session.waiting:
+                return
+            now = self.clock.seconds()
+            due = [call.getTime() for call in self.clock.getDelayedCalls() if call.getTime() - now <= horizon]
+            if not due:
+                return
+            self.clock.advance(max(0.0, min(due) - now))
 
     def send(self, line: str) -> list[str]:
         return self.raw(line.encode("utf-8") + b"\r\n")

@@ -12,6 +12,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -20,7 +21,8 @@ from simulator.classroom.config import MAX_STUDENTS, ClassConfig, ClassroomError
 from simulator.classroom.grading import format_csv, grade_class
 from simulator.classroom.config import load_lesson
 from simulator.cli import main
-from simulator.course.runner import redacted_matches
+from simulator.course.runner import LessonRun, redacted_matches, reply_matches
+from live import wait_until
 from test_classroom_helpers import Student, b64, plain, write_pack
 
 pytestmark = pytest.mark.timeout(120)
@@ -141,7 +143,13 @@ def room(tmp_path_factory):
         for thread in threads:
             thread.join(30)
         assert not errors, errors
-        time.sleep(0.2)  # the last transcripts' close records
+        transcripts = config.data_dir / "transcripts"
+
+        def all_closed() -> bool:
+            files = list(transcripts.rglob("*.jsonl"))
+            return bool(files) and all('"close"' in path.read_text(encoding="utf-8") for path in files)
+
+        wait_until(all_closed, what="every transcript's close record")
         yield room
     finally:
         servers.stop()
@@ -247,18 +255,48 @@ def test_grading_a_mixed_class_equals_the_truth(room):
     assert all(grade.problem is None for grade in report.students)
 
 
-def test_resumed_matching_equals_the_engines_own(room):
-    """TranscriptRun (linear) must decide exactly as LessonRun (rescanning) on the same records."""
-    from simulator.classroom.tracker import ClassTracker, LessonProgress, TranscriptRun
-    from simulator.course.runner import LessonRun
+class RescanningRun(LessonRun):
+    """The plain rule, as an oracle: rescan every event since the step began on each call."""
+
+    def group_done(self, step: Any, group: Any, events: list[Any]) -> int | None:
+        sequence = [e for e in group.expectations if e.kind in ("send", "reply")]
+        position = end = 0
+        for index, event in enumerate(events):
+            if position >= len(sequence):
+                break
+            expectation = sequence[position]
+            if expectation.kind == "send":
+                if event.sent is None or not self.matches_line(expectation, event.sent):
+                    continue
+                replies = []
+                following = position + 1
+                while following < len(sequence) and sequence[following].kind == "reply":
+                    replies.append(sequence[following])
+                    following += 1
+                if replies:
+                    if event.reply is None:
+                        return None
+                    if not all(reply_matches(r.text, event.reply) for r in replies):
+                        continue
+                position, end = following, index + 1
+            elif event.reply is not None and reply_matches(expectation.text, event.reply):
+                position, end = position + 1, index + 1
+        if position < len(sequence) or not self.facts_hold(group):
+            return None
+        return end
+
+
+def test_resumed_matching_equals_a_rescan(room):
+    """The lesson run's resumed (linear) matching decides exactly as a rescan on the same records."""
+    from simulator.classroom.tracker import ClassTracker, LessonProgress
 
     lesson = load_lesson(room.config, "class-exchange")
     tracker = ClassTracker(room.config, lesson, live=False)
     tracker.poll()
     for state in tracker.students.values():
         variants = [run.variables for run in state.progress.runs]
-        plain_runs = LessonProgress(lesson, variants, tracker.facts, run_class=LessonRun)
-        resumed = LessonProgress(lesson, variants, tracker.facts, run_class=TranscriptRun)
+        plain_runs = LessonProgress(lesson, variants, tracker.facts, run_class=RescanningRun)
+        resumed = LessonProgress(lesson, variants, tracker.facts, run_class=LessonRun)
         for session in sorted(state.sessions, key=lambda s: (s.started, s.id)):
             for record in session.records:
                 plain_runs.feed(record)

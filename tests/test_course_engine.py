@@ -436,3 +436,16 @@ def test_a_step_wants_the_refusal_it_teaches():
     assert run.wants("RCPT TO:<nobody@example.com>", refusal)
     assert not run.wants("RCPT TO:<nobody@example.com>", ["554 5.7.1 Relay access denied"])
     assert not run.wants("RCPT TO:<bob@example.com>", refusal)
+
+
+def test_a_driver_sees_pending_replies_and_can_skip_a_step(tmp_path):
+    run = run_for(tmp_path)
+    run.received(["220 mail.example.com ESMTP Postfix"])
+    run.sent("HELO learner.example")
+    assert run.waiting_for_reply
+    run.received(["250 mail.example.com"])
+    assert not run.waiting_for_reply
+    assert run.current.step.id == "login"
+    run.skip_step()
+    assert "login" in run.completed_steps()
+    assert [e for e in run.record if e["event"] == "skipped"][-1]["step"] == "login"

@@ -1,6 +1,6 @@
 """The bundled curriculum practises the whole syllabus of the seed tutorial.
 
-The seed document (`shared/000_c13da0eb7b1f4bd6.txt`, next to the repository) lists the SMTP commands
+The seed document (`tests/fixtures/000_c13da0eb7b1f4bd6.txt`) lists the SMTP commands
 and the reply codes this project teaches; POP3 adds the commands of RFC 1939, 2449, 2595 and 5034.
 Every one of them must be *practised* in at least one step of the bundled lessons (`lessons/`):
 
@@ -34,7 +34,7 @@ from simulator.engine import knowledge as kb
 REPO = Path(__file__).resolve().parents[1]
 LESSONS = REPO / "lessons"
 SEED_NAME = "000_c13da0eb7b1f4bd6.txt"
-SEED_PATH = Path(__file__).resolve().parents[2] / "shared" / SEED_NAME
+SEED_PATH = Path(__file__).resolve().parent / "fixtures" / SEED_NAME
 
 #: POP3 commands of RFC 1939 (USER ... APOP), RFC 2449 (CAPA), RFC 2595 (STLS) and RFC 5034 (AUTH).
 POP3_COMMANDS = ["USER", "PASS", "STAT", "LIST", "RETR", "DELE", "RSET", "TOP", "UIDL", "QUIT", "APOP", "CAPA", "STLS", "AUTH", "NOOP"]
@@ -100,9 +100,7 @@ def _seed_from_knowledge() -> Syllabus:
 
 @lru_cache(maxsize=1)
 def syllabus() -> Syllabus:
-    if SEED_PATH.is_file():
-        return _seed_from_document(SEED_PATH.read_text(encoding="utf-8"))
-    return _seed_from_knowledge()
+    return _seed_from_document(SEED_PATH.read_text(encoding="utf-8"))
 
 
 # --- what the lessons practise -----------------------------------------------------------------

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 import string
 import subprocess
@@ -286,24 +285,13 @@ def test_seed_list_is_covered_by_the_knowledge() -> None:
         assert kb.enhanced_detail(subject, detail) is not None
 
 
-def _seed_path() -> Path | None:
-    candidates = [
-        os.environ.get("MAILLAB_SEED", ""),
-        REPO.parent / "shared" / SEED_NAME,
-        Path("/work/shared") / SEED_NAME,
-    ]
-    for candidate in candidates:
-        if candidate and Path(candidate).is_file():
-            return Path(candidate)
-    return None
+SEED_PATH = Path(__file__).resolve().parent / "fixtures" / SEED_NAME
 
 
 @pytest.fixture(scope="module")
 def seed_text() -> str:
-    path = _seed_path()
-    if path is None:
-        pytest.skip("the seed tutorial is not reachable from here")
-    return path.read_text(encoding="utf-8")
+    """The seed tutorial (a Chinese telnet walkthrough of smtp.qq.com / smtp.sina.com), kept in tests/fixtures."""
+    return SEED_PATH.read_text(encoding="utf-8")
 
 
 def test_seed_document_codes_are_all_in_the_list(seed_text: str) -> None:

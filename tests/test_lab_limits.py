@@ -7,12 +7,16 @@ nothing acknowledged lost. All bounded: loopback only, few connections, deadline
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import fcntl
 import os
 import poplib
 import re
+import resource
 import select
+import shutil
+import socket
 import subprocess
 import threading
 import time
@@ -250,3 +254,323 @@ def test_maillabs_own_client_reads_retr_by_the_same_rule(tmp_path):
     expected = FORGED.replace(b"\r\n", b"\n").decode().split("\n")[:-1]
     assert list(reply.data[-len(expected):]) == expected and reply.data[0].startswith("Return-Path:")
     assert after[0].startswith("+OK")
+
+
+# --- 1. connections: caps from the descriptor limit, eviction for newcomers, slowloris ------------
+
+
+def _connect_from(address: str, port: int, timeout: float = 5.0) -> LineClient:
+    """A client from another loopback address (127.0.0.0/8 is all loopback): another 'machine'."""
+    client = LineClient.__new__(LineClient)
+    client.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout, source_address=(address, 0))
+    client.buffer = b""
+    return client
+
+
+def _limited_serve(tmp_path: Path, hard: int, policies: str) -> subprocess.Popen:
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (64, hard))
+
+    log = tmp_path / "serve.log"
+    profile = _profile_file(tmp_path, policies)
+    out = open(log, "wb")
+    process = subprocess.Popen(
+        [*maillab_command(), "serve", "--data", str(tmp_path / "data"), "--smtp-port", "0", "--pop3-port", "0",
+         "--profile", str(profile), "--quiet"],
+        stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=PROJECT, preexec_fn=limit,
+    )  # fmt: skip
+    out.close()
+    return process
+
+
+def _ports_from_log(log: Path, process: subprocess.Popen) -> dict[str, int]:
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        found = {m.group(1).decode(): int(m.group(3)) for m in _LISTENING.finditer(log.read_bytes())}
+        if "POP3" in found:
+            return found
+        assert process.poll() is None, log.read_text()
+        select.select([], [], [], 0.05)
+    raise AssertionError(log.read_text())
+
+
+def test_idle_attackers_filling_every_slot_cannot_lock_a_student_out(tmp_path):
+    hard = 256  # the server raises its soft limit (64) to this: (256 - 64 headroom) / 2 = 96 sessions
+    process = _limited_serve(tmp_path, hard, "max_connections_per_client = 8")
+    attackers: list[LineClient] = []
+    try:
+        ports = _ports_from_log(tmp_path / "serve.log", process)
+        limits = Path(f"/proc/{process.pid}/limits").read_text()
+        assert re.search(r"Max open files\s+256\s+256", limits), limits  # soft raised to hard
+        # Over the per-client cap, POP3 answers its own way: -ERR [SYS/TEMP] (RFC 3206).
+        pop_attackers = [_connect_from("127.0.0.14", ports["POP3"]) for _ in range(8)]
+        for client in pop_attackers:
+            assert client.pop3_reply()[0].startswith("+OK")
+        pop_extra = _connect_from("127.0.0.14", ports["POP3"])
+        assert pop_extra.pop3_reply()[0].startswith("-ERR [SYS/TEMP]")
+        for client in pop_attackers:
+            assert client.pop3("QUIT")[0].startswith("+OK") and client.closed_by_server()
+            client.close()
+        pop_extra.close()
+        # 12 'machines' x 8 idle connections: every slot of the server is held.
+        for machine in range(2, 14):
+            for _ in range(8):
+                client = _connect_from(f"127.0.0.{machine}", ports["SMTP"])
+                assert client.smtp_reply()[0].startswith("220")
+                attackers.append(client)
+        # A ninth connection from one machine: its per-client cap, 421 4.7.0 and closed.
+        extra = _connect_from("127.0.0.2", ports["SMTP"])
+        assert extra.smtp_reply()[0].startswith("421 4.7.0")
+        assert extra.closed_by_server()
+        extra.close()
+        # The student: served, and the machine holding the most gave up its stalest connection.
+        started = time.monotonic()
+        with LineClient(ports["SMTP"]) as student:
+            assert student.smtp_reply()[0].startswith("220")
+            latency = time.monotonic() - started
+            assert student.smtp("EHLO student")[0].startswith("250")
+            assert student.smtp("MAIL FROM:<alice@example.com>")[0].startswith("250")
+            assert student.smtp("RCPT TO:<bob@example.com>")[0].startswith("250")
+            assert student.smtp("DATA")[0].startswith("354")
+            assert student.smtp("Subject: hi\r\n\r\nserved\r\n.")[0].startswith("250")
+        evicted = [c for c in attackers if select.select([c.sock], [], [], 0)[0]]
+        assert len(evicted) == 1 and evicted[0].smtp_reply()[0].startswith("421 4.7.0")
+        print(f"\n96 idle connections held; a fresh client got 220 in {latency * 1000:.1f} ms")
+        assert len(list((tmp_path / "data" / "mailboxes" / "bob@example.com" / "new").iterdir())) == 1
+    finally:
+        for client in attackers:
+            client.close()
+        process.terminate()
+        process.wait(10)
+
+
+def test_a_client_sending_a_byte_at_a_time_without_a_line_end_is_dropped(tmp_path):
+    profile = persona(min_data_rate=50, rate_grace=0.3)
+    with serving(profile, tmp_path) as servers:
+        for name, prefix, command in (("SMTP", "421 4.4.2", "NOOP"), ("POP3", "-ERR [SYS/TEMP]", "USER bob@example.com")):
+            port = servers.port_of(name)
+            with LineClient(port) as slow, LineClient(port) as student:
+                slow.read_line()
+                student.read_line()
+                started = time.monotonic()
+                slow.send(b"N")  # then nothing, or a byte now and then: under 50 bytes/s
+                assert slow.read_line().startswith(prefix)
+                assert slow.closed_by_server()
+                assert time.monotonic() - started >= 0.3
+                assert student.smtp(command)[0].startswith(("250", "+OK"))
+
+
+def test_a_busy_session_ends_at_its_lifetime(tmp_path):
+    profile = persona(max_session_time=0.5)
+    with serving(profile, tmp_path) as servers:
+        started = time.monotonic()
+        with LineClient(servers.port_of("SMTP")) as client:
+            client.smtp_reply()
+            replies = []
+            while time.monotonic() - started < 10:
+                replies = client.smtp("NOOP")  # never idle: a reply every round trip
+                if not replies[0].startswith("250"):
+                    break
+            assert replies[0].startswith("421 4.4.2")
+            assert time.monotonic() - started >= 0.5
+            assert client.closed_by_server()
+
+
+# --- 5. authentication throttling ------------------------------------------------------------------
+
+THROTTLE = dict(auth_failure_delay=0.05, auth_failure_delay_max=0.4, auth_lockout_failures=6, auth_lockout_window=60)
+
+
+def _auth_plain(client: LineClient, user: str, secret: str) -> str:
+    return client.smtp("AUTH PLAIN " + base64.b64encode(f"\0{user}\0{secret}".encode()).decode())[0]
+
+
+def test_password_guessing_is_slowed_then_locked_out_across_reconnects_and_accounts(tmp_path):
+    with serving(persona(**THROTTLE), tmp_path) as servers:
+        port = servers.port_of("SMTP")
+        failures, logins, answered, reply = 0, 0, [], ""
+        # Alternate wrong guesses at alice with logins to one's own account (bob), reconnecting.
+        while not reply.startswith("451") and failures + logins < 30:
+            with _connect_from("127.0.0.2", port) as attacker:
+                attacker.smtp_reply()
+                attacker.smtp("EHLO attacker")
+                for _ in range(2):
+                    started = time.monotonic()
+                    reply = _auth_plain(attacker, "alice@example.com", f"guess{failures}")
+                    answered.append(time.monotonic() - started)
+                    if not reply.startswith("535"):
+                        break
+                    failures += 1
+                if reply.startswith("535"):
+                    reply = _auth_plain(attacker, "bob@example.com", "bob-secret")
+                    logins += reply.startswith("235")
+        assert logins >= 2  # the successes in between reset nothing
+        assert reply.startswith("451 4.7.0") and failures == 6  # the 7th try was never checked
+        assert answered[2] >= 0.05 * 4  # delays double: 0.05, 0.1, 0.2 ...
+        # Locked: even the right password is refused, from a new connection too, in POP3 too.
+        with _connect_from("127.0.0.2", port) as attacker:
+            attacker.smtp_reply()
+            attacker.smtp("EHLO attacker")
+            assert _auth_plain(attacker, "alice@example.com", "alice-secret").startswith("451 4.7.0")
+        with _connect_from("127.0.0.2", servers.port_of("POP3")) as attacker:
+            attacker.pop3_reply()
+            attacker.pop3("USER alice@example.com")
+            assert attacker.pop3("PASS alice-secret")[0] == "-ERR [AUTH] too many failed logins, closing"
+        # The class is served: alice herself (another machine) and everyone else get in.
+        for address, user, secret in (("127.0.0.3", "alice@example.com", "alice-secret"), ("127.0.0.1", "bob@example.com", "bob-secret")):
+            with _connect_from(address, port) as student:
+                student.smtp_reply()
+                student.smtp("EHLO student")
+                assert _auth_plain(student, user, secret).startswith("235")
+
+
+# --- 7. sanitised output -------------------------------------------------------------------------
+
+ESCAPES = "\x1b]0;owned\x07\x1b[2J"
+
+
+def test_control_characters_never_reach_a_header_a_log_or_the_dashboard(tmp_path):
+    from simulator.classroom.tracker import SessionLog, format_record
+
+    from tests.test_hardening_security import maillab_serve
+
+    log = tmp_path / "serve.log"
+    with maillab_serve(tmp_path / "data", log) as listening:
+        port = listening["SMTP"][1]
+        with LineClient(port) as client:
+            client.smtp_reply()
+            # A CR in HELO would become a header of its own in Received: 501, and the session goes on.
+            assert client.smtp(b"HELO evil\rX-Injected:yes\r\n")[0].startswith("501")
+            assert client.smtp(f"EHLO evil{ESCAPES}")[0].startswith("501")
+            assert client.smtp("EHLO student")[0].startswith("250")
+            # A user name with a forged log line and terminal escapes inside its base64.
+            forged = "x\r\n12:00:00 SMTP smtp-1 127.0.0.1:1 authenticated: admin" + ESCAPES
+            assert client.smtp("AUTH LOGIN")[0].startswith("334")
+            assert client.smtp(base64.b64encode(forged.encode()).decode())[0].startswith("334")
+            assert client.smtp(base64.b64encode(b"wrong").decode())[0].startswith("535")
+            assert client.smtp("MAIL FROM:<alice@example.com>")[0].startswith("250")
+            assert client.smtp("RCPT TO:<bob@example.com>")[0].startswith("250")
+            assert client.smtp("DATA")[0].startswith("354")
+            assert client.smtp(f"Subject: {ESCAPES}\r\n\r\nhi\r\n.")[0].startswith("250")
+            assert client.smtp("QUIT")[0].startswith("221")
+        deadline = time.monotonic() + 10
+        while b"authentication failed" not in log.read_bytes() and time.monotonic() < deadline:
+            select.select([], [], [], 0.05)
+    text = log.read_bytes()
+    assert b"\x1b" not in text and b"\x07" not in text and b"\r" not in text
+    assert b"authentication failed: x\\r\\n12:00:00" in text  # visible, escaped, on its own line
+    assert not any(line.startswith(b"12:00:00") for line in text.splitlines())
+    [stored] = list((tmp_path / "data" / "mailboxes" / "bob@example.com" / "new").iterdir())
+    headers = stored.read_bytes().split(b"\n\n", 1)[0]
+    assert b"X-Injected" not in headers and b"Received: from student " in headers
+    # The instructor's follow view and dashboard rows show what the transcript holds, escaped.
+    [transcript] = list((tmp_path / "data" / "transcripts").rglob("smtp-*.jsonl"))
+    session = SessionLog(id="s", path=transcript)
+    shown = [format_record(session, record) for record in read_transcript(transcript)]
+    assert any("Subject: \\e]0;owned\\x07\\e[2J" in line for line in shown)
+    assert not any(char in line for line in shown for char in "\x1b\x07\r\n")
+
+
+# --- 6. memory: byte-at-a-time DATA costs about a byte per byte ---------------------------------------
+
+
+def test_byte_at_a_time_data_is_held_at_about_its_own_size(tmp_path):
+    import sys as _sys
+
+    from twisted.internet.threads import blockingCallFromThread
+
+    body = b"".join(b"line %06d of a message sent one byte per packet\r\n" % n for n in range(4000))  # ~200 KB
+    with serving(persona(), tmp_path) as servers:
+        with LineClient(servers.port_of("SMTP"), timeout=30) as client:
+            client.smtp_reply()
+            client.smtp("EHLO student")
+            client.smtp("MAIL FROM:<alice@example.com>")
+            client.smtp("RCPT TO:<bob@example.com>")
+            assert client.smtp("DATA")[0].startswith("354")
+            client.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            for offset in range(len(body)):
+                client.sock.send(body[offset : offset + 1])
+            client.send("NOOP")  # answered only after the server has read the whole body
+
+            def held() -> tuple[int, int]:
+                [session] = [s for s in servers.servers.context.sessions if s.envelope is not None]
+                envelope = session.envelope
+                return envelope.size, sum(_sys.getsizeof(part) for part in envelope.chunks) + _sys.getsizeof(envelope.tail)
+
+            # Everything sent is in the envelope once the NOOP line (data too) has been read.
+            deadline = time.monotonic() + 30
+            size, cost = blockingCallFromThread(servers.reactor, held)
+            while size < len(body) and time.monotonic() < deadline:
+                select.select([], [], [], 0.05)
+                size, cost = blockingCallFromThread(servers.reactor, held)
+            assert size >= len(body)
+            assert cost <= 1.2 * size + 64 * 1024, f"{cost} bytes held for {size} bytes of data"
+            assert client.smtp(".")[0].startswith("250")  # NOOP was message text; '.' ends it
+    [stored] = list(_maildir_new(tmp_path).iterdir())
+    assert stored.read_bytes().endswith(body.replace(b"\r\n", b"\n") + b"NOOP\n")
+
+
+# --- 9. quota and disk ----------------------------------------------------------------------------
+
+
+def _send(port: int, recipient: str, body: bytes) -> list[str]:
+    """One message; the replies to RCPT and to the end of data (or to RCPT only when refused)."""
+    with LineClient(port) as client:
+        client.smtp_reply()
+        client.smtp("EHLO student")
+        client.smtp("MAIL FROM:<alice@example.com>")
+        rcpt = client.smtp(f"RCPT TO:<{recipient}>")[0]
+        if not rcpt.startswith("250"):
+            return [rcpt]
+        assert client.smtp("DATA")[0].startswith("354")
+        client.send(body + b".\r\n")
+        return [rcpt, client.smtp_reply()[0]]
+
+
+def test_a_mailbox_quota_refuses_mail_it_cannot_hold_and_loses_nothing_acknowledged(tmp_path):
+    body = b"Subject: filler\r\n\r\n" + b"x" * 900 + b"\r\n"
+    with serving(persona(mailbox_quota=5000), tmp_path) as servers:
+        port = servers.port_of("SMTP")
+        accepted = 0
+        for _ in range(10):
+            replies = _send(port, "bob@example.com", body)
+            if replies[-1].startswith("250"):
+                accepted += 1
+                continue
+            break
+        # The message that would pass the quota: 552 5.2.2 at the end of data; the next one at RCPT.
+        assert replies[-1] == "552 5.2.2 <bob@example.com>: Recipient address rejected: Mailbox full"
+        stored = list(_maildir_new(tmp_path).iterdir())
+        assert len(stored) == accepted >= 3
+        assert sum(int(p.name.rpartition(",W=")[2]) for p in stored) <= 5000
+        # Other students' mailboxes are not affected.
+        assert _send(port, "alice@example.com", body)[-1].startswith("250")
+        # Reading and deleting over POP3 makes room again.
+        pop = poplib.POP3("127.0.0.1", servers.port_of("POP3"), timeout=5)
+        pop.user("bob@example.com")
+        pop.pass_("bob-secret")
+        for number in range(1, accepted + 1):
+            pop.dele(number)
+        pop.quit()
+        assert _send(port, "bob@example.com", body)[-1].startswith("250")
+
+
+def test_quota_can_be_temporary_and_the_rcpt_of_a_full_mailbox_is_refused(tmp_path):
+    body = b"Subject: filler\r\n\r\n" + b"x" * 900 + b"\r\n"
+    with serving(persona(), tmp_path) as servers:
+        assert _send(servers.port_of("SMTP"), "bob@example.com", body)[-1].startswith("250")
+    # The instructor lowers the quota below what the mailbox holds (counted from its files).
+    with serving(persona(mailbox_quota=500, quota_full_tempfail=True), tmp_path) as servers:
+        port = servers.port_of("SMTP")
+        assert _send(port, "bob@example.com", body) == ["452 4.2.2 <bob@example.com>: Recipient address rejected: Mailbox full"]
+        assert _send(port, "alice@example.com", b"Subject: small\r\n\r\nhi\r\n")[-1].startswith("250")
+    assert len(list(_maildir_new(tmp_path).iterdir())) == 1
+
+
+def test_a_disk_under_its_free_space_threshold_refuses_with_452_and_stores_nothing(tmp_path):
+    free = shutil.disk_usage(tmp_path).free
+    with serving(persona(min_free_disk=free + (1 << 40)), tmp_path) as servers:
+        port = servers.port_of("SMTP")
+        assert _send(port, "bob@example.com", b"Subject: x\r\n\r\nhi\r\n")[-1] == "452 4.3.1 Insufficient system storage"
+        box = tmp_path / "mailboxes" / "bob@example.com"
+        assert not list((box / "new").iterdir()) and not list((box / "tmp").iterdir())

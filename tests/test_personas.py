@@ -218,7 +218,8 @@ def test_gmail_pop3(tmp_path):
     assert h.send("USER learner@gmail.com") == [
         "-ERR [AUTH] TLS required: pop.gmail.com speaks POP3 only over TLS (port 995)"
     ]
-    h.session.tls_active = True  # as on the implicit-TLS port 995
+    h.send("QUIT")
+    h = pop3(tmp_path, "gmail", store=store, implicit_tls=True)  # port 995
     assert h.send("USER learner@gmail.com") == ["+OK send PASS"]
     assert h.send("PASS password123") == ["-ERR [AUTH] Username and password not accepted."]
     assert h.send("USER learner@gmail.com") == ["+OK send PASS"]
@@ -229,14 +230,12 @@ def test_gmail_pop3(tmp_path):
 
 
 def test_gmail_pop3_login_delay(tmp_path):
-    first = pop3(tmp_path, "gmail")
-    first.session.tls_active = True
+    first = pop3(tmp_path, "gmail", implicit_tls=True)
     first.send("USER learner@gmail.com")
     assert first.send("PASS abcdefghijklmnop") == ["+OK Welcome."]
     first.send("QUIT")
-    second = pop3(tmp_path, "gmail", store=first.store, clock=first.clock)
+    second = pop3(tmp_path, "gmail", store=first.store, clock=first.clock, implicit_tls=True)
     second.context.limits = first.context.limits
-    second.session.tls_active = True
     second.send("USER learner@gmail.com")
     assert second.send("PASS abcdefghijklmnop") == ["-ERR [LOGIN-DELAY] wait 300 more seconds before logging in again"]
 

@@ -6,7 +6,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from mockservers.pop3 import dot_stuff
-from mockservers.store import to_wire
+from mockservers.store import to_wire, wire_size
 
 
 def reference(content: bytes) -> bytes:
@@ -31,3 +31,8 @@ def test_examples():
     assert dot_stuff(b".hidden\nline\n..two\n") == b"..hidden\r\nline\r\n...two\r\n.\r\n"
     assert dot_stuff(b"no final break") == b"no final break\r\n.\r\n"
     assert dot_stuff(b"a\r\n.\r\nb\r\n") == b"a\r\n..\r\nb\r\n.\r\n"
+
+
+@given(octets)
+def test_wire_size_counts_the_wire_form(content):
+    assert wire_size(content) == len(to_wire(content))

@@ -72,7 +72,9 @@ def files(tmp_path: Path) -> TLSFiles:
 
 def test_generated_files_and_modes(tmp_path: Path, files: TLSFiles) -> None:
     assert files == TLSFiles(
-        ca_cert=tmp_path / "tls" / "ca.pem", cert=tmp_path / "tls" / "server.pem", key=tmp_path / "tls" / "server.key"
+        ca_cert=tmp_path / "tls" / "ca.pem",
+        cert=tmp_path / "tls" / "hosts" / "smtp.qq.com.pem",
+        key=tmp_path / "tls" / "hosts" / "smtp.qq.com.key",
     )
     for path in (files.ca_cert, files.cert, files.key):
         assert path.is_file()
@@ -133,19 +135,29 @@ def test_second_call_reuses_everything(tmp_path: Path, files: TLSFiles) -> None:
 def test_new_hostname_grows_san_and_keeps_ca(tmp_path: Path, files: TLSFiles) -> None:
     before = snapshot(files)
     ca_key_before = (tmp_path / "tls" / "ca.key").read_bytes()
-    grown = ensure_certificates(tmp_path, ["pop.qq.com"])
+    grown = ensure_certificates(tmp_path, ["smtp.qq.com", "pop.qq.com"])
+    assert grown == files
     after = snapshot(grown)
     assert after["ca.pem"] == before["ca.pem"]
     assert (tmp_path / "tls" / "ca.key").read_bytes() == ca_key_before
-    assert after["server.pem"][1] != before["server.pem"][1]
+    assert after["smtp.qq.com.pem"][1] != before["smtp.qq.com.pem"][1]
     leaf = load(grown.cert)
     assert san(leaf)[0] == {"localhost", "smtp.qq.com", "mail.example.com", "pop.qq.com"}
-    assert cn(leaf.subject) == "pop.qq.com"
+    assert cn(leaf.subject) == "smtp.qq.com"
     leaf.verify_directly_issued_by(load(grown.ca_cert))
     # The key is kept, so a process already serving the old certificate pairs with either file.
-    assert after["server.key"][1] == before["server.key"][1]
+    assert after["smtp.qq.com.key"][1] == before["smtp.qq.com.key"][1]
     if OPENSSL:
         assert openssl_verify(grown).returncode == 0
+
+
+def test_another_host_name_gets_its_own_files_and_the_same_ca(tmp_path: Path, files: TLSFiles) -> None:
+    before = snapshot(files)
+    gmail = ensure_certificates(tmp_path, ["smtp.gmail.com", "pop.gmail.com"])
+    assert gmail.cert != files.cert and gmail.ca_cert == files.ca_cert
+    assert snapshot(files) == before  # the first name's certificate is left alone
+    assert cn(load(gmail.cert).subject) == "smtp.gmail.com"
+    load(gmail.cert).verify_directly_issued_by(load(files.ca_cert))
 
 
 def test_ip_hostname_goes_into_ip_san(tmp_path: Path) -> None:
@@ -183,7 +195,7 @@ def test_expiring_leaf_is_renewed(tmp_path: Path, files: TLSFiles, monkeypatch: 
     before = files.cert.read_bytes()
     real_now = tls._now
     monkeypatch.setattr(tls, "_now", lambda: real_now() + dt.timedelta(days=810))
-    ensure_certificates(tmp_path)
+    ensure_certificates(tmp_path, ["smtp.qq.com"])
     assert files.cert.read_bytes() != before
     assert san(load(files.cert))[0] == {"localhost", "smtp.qq.com", "mail.example.com"}
 
@@ -214,13 +226,14 @@ def test_concurrent_processes_share_one_ca(tmp_path: Path) -> None:
         for name in names
     ]
     assert [child.wait(timeout=60) for child in children] == [0, 0, 0, 0]
-    files = ensure_certificates(tmp_path)
-    leaf = load(files.cert)
-    leaf.verify_directly_issued_by(load(files.ca_cert))
-    assert san(leaf)[0] == {"localhost", *names}
-    key = serialization.load_pem_private_key(files.key.read_bytes(), password=None)
-    assert key.public_key() == leaf.public_key()
-    assert not [p for p in (tmp_path / "tls").iterdir() if p.name.endswith(".tmp")]
+    for name in names:  # one CA signed every name's own certificate
+        files = ensure_certificates(tmp_path, [name])
+        leaf = load(files.cert)
+        leaf.verify_directly_issued_by(load(files.ca_cert))
+        assert san(leaf)[0] == {"localhost", name} and cn(leaf.subject) == name
+        key = serialization.load_pem_private_key(files.key.read_bytes(), password=None)
+        assert key.public_key() == leaf.public_key()
+    assert not [p for p in (tmp_path / "tls").rglob("*.tmp")]
 
 
 def test_describe_certificate(files: TLSFiles) -> None:

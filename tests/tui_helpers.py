@@ -47,6 +47,7 @@ async def send_line(pilot: Any, screen: Any, line: str, console: Any = None) -> 
     console.command.focus()
     await pilot.pause()
     before = len(console.session.history) if console.session is not None else 0
+    sent_on = console.session
     expects_reply = True
     console.command.value = ""
     await type_text(pilot, line)
@@ -57,7 +58,21 @@ async def send_line(pilot: Any, screen: Any, line: str, console: Any = None) -> 
     if session.data_mode if hasattr(session, "data_mode") else False:
         expects_reply = line == "."
     if expects_reply:
-        await wait_for(pilot, lambda: len(console.session.history) > before or console.session.closed)
+        # The answer may end the step and the lesson switch protocols (a new session) at once.
+        await wait_for(pilot, lambda: console.session is not sent_on or len(console.session.history) > before or console.session.closed)
+
+
+async def wait_until_drawn(pilot: Any, app: MaillabApp, timeout: float = 10.0) -> None:
+    """Wait until two screenshots 0.1 s apart are the same (the footer draws after the screen)."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    previous = None
+    while asyncio.get_running_loop().time() < deadline:
+        current = normalize_svg(app.export_screenshot(title="maillab"))
+        if current == previous and app.screen.query("FooterKey"):
+            return
+        previous = current
+        await pilot.pause(0.1)
+    raise AssertionError("the screen kept changing")
 
 
 def normalize_svg(svg: str) -> str:
@@ -72,12 +87,16 @@ def check_snapshot(app: MaillabApp, name: str) -> None:
     """Compare an SVG screenshot with tests/snapshots/NAME.svg (MAILLAB_UPDATE_SNAPSHOTS=1 rewrites)."""
     import os
 
+    footer_keys = app.screen.query("FooterKey")  # the footer composes its keys after the screen
+    assert footer_keys or not app.screen.query("Footer"), "footer not drawn yet"
     svg = normalize_svg(app.export_screenshot(title="maillab"))
     path = SNAPSHOTS / f"{name}.svg"
-    if os.environ.get("MAILLAB_UPDATE_SNAPSHOTS") or not path.exists():
+    if os.environ.get("MAILLAB_UPDATE_SNAPSHOTS"):
         path.write_text(svg, encoding="utf-8")
-        if not os.environ.get("MAILLAB_UPDATE_SNAPSHOTS"):
-            return
+        return
+    if not path.exists():  # a missing snapshot is a failure, never silently written
+        (SNAPSHOTS / f"{name}.actual.svg").write_text(svg, encoding="utf-8")
+        raise AssertionError(f"no snapshot {name} (see tests/snapshots/{name}.actual.svg; MAILLAB_UPDATE_SNAPSHOTS=1 to accept)")
     expected = path.read_text(encoding="utf-8")
     if svg != expected:
         (SNAPSHOTS / f"{name}.actual.svg").write_text(svg, encoding="utf-8")

@@ -39,6 +39,8 @@ DATA_DIR = "data"
 #: Per client address and protocol, unless the class profile (or class.toml) says otherwise:
 #: enough for a TUI plus a few telnet windows, too few for one runaway loop to starve the room.
 DEFAULT_MAX_CONNECTIONS_PER_CLIENT = 8
+#: A class's mailboxes hold at most this much unless the profile or class.toml says otherwise.
+DEFAULT_CLASS_MAILBOX_QUOTA = 100 << 20
 DEFAULT_DOMAIN = "class.test"
 #: A class of 1,000 is measured by tests/benchmarks/classroom_load.py (docs/performance.md).
 MAX_STUDENTS = 2000
@@ -80,6 +82,7 @@ class ClassConfig:
     lesson: str | None = None  # default lesson of `classroom watch`
     max_connections_per_client: int | None = None  # None: the profile's, else 8
     keep_demo_accounts: bool = False
+    policies: dict[str, Any] = field(default_factory=dict)  # [policies] of class.toml: the class's limits
     students: list[Student] = field(default_factory=list)
 
     @property
@@ -248,6 +251,10 @@ server_host = {_quote(config.server_host)}
 # true keeps the persona's demo accounts (alice@example.com ...: their secrets are public)
 # keep_demo_accounts = false
 
+# [policies]  # any profile policy for the class (docs/profiles.md, docs/security.md), e.g.
+# mailbox_quota = 104857600       # octets per student mailbox (default 100 MiB for a class)
+# auth_lockout_failures = 10      # failed logins from one machine before its logins are refused
+
 [ports]
 smtp = {config.smtp_port}
 pop3 = {config.pop3_port}
@@ -271,7 +278,7 @@ def load_class(directory: Path) -> ClassConfig:
         raise ClassroomError(f"{path}: {error}") from None
     known = {
         "created", "profile", "domain", "prefix", "students", "server_host", "lessons", "lesson",
-        "max_connections_per_client", "keep_demo_accounts", "ports",
+        "max_connections_per_client", "keep_demo_accounts", "ports", "policies",
     }
     unknown = sorted(set(data) - known)
     if unknown:
@@ -292,6 +299,7 @@ def load_class(directory: Path) -> ClassConfig:
             lesson=str(data["lesson"]) if data.get("lesson") else None,
             max_connections_per_client=int(limit) if limit is not None else None,
             keep_demo_accounts=bool(data.get("keep_demo_accounts", False)),
+            policies=_class_policies(path, data.get("policies", {})),
         )
     except (TypeError, ValueError, AttributeError) as error:
         raise ClassroomError(f"{path}: {error}") from None
@@ -368,11 +376,32 @@ def class_profile(config: ClassConfig) -> Profile:
     limit = config.max_connections_per_client
     if limit is None and "max_connections_per_client" not in profile.raw.get("policies", {}):
         limit = DEFAULT_MAX_CONNECTIONS_PER_CLIENT
+    changes: dict[str, Any] = {}
     if limit is not None:
-        profile = dataclasses.replace(
-            profile, policies=dataclasses.replace(profile.policies, max_connections_per_client=limit)
-        )
-    return profile
+        changes["max_connections_per_client"] = limit
+    if "mailbox_quota" not in profile.raw.get("policies", {}):
+        changes["mailbox_quota"] = DEFAULT_CLASS_MAILBOX_QUOTA
+    changes.update(config.policies)  # class.toml's [policies] have the last word
+    return dataclasses.replace(profile, policies=dataclasses.replace(profile.policies, **changes))
+
+
+def _class_policies(path: Path, table: Any) -> dict[str, Any]:
+    """class.toml's [policies]: any profile policy (docs/profiles.md), checked like a profile's."""
+    if not isinstance(table, dict):
+        raise ClassroomError(f"{path}: [policies] must be a table")
+    from mockservers.schema import BOOL, INT, LIST_STR, NUM, POLICY_TYPES, STR
+
+    python_types: dict[str, tuple[type, ...]] = {STR: (str,), INT: (int,), NUM: (int, float), BOOL: (bool,), LIST_STR: (list,)}
+    for key, value in table.items():
+        expected = POLICY_TYPES.get(key)
+        if expected is None:
+            raise ClassroomError(f"{path}: unknown policy {key!r} in [policies] (see docs/profiles.md)")
+        if isinstance(expected, tuple):
+            if value not in expected:
+                raise ClassroomError(f"{path}: policies.{key} must be one of {', '.join(expected)}")
+        elif not isinstance(value, python_types[expected]) or (isinstance(value, bool) and expected != BOOL):
+            raise ClassroomError(f"{path}: policies.{key} must be a {expected}")
+    return {key: tuple(value) if isinstance(value, list) else value for key, value in table.items()}
 
 
 # --- handouts ----------------------------------------------------------------------------------

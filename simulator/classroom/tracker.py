@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
+from mockservers.output import safe_text
 from mockservers.transcripts import follow
 from simulator.course.model import Lesson
 from simulator.course.runner import LessonRun, StoreFacts, reply_matches
@@ -126,62 +127,6 @@ class CachedFacts:
         return self._queue[key]
 
 
-class TranscriptRun(LessonRun):
-    """A LessonRun whose step matching resumes where it stopped.
-
-    `LessonRun._group_done` rescans every event since the step began each time a line or reply
-    arrives: quadratic in a long transcript (a student stuck on one step for a thousand lines).
-    Events before the first one still waiting for its reply never change, so the scan's state
-    (next event, position in the expectations, end) after them is kept and the next call goes on
-    from there: the same answer, in linear time. Facts are still checked on every call.
-    """
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._resume: dict[tuple[str, int], tuple[int, int, int, int]] = {}
-        self._sequences: dict[int, list[Any]] = {}
-
-    def _group_done(self, step: Any, group: Any, events: list[Any]) -> int | None:
-        start = len(self.events) - len(events)
-        key = (step.id, id(group))
-        sequence = self._sequences.get(id(group))
-        if sequence is None:
-            sequence = self._sequences[id(group)] = [e for e in group.expectations if e.kind in ("send", "reply")]
-        cached = self._resume.get(key)
-        index, position, end = cached[1:] if cached is not None and cached[0] == start else (0, 0, 0)
-        saving = True
-        while index < len(events) and position < len(sequence):
-            event = events[index]
-            if saving and event.reply is None and any(event is waiting for waiting in self._awaiting):
-                saving = False  # its reply may still come and change the answer: keep the state before it
-                self._resume[key] = (start, index, position, end)
-            expectation = sequence[position]
-            if expectation.kind == "send":
-                if event.sent is not None and self._line_matches(expectation, event.sent):
-                    replies = []
-                    following = position + 1
-                    while following < len(sequence) and sequence[following].kind == "reply":
-                        replies.append(sequence[following])
-                        following += 1
-                    if replies and event.reply is None:
-                        return None  # the reply has not arrived yet
-                    if not replies or all(reply_matches(r.text, event.reply) for r in replies):
-                        position, end = following, index + 1
-            elif event.reply is not None and reply_matches(expectation.text, event.reply):
-                position, end = position + 1, index + 1
-            index += 1
-        if saving:
-            self._resume[key] = (start, index, position, end)
-        if position < len(sequence):
-            return None
-        for expectation in group.expectations:
-            if expectation.kind == "fact" and not self.fact(expectation.text):
-                return None
-            if expectation.kind == "server" and not self.server_fact(expectation.text):
-                return None
-        return end
-
-
 def feed_record(run: LessonRun, record: dict) -> None:
     """One transcript record into a lesson run, the way the TUI feeds a live session."""
     direction = record.get("dir")
@@ -208,7 +153,7 @@ class LessonProgress:
     """A student's runs through one lesson: one per reading of `$to` (partner, or themself)."""
 
     def __init__(self, lesson: Lesson, variants: list[dict[str, str]], facts: Any, run_class: type | None = None) -> None:
-        run_class = run_class or TranscriptRun
+        run_class = run_class or LessonRun
         self.now = 0.0
         self.problem: str | None = None
         self.done = 0  # steps completed by the best run
@@ -365,8 +310,8 @@ class StudentState:
             completed=completed,
             total=total,
             current_step=current,
-            last_command=self.last_command,
-            last_reply=self.last_reply,
+            last_command=safe_text(self.last_command),
+            last_reply=safe_text(self.last_reply),
             errors=self.errors,
             stuck_since=stuck if self.first_activity is not None else None,
             first_activity=self.first_activity,
@@ -382,7 +327,11 @@ def _time(record: dict) -> float:
 
 
 def format_record(session: SessionLog, record: dict) -> str:
-    """One transcript record as a line of the follow view."""
+    """One transcript record as a line of the follow view, control characters escaped."""
+    return safe_text(_format_record(session, record))
+
+
+def _format_record(session: SessionLog, record: dict) -> str:
     stamp = time.strftime("%H:%M:%S", time.localtime(_time(record)))
     protocol = session.protocol.upper()
     direction = record.get("dir")

@@ -95,6 +95,8 @@ class LessonRun:
         self._awaiting: list[Event] = []
         self.record: list[dict[str, Any]] = []
         self._patterns: dict[tuple[str, int], LinePattern] = {}
+        self._resume: dict[tuple[str, int], tuple[int, int, int, int]] = {}
+        self._sequences: dict[int, list[Expectation]] = {}
         self.replied_step: Step | None = None
         done = completed or set()
         self.progress = [StepProgress(step, 0, completed=step.id in done) for step in lesson.steps]
@@ -248,7 +250,7 @@ class LessonRun:
                 return
             events = self.events[progress.start :]
             for group in progress.step.checks:
-                end = self._group_done(progress.step, group, events)
+                end = self.group_done(progress.step, group, events)
                 if end is not None:
                     progress.completed = True
                     following = self.current
@@ -265,40 +267,74 @@ class LessonRun:
             self._patterns[key] = compile_pattern(expectation.text, self.variables)
         return self._patterns[key]
 
-    def _group_done(self, step: Step, group: CheckGroup, events: list[Event]) -> int | None:
-        """Index just past the event that completes the group, or None."""
-        sequence = [e for e in group.expectations if e.kind in ("send", "reply")]
-        position = 0
-        end = 0
-        for index, event in enumerate(events):
-            if position >= len(sequence):
-                break
+    def group_done(self, step: Step, group: CheckGroup, events: list[Event]) -> int | None:
+        """Index just past the event that completes the group, or None.
+
+        The scan resumes where it stopped: events before the first one still waiting for its
+        reply never change, so the scan's state after them (next event, position in the
+        expectations, end) is kept and the next call goes on from there. The answer is the one a
+        rescan from the step's start gives, in linear time over a long session (a student stuck on
+        one step for a thousand lines). Facts are checked on every call.
+        """
+        start = len(self.events) - len(events)
+        key = (step.id, id(group))
+        sequence = self._sequences.get(id(group))
+        if sequence is None:
+            sequence = self._sequences[id(group)] = [e for e in group.expectations if e.kind in ("send", "reply")]
+        cached = self._resume.get(key)
+        index, position, end = cached[1:] if cached is not None and cached[0] == start else (0, 0, 0)
+        saving = True
+        while index < len(events) and position < len(sequence):
+            event = events[index]
+            if saving and event.reply is None and any(event is waiting for waiting in self._awaiting):
+                saving = False  # its reply may still come and change the answer: keep the state before it
+                self._resume[key] = (start, index, position, end)
             expectation = sequence[position]
             if expectation.kind == "send":
-                if event.sent is None or not self._line_matches(expectation, event.sent):
-                    continue
-                replies = []
-                following = position + 1
-                while following < len(sequence) and sequence[following].kind == "reply":
-                    replies.append(sequence[following])
-                    following += 1
-                if replies:
-                    if event.reply is None:
+                if event.sent is not None and self._line_matches(expectation, event.sent):
+                    replies = []
+                    following = position + 1
+                    while following < len(sequence) and sequence[following].kind == "reply":
+                        replies.append(sequence[following])
+                        following += 1
+                    if replies and event.reply is None:
                         return None  # the reply has not arrived yet
-                    if not all(reply_matches(r.text, event.reply) for r in replies):
-                        continue
-                position, end = following, index + 1
-            else:
-                if event.reply is not None and reply_matches(expectation.text, event.reply):
-                    position, end = position + 1, index + 1
-        if position < len(sequence):
+                    if not replies or all(reply_matches(r.text, event.reply) for r in replies):
+                        position, end = following, index + 1
+            elif event.reply is not None and reply_matches(expectation.text, event.reply):
+                position, end = position + 1, index + 1
+            index += 1
+        if saving:
+            self._resume[key] = (start, index, position, end)
+        if position < len(sequence) or not self.facts_hold(group):
             return None
+        return end
+
+    def facts_hold(self, group: CheckGroup) -> bool:
+        """The group's `? fact` and `? server ...` expectations hold now."""
         for expectation in group.expectations:
             if expectation.kind == "fact" and not self.fact(expectation.text):
-                return None
+                return False
             if expectation.kind == "server" and not self.server_fact(expectation.text):
-                return None
-        return end
+                return False
+        return True
+
+    def skip_step(self) -> None:
+        """The learner gave up on the current step: it counts as done, and the record says skipped."""
+        progress = self.current
+        if progress is None:
+            return
+        progress.completed = True
+        self.log("skipped", step=progress.step.id)
+
+    @property
+    def waiting_for_reply(self) -> bool:
+        """Lines were sent whose replies have not all arrived (a driver reads until they have)."""
+        return bool(self._awaiting)
+
+    def matches_line(self, expectation: Expectation, line: str) -> bool:
+        """Whether a line the learner sent meets a `> ...` expectation of this lesson."""
+        return self._line_matches(expectation, line)
 
     def _line_matches(self, expectation: Expectation, line: str) -> bool:
         if self._pattern(expectation).matches(line):

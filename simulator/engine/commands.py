@@ -11,10 +11,12 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from mailprotocol import smtp
+
 #: Verbs that take no argument (an argument is a 501 on strict servers).
-SMTP_NO_ARGUMENT = frozenset({"DATA", "RSET", "QUIT", "STARTTLS", "TURN"})
+SMTP_NO_ARGUMENT = frozenset(verb.name for verb in smtp.VERBS if verb.argument == "none")
 #: Verbs that need an argument.
-SMTP_NEED_ARGUMENT = frozenset({"HELO", "EHLO", "VRFY", "EXPN", "AUTH", "ETRN", "BDAT", "MAIL", "RCPT"})
+SMTP_NEED_ARGUMENT = frozenset(verb.name for verb in smtp.VERBS if verb.argument == "required")
 
 _VERB = re.compile(r"^(?P<verb>[A-Za-z][A-Za-z0-9-]*)(?:(?P<space>[ \t]+)(?P<arg>.*))?$", re.DOTALL)
 _PATH_INTRO = {"MAIL": "FROM", "RCPT": "TO"}

@@ -380,7 +380,7 @@ def count_from_login(session: Any, profile: Profile) -> int | None:
         if getattr(reply, "kind", None) != "ok" or not reply.raw:
             continue
         verb = (exchange.after or "").split(" ")[0].upper()
-        if exchange.kind == "auth-response" or verb in ("PASS", "APOP", "AUTH"):
+        if exchange.kind == "auth-response" or verb in core.LOGIN_VERBS:
             for key in ("pass_ok", "apop_ok", "auth_ok"):
                 count = _template_count(profile.pop3_replies.get(key, ("",))[0], reply.raw[0])
                 if count is not None:

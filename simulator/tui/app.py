@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import os
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from textual.app import App, ComposeResult
-from textual.command import Hit, Hits, Provider
+from textual.command import DiscoveryHit, Hit, Hits, Provider
 from textual.containers import Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Input, Static
@@ -20,37 +21,58 @@ from .dialogs import HelpScreen
 from .home_screen import HomeScreen
 from .lab import Lab
 from .strings import t
-from .widgets import localized_bindings
+from .keys import Key, LocalizedKeys, bindings
 
+#: Keys that work on every screen, added to each screen's own (ctrl+p, the palette, and ctrl+c,
+#: copy in an input, come from Textual's App and keep their meaning).
 APP_KEYS = [
-    ("ctrl+q", "quit", "key_quit", True),
-    ("f1", "help", "key_help", True),
-    ("f3", "tools", "key_tools", True),
-    ("f4", "reference", "key_reference", True),
-    ("f7", "inspector", "key_inspector", True),
-    ("ctrl+l", "toggle_language", "key_language", True),
-    ("ctrl+t", "toggle_theme", "key_theme", False),
+    Key("ctrl+q", "quit", "key_quit", priority=True),
+    Key("f1", "help", "key_help"),
+    Key("f3", "tools", "key_tools"),
+    Key("f4", "reference", "key_reference"),
+    Key("f7", "inspector", "key_inspector"),
+    Key("ctrl+l", "toggle_language", "key_language", priority=True),
+    Key("ctrl+t", "toggle_theme", "key_theme", show=False, priority=True),
 ]
 
 
-class LessonCommands(Provider):
-    """Command palette: open any lesson, the sandbox, the tools."""
+class MaillabCommands(Provider):
+    """Command palette: every lesson, every screen, every persona's sandbox, the tools, language, theme."""
+
+    def commands(self) -> list[tuple[str, Any]]:
+        """(text shown, callable) for everything the palette offers, in the current language."""
+        app: Any = self.app
+        lang = app.lang
+        found: list[tuple[str, Any]] = []
+        for lesson_id in app.catalog.lessons:
+            lesson = app.catalog.get(lesson_id, lang)
+            if lesson is not None:
+                found.append((t("palette_lesson", lang, title=lesson.title, id=lesson.id), partial(app.open_lesson, lesson_id)))
+        found.append((t("palette_home", lang), app.action_home))
+        from mockservers.profile_files import bundled_personas
+
+        for persona in bundled_personas():
+            found.append((t("palette_sandbox", lang, persona=persona), partial(app.open_sandbox, persona)))
+        found += [
+            (t("home_tools", lang), app.action_tools),
+            (t("home_reference", lang), app.action_reference),
+            (t("inspector_title", lang), app.action_inspector),
+            (t("help_title", lang), app.action_help),
+            (t("key_language", lang), app.action_toggle_language),
+            (t("key_theme", lang), app.action_toggle_theme),
+        ]
+        return found
+
+    async def discover(self) -> Hits:
+        for text, command in self.commands():
+            yield DiscoveryHit(text, command)
 
     async def search(self, query: str) -> Hits:
-        app: Any = self.app
         matcher = self.matcher(query)
-        for lesson_id in app.catalog.lessons:
-            lesson = app.catalog.get(lesson_id, app.lang)
-            text = f"{lesson.title} ({lesson.id})"
+        for text, command in self.commands():
             score = matcher.match(text)
             if score > 0:
-                yield Hit(score, matcher.highlight(text), lambda i=lesson_id: app.open_lesson(i))
-        for label, action in ((t("home_sandbox", app.lang), app.action_sandbox), (t("home_tools", app.lang), app.action_tools),
-                              (t("home_reference", app.lang), app.action_reference),
-                              (t("inspector_title", app.lang), app.action_inspector)):
-            score = matcher.match(label)
-            if score > 0:
-                yield Hit(score, matcher.highlight(label), action)
+                yield Hit(score, matcher.highlight(text), command, text=text)
 
 
 _SECRET_PROMPT = {
@@ -84,9 +106,10 @@ class SecretScreen(ModalScreen[str | None]):
         self.dismiss(None)
 
 
-class MaillabApp(App[None]):
+class MaillabApp(LocalizedKeys, App[None]):
     CSS_PATH = "maillab.tcss"
-    COMMANDS = App.COMMANDS | {LessonCommands}
+    BINDINGS = bindings(APP_KEYS)
+    COMMANDS = App.COMMANDS | {MaillabCommands}
 
     def __init__(
         self,
@@ -115,7 +138,6 @@ class MaillabApp(App[None]):
         loop = asyncio.get_running_loop()
         # Server events arrive on the reactor thread: hand them over without ever blocking it.
         self.lab.deliver = lambda callback, item: loop.call_soon_threadsafe(callback, item)
-        self._bindings = localized_bindings(APP_KEYS, self.lang)
         self.push_screen(HomeScreen())
         if self.login and self.lab.remote and not self.login_secret:
             self.push_screen(SecretScreen(self.login, self.lang), self._set_secret)
@@ -141,17 +163,35 @@ class MaillabApp(App[None]):
             self.notify(t("home_lesson_errors", self.lang, count=len(self.catalog.errors)), severity="error")
 
     def add_lessons_folder(self, path: Path) -> int:
+        """Add an instructor's folder; one without new lessons is not kept (nor are its errors)."""
         before = set(self.catalog.lessons)
-        self.lessons_dirs.append(path)
-        self.catalog = load_index(self.lessons_dirs)
-        return len(set(self.catalog.lessons) - before)
+        catalog = load_index([*self.lessons_dirs, path])
+        added = len(set(catalog.lessons) - before)
+        if added:
+            self.lessons_dirs.append(path)
+            self.catalog = catalog
+        return added
 
     def action_sandbox(self) -> None:
+        self.open_sandbox("rfc")
+
+    def open_sandbox(self, persona: str) -> None:
+        """The sandbox with `persona`: switches persona when the sandbox is already open."""
         from .lesson_screen import LessonScreen
         from .sandbox_screen import SandboxScreen
 
-        if not isinstance(self.screen, (SandboxScreen, LessonScreen)):
-            self.push_screen(SandboxScreen())
+        if isinstance(self.screen, SandboxScreen):
+            self.screen.choose(persona)
+        elif not isinstance(self.screen, LessonScreen):
+            self.push_screen(SandboxScreen(persona))
+
+    async def action_home(self) -> None:
+        """Back to the home screen from anywhere, leaving lessons and the sandbox cleanly."""
+        while len(self.screen_stack) > 2:  # the default screen, then home
+            screen = self.screen
+            if hasattr(screen, "leave"):
+                await screen.leave()
+            self.pop_screen()
 
     def action_help(self) -> None:
         self.push_screen(HelpScreen(self.lang))
@@ -196,7 +236,6 @@ class MaillabApp(App[None]):
 
     def action_toggle_language(self) -> None:
         self.lang = "zh" if self.lang == "en" else "en"
-        self._bindings = localized_bindings(APP_KEYS, self.lang)
         self.title = t("app_title", self.lang)
         from .lesson_screen import LessonScreen
 

@@ -44,6 +44,7 @@ class Console(Vertical):
         self.conversation: Conversation | None = None
         self.last_diagnostics: list[Any] = []
         self.submitted_at = 0.0  # when Enter was handled (for the latency benchmark)
+        self.implicit_tls = False  # connect to the implicit-TLS port (465/995 style) instead of the plain one
 
     def compose(self) -> ComposeResult:
         yield Transcript(classes="transcript")
@@ -70,9 +71,9 @@ class Console(Vertical):
         self.profile = profile
         if self.conversation is not None:
             await self.conversation.close()
-        port = endpoints.port(self.protocol)
+        port = endpoints.port(self.protocol, self.implicit_tls)
         self.transcript.event(t("transcript_connecting", self.lang, host=endpoints.host, port=port, protocol=self.protocol.upper()))
-        self.conversation = Conversation(self.protocol, endpoints, self._conversation_event, run)
+        self.conversation = Conversation(self.protocol, endpoints, self._conversation_event, run, self.implicit_tls)
         await self.conversation.open()
         self._placeholder()
 
@@ -90,7 +91,7 @@ class Console(Vertical):
             transcript.event(t("transcript_connected", self.lang, host=event.host, port=event.port))
         elif isinstance(event, Sent):
             if event.kind != LineKind.MESSAGE or len(event.shown) < 500:
-                transcript.client(event.shown)
+                transcript.client(event.shown, clear=event.line)
         elif isinstance(event, Replied):
             transcript.server(list(event.exchange.reply.raw))
             self.post_message(self.Reply(self, event.exchange))

@@ -53,8 +53,10 @@ class Conversation:
         endpoints: Endpoints,
         on_event: Callable[[Any], None],
         run: LessonRun | None = None,
+        implicit_tls: bool = False,
     ) -> None:
         self.protocol = protocol
+        self.wants_implicit_tls = implicit_tls
         self.endpoints = endpoints
         self.on_event = on_event
         self.run = run
@@ -80,8 +82,10 @@ class Conversation:
     async def open(self) -> None:
         await self.close()
         self.session = self._new_session()
-        implicit = self.endpoints.implicit_tls(self.protocol)
-        port = self.endpoints.port(self.protocol)
+        implicit = self.endpoints.implicit_tls(self.protocol) or (
+            self.wants_implicit_tls and self.endpoints.tls_port(self.protocol) is not None
+        )
+        port = self.endpoints.port(self.protocol, implicit)
         self.client = MailClient(self.endpoints.host, port, ca_cert=self.endpoints.ca_cert, implicit_tls=implicit, timeout=15)
         self.connecting = True
         try:

@@ -65,7 +65,8 @@ class WatchScreen(ModalScreen[None]):
 class DataEditorScreen(ModalScreen[list[str] | None]):
     """After 354: write the whole message; Ctrl+S sends it line by line and the final dot."""
 
-    BINDINGS = [Binding("ctrl+s", "send", "Send"), Binding("escape", "cancel", "Cancel")]
+    # Esc is a priority key: the text area would otherwise take it to move the focus.
+    BINDINGS = [Binding("ctrl+s", "send", "Send", priority=True), Binding("escape", "cancel", "Cancel", priority=True)]
 
     def __init__(self, lang: str, text: str = "") -> None:
         super().__init__()

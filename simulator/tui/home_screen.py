@@ -13,16 +13,18 @@ from textual.widgets import Button, Footer, Header, Input, OptionList, Static
 from textual.widgets.option_list import Option
 
 from .strings import t
-from .widgets import localized_bindings
+from .keys import Key, LocalizedKeys, bindings
 
 HOME_KEYS = [
-    ("enter", "open", "key_open", False),
-    ("f5", "sandbox", "key_sandbox", True),
-    ("o", "open_folder", "home_open_folder", False),
+    Key("f5", "sandbox", "key_sandbox"),
+    Key("ctrl+o", "open_folder", "home_open_folder", priority=True),
+    Key("escape", "close_folder", "key_back", show=False),
 ]
 
 
-class HomeScreen(Screen[None]):
+class HomeScreen(LocalizedKeys, Screen[None]):
+    BINDINGS = bindings(HOME_KEYS)
+
     def compose(self) -> ComposeResult:
         yield Header()
         with Vertical(id="home"):
@@ -51,8 +53,6 @@ class HomeScreen(Screen[None]):
     def refresh_texts(self) -> None:
         app: Any = self.app
         lang = self.lang
-        self._bindings = localized_bindings(HOME_KEYS, lang)
-        self.refresh_bindings()
         self.query_one("#home-title", Static).update(t("home_title", lang))
         self.query_one("#sandbox", Button).label = t("home_sandbox", lang)
         self.query_one("#tools", Button).label = t("home_tools", lang)
@@ -91,6 +91,12 @@ class HomeScreen(Screen[None]):
                 options.add_option(Option(f"{mark} {lesson.title}  · {minutes}" + (f" · {state}" if state else ""), id=lesson.id))
         if highlighted is not None and highlighted < options.option_count:
             options.highlighted = highlighted
+        else:  # at start: the lesson to continue, else the first lesson, so Enter opens it
+            last = app.progress.last()
+            wanted = last[0] if last else None
+            ids = [options.get_option_at_index(i).id for i in range(options.option_count)]
+            index = ids.index(wanted) if wanted is not None and wanted in ids else next((i for i, key in enumerate(ids) if key), None)
+            options.highlighted = index
 
     def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:
         if event.option.id:
@@ -124,14 +130,29 @@ class HomeScreen(Screen[None]):
         folder.remove_class("hidden")
         folder.focus()
 
+    def key_enabled(self, action: str) -> bool | None:
+        """Esc closes the folder prompt; it means nothing while the prompt is hidden."""
+        if action == "close_folder":
+            return self.is_mounted and not self.query_one("#folder", Input).has_class("hidden")
+        return True
+
+    def action_close_folder(self) -> None:
+        folder = self.query_one("#folder", Input)
+        folder.value = ""
+        folder.add_class("hidden")
+        self.query_one(OptionList).focus()
+
     def on_input_submitted(self, event: Input.Submitted) -> None:
         app: Any = self.app
-        path = Path(event.value).expanduser()
-        if not path.is_dir():
-            self.notify(t("home_folder_missing", self.lang, path=path), severity="error")
-            return
-        count = app.add_lessons_folder(path)
-        self.notify(t("home_folder_loaded", self.lang, count=count, path=path))
-        event.input.add_class("hidden")
+        text = event.value.strip()
+        path = Path(text).expanduser()
+        if not text or not path.is_dir():
+            self.notify(t("home_folder_missing", self.lang, path=text or "—"), severity="error", timeout=4)
+        else:
+            count = app.add_lessons_folder(path)
+            if count:
+                self.notify(t("home_folder_loaded", self.lang, count=count, path=path), timeout=4)
+            else:
+                self.notify(t("home_folder_empty", self.lang, path=path), severity="error", timeout=4)
+        self.action_close_folder()
         self.refresh_texts()
-        self.query_one(OptionList).focus()

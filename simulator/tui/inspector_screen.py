@@ -18,16 +18,18 @@ from simulator.engine.mail_sources import MailSource, MessageEntry, find_sources
 from simulator.engine.message_view import MessageView, Part, decode_part, view_message
 
 from .strings import t
-from .widgets import localized_bindings
+from .keys import Key, LocalizedKeys, bindings
 
 INSPECTOR_KEYS = [
-    ("escape", "back", "key_back", True),
-    ("r", "toggle_raw", "key_raw", True),
+    Key("escape", "back", "key_back"),
+    Key("r", "toggle_raw", "key_raw"),
 ]
 
 
-class InspectorScreen(Screen[None]):
+class InspectorScreen(LocalizedKeys, Screen[None]):
     """Four levels, one at a time: sources, mailboxes, messages, then one message."""
+
+    BINDINGS = bindings(INSPECTOR_KEYS)
 
     def __init__(self, data_dir: Path) -> None:
         super().__init__()
@@ -63,7 +65,6 @@ class InspectorScreen(Screen[None]):
         self.show_sources()
 
     def set_language(self, lang: str) -> None:
-        self._bindings = localized_bindings(INSPECTOR_KEYS, lang)
         self.refresh_bindings()
         self.title = t("inspector_title", lang)
         if self.view is not None:

@@ -14,9 +14,10 @@ from typing import Any
 
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical, VerticalScroll
-from textual.screen import Screen
 from textual.widgets import Footer, Header, Markdown, Static
 
+from mailprotocol import pop3 as core_pop3
+from mailprotocol import smtp as core_smtp
 from simulator.course.model import Lesson
 from simulator.course.runner import LessonRun, StoreFacts
 from simulator.course.setup import lesson_mail, lesson_profile, lesson_variables
@@ -24,23 +25,25 @@ from simulator.engine.session import Expect
 from simulator.engine.validate import fresh_session  # noqa: F401  (keeps the validator warm on import)
 
 from .console import Console
-from .dialogs import DataEditorScreen, HelpScreen, WatchScreen, watch_commands
+from .console_screen import CONSOLE_KEYS, ConsoleScreen
+from .dialogs import HelpScreen, WatchScreen, watch_commands
 from .lab import Endpoints
 from .strings import t
-from .widgets import ExplanationPane, localized_bindings
+from .keys import Key, bindings
+from .widgets import ExplanationPane
 
-POP3_VERBS = {"USER", "PASS", "APOP", "STAT", "LIST", "RETR", "DELE", "TOP", "UIDL", "CAPA", "STLS"}
-SMTP_VERBS = {"HELO", "EHLO", "MAIL", "RCPT", "DATA", "BDAT", "VRFY", "EXPN", "STARTTLS", "ETRN", "HELP"}
+#: Verbs that belong to one protocol only: typing one switches the console to that protocol.
+POP3_VERBS = core_pop3.VERB_NAMES - core_smtp.VERB_NAMES
+SMTP_VERBS = core_smtp.VERB_NAMES - core_pop3.VERB_NAMES
 
 LESSON_KEYS = [
-    ("f1", "help", "key_help", False),
-    ("f2", "hint", "key_hint", True),
-    ("f6", "watch", "key_watch", True),
-    ("ctrl+r", "reconnect", "key_reconnect", True),
-    ("ctrl+e", "editor", "key_send_message", False),
-    ("ctrl+o", "switch_protocol", "key_switch_protocol", True),
-    ("ctrl+n", "skip_step", "key_next_step", False),
-    ("escape", "back", "key_back", True),
+    Key("f1", "help", "key_help"),
+    Key("f2", "hint", "key_hint"),
+    Key("f6", "watch", "key_watch"),
+    Key("ctrl+r", "reconnect", "key_reconnect", priority=True),
+    Key("ctrl+o", "switch_protocol", "key_switch_protocol", priority=True),
+    Key("ctrl+n", "skip_step", "key_next_step", show=False, priority=True),
+    Key("escape", "back", "key_back"),
 ]
 
 
@@ -56,7 +59,9 @@ class TrustingFacts:
         return 0
 
 
-class LessonScreen(Screen[None]):
+class LessonScreen(ConsoleScreen):
+    BINDINGS = bindings([*LESSON_KEYS, *CONSOLE_KEYS])
+
     def __init__(self, lesson: Lesson, extra_dirs: list[Path] | None = None) -> None:
         super().__init__()
         self.lesson = lesson
@@ -95,7 +100,8 @@ class LessonScreen(Screen[None]):
         return self.query_one(Console)
 
     async def on_mount(self) -> None:
-        self._bindings = localized_bindings(LESSON_KEYS, self.lang)
+        self.remember_consoles()
+        self.console.command.focus()  # entering a lesson puts the cursor in its command line
         await self.start()
 
     async def start(self) -> None:
@@ -106,9 +112,14 @@ class LessonScreen(Screen[None]):
         except Exception as error:  # a broken lesson is explained, not a crash
             self.console.transcript.event(str(error))
             return
-        self.endpoints = await asyncio.to_thread(
-            app.lab.start, self.profile, f"lesson-{self.lesson.id}", on_line=self.external_line
-        )
+        if self.lesson.world:
+            self.endpoints = await asyncio.to_thread(
+                app.lab.start_world, self.lesson, f"lesson-{self.lesson.id}", on_line=self.external_line, on_event=self.server_event
+            )
+        else:
+            self.endpoints = await asyncio.to_thread(
+                app.lab.start, self.profile, f"lesson-{self.lesson.id}", on_line=self.external_line, on_event=self.server_event
+            )
         variables = lesson_variables(self.lesson, self.profile)
         if app.lab.remote and getattr(app, "login", None):
             from simulator.classroom.variables import student_variables
@@ -121,6 +132,10 @@ class LessonScreen(Screen[None]):
             for address, content in lesson_mail(self.lesson, variables):
                 await asyncio.to_thread(store.deliver, [address], content)
         facts = StoreFacts(store) if store is not None else TrustingFacts()
+        if app.lab.world is not None:
+            from simulator.course.world_lab import WorldFacts
+
+            facts = WorldFacts(app.lab.world)
         completed = app.progress.completed(self.lesson)
         self.run = LessonRun(self.lesson, variables, protocol=self.protocol, server_facts=facts, completed=completed)
         if not app.lab.remote and hasattr(facts, "store"):
@@ -148,8 +163,17 @@ class LessonScreen(Screen[None]):
         if self.shown_step != step.id:
             number = self.lesson.steps.index(step) + 1
             title.update(t("lesson_step", self.lang, number=number, total=len(self.lesson.steps), title=step.title))
-            prose = step.prose if number > 1 or not self.lesson.intro else f"{self.lesson.intro}\n\n{step.prose}"
-            self.query_one("#prose", Markdown).update(prose)
+            # A step the learner sends nothing in (waiting for the greeting) finishes as soon as the
+            # server speaks, before it could be read: its text stays above the step that follows.
+            waited: list[Any] = []
+            for earlier in reversed(self.lesson.steps[: number - 1]):
+                if any(group.sends for group in earlier.checks):
+                    break
+                waited.insert(0, earlier)
+            parts = [self.lesson.intro] if self.lesson.intro and number - len(waited) == 1 else []
+            parts += [f"### ✔ {earlier.title}\n\n{earlier.prose}" for earlier in waited]
+            parts.append(step.prose)
+            self.query_one("#prose", Markdown).update("\n\n".join(part for part in parts if part))
             self.shown_step = step.id
             self.console.strict = "strict" in step.options
         hints = run.visible_hints()
@@ -236,6 +260,11 @@ class LessonScreen(Screen[None]):
                 self._follow(earlier)
         self._follow(line)
 
+    def server_event(self, event: Any) -> None:
+        """What the server noticed that no line shows: a terminal's bare LF keeps DATA open."""
+        if event.kind == "waiting for CRLF.CRLF":
+            self.console.transcript.event(t("watch_bare_lf", self.lang, peer=event.peer))
+
     def _follow(self, line: Any) -> None:
         if line.peer.rpartition(":")[2].isdigit() and int(line.peer.rpartition(":")[2]) in self._own_ports:
             return
@@ -251,7 +280,7 @@ class LessonScreen(Screen[None]):
         source = line.peer
         if line.direction == "c":
             run.sent(line.raw)
-            self.console.transcript.client(line.text, source=source)
+            self.console.transcript.client(line.text, source=source, clear=line.raw)
         else:
             exchanges = run.received([line.text])
             self.console.transcript.server([line.text], source=source)
@@ -263,11 +292,11 @@ class LessonScreen(Screen[None]):
 
     # --- actions -------------------------------------------------------------------------------
 
-    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        """SMTP⇄POP3 only in lessons that use both protocols."""
+    def key_enabled(self, action: str) -> bool | None:
+        """SMTP⇄POP3 only in lessons that use both protocols; the editor only after 354."""
         if action == "switch_protocol":
             return self.lesson.protocol == "both"
-        return True
+        return super().key_enabled(action)
 
     def action_hint(self) -> None:
         if self.run is None:
@@ -276,6 +305,7 @@ class LessonScreen(Screen[None]):
         if hint is None:
             self.notify(t("lesson_no_hints", self.lang))
         self.show_step()
+        self.query_one("#hints", Static).scroll_visible()  # below a long step the hint would be out of sight
 
     def action_watch(self) -> None:
         if self.endpoints is None:
@@ -293,21 +323,9 @@ class LessonScreen(Screen[None]):
             self.protocol = "pop3" if self.protocol == "smtp" else "smtp"
             await self.console.connect(self.endpoints, self.profile, self.run, self.protocol)
 
-    def action_editor(self) -> None:
-        session = self.console.session
-        if session is None or session.expecting != Expect.MESSAGE:
-            return
-
-        async def send(lines: list[str] | None) -> None:
-            if lines is not None:
-                await self.console.send_message(lines)
-
-        self.app.push_screen(DataEditorScreen(self.lang), send)
-
     async def action_skip_step(self) -> None:
         if self.run is not None and self.run.current is not None:
-            self.run.current.completed = True
-            self.run.log("skipped", step=self.run.current.step.id if self.run.current else None)
+            self.run.skip_step()
             await self.after_progress()
 
     def action_help(self) -> None:
@@ -320,15 +338,9 @@ class LessonScreen(Screen[None]):
             context += [t("lesson_hint", self.lang, number=i, text=h) for i, h in enumerate(self.run.visible_hints(), start=1)]
         self.app.push_screen(HelpScreen(self.lang, "\n".join(context)))
 
-    async def action_back(self) -> None:
-        await self.leave()
-        self.app.pop_screen()
-
-    async def leave(self) -> None:
-        """Hang up, stop the servers, keep the attempt for the teacher to review."""
+    async def after_leave(self) -> None:
+        """Keep the attempt for the teacher to review."""
         app: Any = self.app
-        await self.console.disconnect()
-        await asyncio.to_thread(app.lab.stop)
         if self.run is not None and self.run.record:
             folder = app.data_dir / "attempts"
             path = folder / f"{self.lesson.id}-{time.strftime('%Y%m%d-%H%M%S')}.json"
@@ -340,7 +352,6 @@ class LessonScreen(Screen[None]):
             await asyncio.to_thread(save)
 
     def set_language(self, lang: str) -> None:
-        self._bindings = localized_bindings(LESSON_KEYS, lang)
         self.refresh_bindings()
         self.console.set_language(lang)
         self.shown_step = None

@@ -8,25 +8,30 @@ from typing import Any
 
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical, VerticalScroll
-from textual.screen import Screen
 from textual.widgets import Footer, Header, Select, Static
 
+from mockservers.masking import MASK
 from mockservers.profile import load_profile
 from mockservers.profile_files import ProfileError, bundled_personas
 
 from .console import Console
+from .console_screen import CONSOLE_KEYS, ConsoleScreen
 from .dialogs import WatchScreen, watch_commands
 from .strings import t
-from .widgets import ExplanationPane, localized_bindings
+from .keys import Key, bindings
+from .widgets import ExplanationPane
 
 SANDBOX_KEYS = [
-    ("f6", "watch", "key_watch", True),
-    ("ctrl+r", "reconnect", "key_reconnect", True),
-    ("escape", "back", "key_back", True),
+    Key("f6", "watch", "key_watch"),
+    Key("ctrl+r", "reconnect", "key_reconnect", priority=True),
+    Key("ctrl+s", "cycle_tls", "key_tls_mode", priority=True),
+    Key("escape", "back", "key_back"),
 ]
 
 
-class SandboxScreen(Screen[None]):
+class SandboxScreen(ConsoleScreen):
+    BINDINGS = bindings([*SANDBOX_KEYS, *CONSOLE_KEYS])
+
     def __init__(self, persona: str = "rfc") -> None:
         super().__init__()
         self.title = t("sandbox_title", self.app.lang)  # type: ignore[attr-defined]
@@ -54,7 +59,7 @@ class SandboxScreen(Screen[None]):
         yield Footer()
 
     async def on_mount(self) -> None:
-        self._bindings = localized_bindings(SANDBOX_KEYS, self.lang)
+        self.remember_consoles()
         await self.start(self.persona)
 
     async def start(self, persona: str) -> None:
@@ -68,11 +73,8 @@ class SandboxScreen(Screen[None]):
         for console in self.query(Console):
             await console.disconnect()
         self.endpoints = await asyncio.to_thread(app.lab.start, self.profile, f"sandbox-{persona}", fresh=False)
-        accounts = ", ".join(f"{a.address} / {a.secret}" for a in self.profile.accounts[:3])
-        self.query_one("#accounts", Static).update(t("sandbox_accounts", self.lang, accounts=accounts))
-        self.query_one("#status", Static).update(
-            t("status_ports", self.lang, smtp=f"{self.endpoints.host}:{self.endpoints.smtp}", pop3=f"{self.endpoints.host}:{self.endpoints.pop3}")
-        )
+        self.secrets_changed()
+        self.update_status()
         await self.query_one("#smtp-console", Console).connect(self.endpoints, self.profile)
         await self.query_one("#pop3-console", Console).connect(self.endpoints, self.profile)
         self.query_one("#smtp-console", Console).command.focus()
@@ -95,17 +97,42 @@ class SandboxScreen(Screen[None]):
         for console in self.query(Console):
             await console.reconnect()
 
-    async def action_back(self) -> None:
-        app: Any = self.app
-        for console in self.query(Console):
-            await console.disconnect()
-        await asyncio.to_thread(app.lab.stop)
-        self.app.pop_screen()
+    async def action_cycle_tls(self) -> None:
+        """The focused console switches between its plain port (STARTTLS typed by hand) and implicit TLS."""
+        console = self.focused_console()
+        if self.endpoints is None or self.profile is None:
+            return
+        console.implicit_tls = not console.implicit_tls
+        mode = t("sandbox_tls_implicit" if console.implicit_tls else "sandbox_tls_plain", self.lang)
+        console.transcript.event(mode)
+        await console.connect(self.endpoints, self.profile)
+        console.command.focus()
+
+    def secrets_changed(self) -> None:
+        """The demo accounts, their secrets masked unless F8 shows them."""
+        if self.profile is None:
+            return
+        accounts = ", ".join(f"{a.address} / {a.secret if self.secrets_shown else MASK}" for a in self.profile.accounts[:3])
+        self.query_one("#accounts", Static).update(t("sandbox_accounts", self.lang, accounts=accounts))
+
+    def update_status(self) -> None:
+        """Plain and implicit-TLS ports of both protocols, and Ctrl+S to switch the focused console."""
+        e = self.endpoints
+        if e is None:
+            return
+        text = t("status_ports", self.lang, smtp=f"{e.host}:{e.smtp}", pop3=f"{e.host}:{e.pop3}")
+        if e.smtps and e.pop3s:
+            text += " · " + t("status_tls_ports", self.lang, smtps=e.smtps, pop3s=e.pop3s)
+        self.query_one("#status", Static).update(text)
+
+    def choose(self, persona: str) -> None:
+        """Switch persona (the palette's way; the selector does the same through Select.Changed)."""
+        self.query_one("#persona", Select).value = persona
 
     def set_language(self, lang: str) -> None:
-        self._bindings = localized_bindings(SANDBOX_KEYS, lang)
         self.refresh_bindings()
         for console in self.query(Console):
             console.set_language(lang)
+        self.update_status()
         if self.last and self.last[0].session is not None:
             self.query_one(ExplanationPane).show(lang, self.last[0].session, self.last[1], self.persona)

@@ -1,12 +1,11 @@
-"""The TUI's own widgets: the transcript, the explanation pane, localized key bindings."""
+"""The TUI's own widgets: the transcript and the explanation pane."""
 
 from __future__ import annotations
 
 import time
-from typing import Any, Iterable
+from typing import Any
 
 from rich.text import Text
-from textual.binding import Binding, BindingsMap
 from textual.widgets import RichLog, Static
 
 from simulator.engine.explain import AFTER_CONNECT, explain_reply
@@ -23,31 +22,44 @@ EVENT_STYLE = "italic magenta"
 EXTERNAL_STYLE = "dim"
 
 
-#: Keys a focused Input would otherwise take for itself (ctrl+e is "end of line" there).
-PRIORITY_KEYS = {"ctrl+e", "ctrl+o", "ctrl+n", "ctrl+r", "ctrl+l", "ctrl+t"}
-
-
-def localized_bindings(keys: Iterable[tuple[str, str, str, bool]], lang: str) -> BindingsMap:
-    """(key, action, ui string key, show in footer) -> bindings with descriptions in `lang`."""
-    return BindingsMap(
-        [Binding(key, action, t(label, lang), show=show, priority=key in PRIORITY_KEYS) for key, action, label, show in keys]
-    )
-
-
 class Transcript(RichLog):
-    """What was said on the wire: client lines (›) and server replies (‹), grouped by reply."""
+    """What was said on the wire: client lines (›) and server replies (‹), grouped by reply.
+
+    Secrets are masked (mockservers/masking.py) unless `revealed`: a teacher may show them, and
+    toggling redraws every line, since each keeps both its masked and its clear form.
+    """
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(wrap=True, markup=False, highlight=False, max_lines=5000, min_width=20, **kwargs)
         self.plain_lines: list[str] = []  # for tests and copy
+        self.revealed = False
+        self._entries: list[tuple[Text, Text]] = []  # (masked, clear) of every line, for redrawing
 
-    def _add(self, text: Text) -> None:
+    def _add(self, text: Text, clear: Text | None = None) -> None:
+        self._entries.append((text, clear or text))
+        self._entries = self._entries[-5000:]
+        self._show(clear if self.revealed and clear is not None else text)
+
+    def _show(self, text: Text) -> None:
         self.plain_lines.append(text.plain)
         self.write(text)
 
-    def client(self, line: str, source: str = "") -> None:
+    def set_revealed(self, revealed: bool) -> None:
+        """Show secrets in clear (True) or masked (False), for every line already written too."""
+        self.revealed = revealed
+        self.clear()
+        self.plain_lines = []
+        for masked, clear in self._entries:
+            self._show(clear if revealed else masked)
+
+    def client(self, line: str, source: str = "", clear: str | None = None) -> None:
+        """A line the client sent, masked; `clear` is its unmasked form when it carried a secret."""
         prefix = f"[{source}] " if source else ""
-        self._add(Text.assemble((prefix, EXTERNAL_STYLE), ("› ", CLIENT_STYLE), (line, CLIENT_STYLE)))
+
+        def text(body: str) -> Text:
+            return Text.assemble((prefix, EXTERNAL_STYLE), ("› ", CLIENT_STYLE), (body, CLIENT_STYLE))
+
+        self._add(text(line), text(clear) if clear is not None and clear != line else None)
 
     def server(self, lines: list[str], source: str = "") -> None:
         prefix = f"[{source}] " if source else ""

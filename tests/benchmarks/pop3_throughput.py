@@ -3,12 +3,16 @@
 
 A script, not a pytest test (it measures a machine, not a behaviour)::
 
-    .venv/bin/python tests/benchmarks/pop3_throughput.py                  # 1000 x 4 KB, 3 rounds
-    .venv/bin/python tests/benchmarks/pop3_throughput.py --messages 1000 --size 65536 --rounds 5
+    .venv/bin/python tests/benchmarks/pop3_throughput.py                  # 1 KB and 100 KB, 3 rounds
+    .venv/bin/python tests/benchmarks/pop3_throughput.py --sizes 4096 --messages 1000 --rounds 5
     .venv/bin/python tests/benchmarks/pop3_throughput.py --only maillab --clients poplib
+    .venv/bin/python tests/benchmarks/pop3_throughput.py --baseline /path/to/other/checkout   # A/B
 
-Content: `--messages` messages of about `--size` octets (CRLF lines, some starting with a dot, so
-dot-stuffing is exercised) are written once into a template Maildir; every run gets a fresh copy.
+Content: for each of `--sizes` (default 1 KB with 1,000 messages and 100 KB with 200, or
+`--messages` of each), messages of about that many octets (lines, some starting with a dot, so
+dot-stuffing is exercised) are written once into a template Maildir the way maillab's store writes
+them (LF line endings, Dovecot's `,S=<file size>,W=<wire size>` in the name, which Dovecot reads
+too); every run gets a fresh copy.
 
 Servers, each on a free 127.0.0.1 port, started fresh per run and stopped in `finally`:
 
@@ -26,8 +30,10 @@ Clients, timed from connect to QUIT:
 * mpop   -- `mpop --host ... --keep=on --only-new=off --delivery=maildir,DIR` with a fresh UIDL
             file (so it fetches everything); mpop pipelines when the server lists PIPELINING.
 
-Reported: messages/s and MB/s (median of the rounds) and maillab/dovecot per client; the target is
-maillab >= 0.5 x Dovecot. Every run checks that all N messages arrived, byte for byte the same
+Rounds interleave the servers (the order alternates). Reported per size and client: messages/s
+and MB/s (median of the rounds), the server's CPU time per message (user and system, from
+/proc/PID/stat of the server and its children: Dovecot forks a pop3 process per login), and
+maillab/dovecot; the target is maillab >= 1.0 x Dovecot. Every run checks that all N messages arrived, byte for byte the same
 total size. Exit status 0 when every run succeeded, 1 otherwise, 2 on a setup problem.
 """
 
@@ -47,11 +53,18 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from smtp_throughput import HOST, find_tool, free_port, load_average, maillab_command, stop_process  # noqa: E402
+from smtp_throughput import (  # noqa: E402
+    HOST, find_tool, fmt_cpu, free_port, load_average, maillab_command, stop_process, tree_cpu,
+)  # fmt: skip
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from mockservers.store import to_stored, wire_size  # noqa: E402
 
 USER = "bob@example.com"
 PASSWORD = "bob-secret"
-TARGET = 0.5
+TARGET = 1.0
+#: octets per message -> messages, when --messages is not given (each run a few seconds)
+DEFAULT_COUNTS = {1024: 1000, 102400: 200}
 
 
 def log(text: str) -> None:
@@ -76,11 +89,13 @@ def make_template(root: Path, count: int, size: int) -> int:
             line = (f".line {i} starts with a dot" if i % 17 == 0 else f"line {i} of message {n} " + "x" * 50)
             lines.append(line)
             body_size += len(line) + 2
+            if body_size + 150 >= size:  # about `size` octets on the wire, headers included
+                break
             i += 1
-        content = ("\r\n".join(lines) + "\r\n").encode()
-        name = f"{base + n:019d}.M{n % 1_000_000:06d}P1Q{n + 1}.bench"
+        content = to_stored(("\r\n".join(lines) + "\r\n").encode())
+        name = f"{base + n:019d}.M{n % 1_000_000:06d}P1Q{n + 1}.bench,S={len(content)},W={wire_size(content)}"
         (root / "new" / name).write_bytes(content)
-        total += len(content)
+        total += wire_size(content)
     return total
 
 
@@ -94,7 +109,8 @@ class ServerError(RuntimeError):
 class Maillab:
     name = "maillab"
 
-    def __init__(self, workdir: Path, template: Path) -> None:
+    def __init__(self, workdir: Path, template: Path, tree: Path | None = None) -> None:
+        self.tree = tree  # another source tree (--baseline), or None for this one
         self.workdir = workdir
         self.data = workdir / "data"
         shutil.copytree(template, self.data / "mailboxes" / USER)
@@ -104,8 +120,9 @@ class Maillab:
     def start(self) -> None:
         out = self.workdir / "server.out"
         with open(out, "wb") as handle:
+            base = maillab_command() if self.tree is None else ["env", f"PYTHONPATH={self.tree}", sys.executable, "-m", "simulator.cli"]
             self.proc = subprocess.Popen(
-                [*maillab_command(), "serve", "--profile", "rfc", "--host", HOST, "--smtp-port", "0",
+                [*base, "serve", "--profile", "rfc", "--host", HOST, "--smtp-port", "0",
                  "--pop3-port", "0", "--data", str(self.data), "--quiet"],
                 stdout=handle, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=self.workdir,
             )  # fmt: skip
@@ -255,76 +272,123 @@ def run_mpop(port: int, count: int, workdir: Path, binary: str) -> tuple[float, 
 # --- driver -----------------------------------------------------------------------------------------
 
 
+def run_one(name: str, client: str, workdir: Path, template: Path, count: int, tools: dict) -> tuple[float, int, int, tuple[float, float] | None]:
+    """One timed retrieval: (seconds, messages, octets, server CPU (user, system) seconds)."""
+    if name == "dovecot":
+        server: Maillab | Dovecot = Dovecot(workdir, template, tools["dovecot"])
+    else:
+        server = Maillab(workdir, template, tools["baseline"] if name == "baseline" else None)
+    try:
+        server.start()
+        warm_up(server.port, count)
+        assert server.proc is not None
+        before = tree_cpu(server.proc.pid)
+        if client == "poplib":
+            elapsed, got, octets = run_poplib(server.port, count, workdir)
+        else:
+            elapsed, got, octets = run_mpop(server.port, count, workdir, tools["mpop"])
+        after = tree_cpu(server.proc.pid)
+        cpu = None if before is None or after is None else (after[0] - before[0], after[1] - before[1])
+        return elapsed, got, octets, cpu
+    finally:
+        server.stop()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--messages", type=int, default=1000)
-    parser.add_argument("--size", type=int, default=4096, help="approximate octets per message")
+    parser.add_argument("--sizes", default="1024,102400", help="approximate octets per message, comma-separated")
+    parser.add_argument("--messages", type=int, default=None, help="messages per size (default: 1000 of 1 KB, 200 of 100 KB)")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--only", default="maillab,dovecot")
     parser.add_argument("--clients", default="poplib,mpop")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directories")
+    parser.add_argument("--baseline", type=Path, help="another source tree: its maillab runs too, as 'baseline'")
     args = parser.parse_args(argv)
+    try:
+        sizes = [int(v) for v in args.sizes.split(",") if v.strip()]
+    except ValueError:
+        parser.error(f"--sizes takes octet counts, got {args.sizes!r}")
     servers = [s for s in args.only.split(",") if s]
     clients = [c for c in args.clients.split(",") if c]
-    tools = {"dovecot": find_tool("dovecot"), "mpop": find_tool("mpop")}
+    tools = {"dovecot": find_tool("dovecot"), "mpop": find_tool("mpop"), "baseline": args.baseline}
+    if args.baseline is not None:
+        if not (args.baseline / "simulator" / "cli").is_dir():
+            parser.error("--baseline DIR must be a maillab source tree")
+        servers.append("baseline")
     if "dovecot" in servers and (tools["dovecot"] is None or os.geteuid() != 0):
         log("dovecot: skipped (needs the dovecot-pop3d package and root)")
         servers.remove("dovecot")
     if "mpop" in clients and tools["mpop"] is None:
         log("mpop: skipped (apt-get install mpop)")
         clients.remove("mpop")
-    if not servers or not clients:
+    if not servers or not clients or not sizes:
         return 2
     root = Path(tempfile.mkdtemp(prefix="bench-pop3-"))
     os.chmod(root, 0o755)
-    template = root / "template"
-    total = make_template(template, args.messages, args.size)
-    log(f"POP3 retrieval: {args.messages} messages, {total / 1e6:.1f} MB ({total // args.messages} octets each on average); "
-        f"{args.rounds} round(s); {os.cpu_count()} CPUs; load average {load_average()}")  # fmt: skip
-    results: dict[tuple[str, str], list[tuple[float, float]]] = {}
+    counts = {size: args.messages or DEFAULT_COUNTS.get(size, 500) for size in sizes}
+    templates = {}
+    for size in sizes:
+        templates[size] = root / f"template-{size}"
+        total = make_template(templates[size], counts[size], size)
+        log(f"POP3 retrieval: {counts[size]} messages, {total / 1e6:.1f} MB ({total // counts[size]} octets each on "
+            f"average on the wire)")  # fmt: skip
+    log(f"{args.rounds} round(s); {os.cpu_count()} CPUs; load average {load_average()}")
+    results: dict[tuple[int, str, str], list[tuple[float, float, tuple[float, float] | None]]] = {}
     failures = 0
     try:
         for round_number in range(1, args.rounds + 1):
             order = servers if round_number % 2 else servers[::-1]
-            for client in clients:
-                for name in order:
-                    workdir = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=root))
-                    server = Maillab(workdir, template) if name == "maillab" else Dovecot(workdir, template, tools["dovecot"])
-                    try:
-                        server.start()
-                        warm_up(server.port, args.messages)
-                        if client == "poplib":
-                            elapsed, got, octets = run_poplib(server.port, args.messages, workdir)
-                        else:
-                            elapsed, got, octets = run_mpop(server.port, args.messages, workdir, tools["mpop"])
-                        problem = "" if got == args.messages else f"  RETRIEVED {got}/{args.messages}"
-                        if problem:
+            for size in sizes:
+                count = counts[size]
+                for client in clients:
+                    for name in order:
+                        workdir = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=root))
+                        try:
+                            elapsed, got, octets, cpu = run_one(name, client, workdir, templates[size], count, tools)
+                            problem = "" if got == count else f"  RETRIEVED {got}/{count}"
+                            if problem:
+                                failures += 1
+                            rate, mbps = got / elapsed, octets / elapsed / 1e6
+                            per = None if cpu is None else (cpu[0] * 1000 / count, cpu[1] * 1000 / count)
+                            results.setdefault((size, client, name), []).append((rate, mbps, per))
+                            log(f"  round {round_number}  {size:>6} B  {client:<6} {name:<8} {rate:8.0f} msgs/s  {mbps:6.1f} MB/s  "
+                                f"CPU/msg {fmt_cpu(per)}  ({elapsed:.2f} s){problem}")  # fmt: skip
+                        except (ServerError, OSError, poplib.error_proto, subprocess.SubprocessError) as error:
                             failures += 1
-                        rate, mbps = got / elapsed, octets / elapsed / 1e6
-                        results.setdefault((client, name), []).append((rate, mbps))
-                        log(f"  round {round_number}  {client:<6} {name:<8} {rate:8.0f} msgs/s  {mbps:6.1f} MB/s  ({elapsed:.2f} s){problem}")
-                    except (ServerError, OSError, poplib.error_proto, subprocess.SubprocessError) as error:
-                        failures += 1
-                        log(f"  round {round_number}  {client:<6} {name:<8} FAILED: {error}")
-                    finally:
-                        server.stop()
-                        if not args.keep:
-                            shutil.rmtree(workdir, ignore_errors=True)
+                            log(f"  round {round_number}  {size:>6} B  {client:<6} {name:<8} FAILED: {error}")
+                        finally:
+                            if not args.keep:
+                                shutil.rmtree(workdir, ignore_errors=True)
     finally:
         if not args.keep:
             shutil.rmtree(root, ignore_errors=True)
     log("")
-    log(f"Median over {args.rounds} round(s), {args.messages} x ~{args.size} octets:")
-    log(f"{'client':<8} {'maillab msgs/s':>15} {'dovecot msgs/s':>15} {'maillab MB/s':>13} {'dovecot MB/s':>13} {'ml/dovecot (>=0.5)':>20}")
-    for client in clients:
-        row = {}
-        for name in ("maillab", "dovecot"):
-            runs = results.get((client, name))
-            row[name] = (statistics.median(r for r, _ in runs), statistics.median(m for _, m in runs)) if runs else None
-        ml, dv = row["maillab"], row["dovecot"]
-        ratio = f"{ml[0] / dv[0]:.2f}{'' if ml[0] / dv[0] >= TARGET else ' LOW'}" if ml and dv else "-"
-        fmt = lambda v, i: f"{v[i]:.0f}" if v and i == 0 else (f"{v[i]:.1f}" if v else "-")  # noqa: E731
-        log(f"{client:<8} {fmt(ml, 0):>15} {fmt(dv, 0):>15} {fmt(ml, 1):>13} {fmt(dv, 1):>13} {ratio:>20}")
+    log(f"Median over {args.rounds} round(s); CPU/msg: median server CPU time per message (u = user, s = system):")
+    header = f"{'size':>8} {'client':<7} {'maillab msgs/s':>15} {'CPU/msg':>17} {'dovecot msgs/s':>15} {'CPU/msg':>17} {'ml MB/s':>8} {'dc MB/s':>8} {'ml/dovecot (>=1.0)':>19}"
+    if args.baseline is not None:
+        header += f" {'baseline msgs/s':>16} {'CPU/msg':>17} {'ml/baseline':>12}"
+    log(header)
+    for size in sizes:
+        for client in clients:
+            row = {}
+            for name in ("maillab", "dovecot", "baseline"):
+                runs = results.get((size, client, name))
+                if not runs:
+                    row[name] = None
+                    continue
+                costs = [c for _, _, c in runs if c is not None]
+                cost = (statistics.median(c[0] for c in costs), statistics.median(c[1] for c in costs)) if costs else None
+                row[name] = (statistics.median(r for r, _, _ in runs), statistics.median(m for _, m, _ in runs), cost)
+            ml, dv = row["maillab"], row["dovecot"]
+            ratio = f"{ml[0] / dv[0]:.2f}{'' if ml[0] / dv[0] >= TARGET else ' LOW'}" if ml and dv else "-"
+            rate = lambda v: f"{v[0]:.0f}" if v else "-"  # noqa: E731
+            mbs = lambda v: f"{v[1]:.1f}" if v else "-"  # noqa: E731
+            cpu = lambda v: fmt_cpu(v[2]) if v else "-"  # noqa: E731
+            line = f"{size:>8} {client:<7} {rate(ml):>15} {cpu(ml):>17} {rate(dv):>15} {cpu(dv):>17} {mbs(ml):>8} {mbs(dv):>8} {ratio:>19}"
+            if args.baseline is not None:
+                bl = row["baseline"]
+                line += f" {rate(bl):>16} {cpu(bl):>17} {(f'{ml[0] / bl[0]:.2f}' if ml and bl else '-'):>12}"
+            log(line)
     log(f"load average now {load_average()}")
     return 1 if failures else 0
 

@@ -1,0 +1,337 @@
+"""The app from the keyboard alone: every journey here uses only `pilot.press` (plus reading state).
+
+Home -> first lesson -> complete it; the sandbox with the Gmail persona (send over SMTP, fetch over
+POP3 on implicit TLS); the palette opening a lesson by name; every modal giving the focus back;
+every key the footer shows doing something. At 80x24 and 120x40.
+"""
+
+from __future__ import annotations
+
+import pytest
+from textual.widgets import Input, OptionList, Select
+
+from mockservers import sasl
+from simulator.course.patterns import RuntimeValues, render_solution
+from simulator.engine.session import Expect
+from simulator.tui.home_screen import HomeScreen
+from simulator.tui.lesson_screen import LessonScreen
+from simulator.tui.sandbox_screen import SandboxScreen
+from tui_helpers import make_app, wait_for
+
+pytestmark = pytest.mark.timeout(180)
+
+SIZES = [(80, 24), (120, 40)]
+
+
+def keys_for(text: str) -> list[str]:
+    """What pressing `text` on a keyboard sends, key by key."""
+    names = {" ": "space", ".": "full_stop", ":": "colon", "<": "less_than_sign", ">": "greater_than_sign",
+             "@": "at", "=": "equals_sign", "+": "plus", "/": "slash", "-": "minus", "_": "underscore",
+             "[": "left_square_bracket", "]": "right_square_bracket", "!": "exclamation_mark"}
+    return [names.get(ch, ch) for ch in text]
+
+
+async def type_line(pilot, text: str) -> None:
+    await pilot.press(*keys_for(text), "enter")
+
+
+async def send_and_wait(pilot, console, lines: list[str]) -> None:
+    """Type each line and wait for the server's answer to it."""
+    for line in lines:
+        session = console.session
+        before = len(session.history)
+        await type_line(pilot, line)
+        await wait_for(pilot, lambda: len(session.history) > before)
+
+
+async def wait_for_lesson(pilot, app) -> LessonScreen:
+    """The lesson screen once its console has the server's greeting."""
+    await wait_for(pilot, lambda: isinstance(app.screen, LessonScreen) and app.screen.run is not None)
+    screen = app.screen
+    await wait_for(pilot, lambda: screen.console.session.greeting is not None)
+    return screen
+
+
+async def tab_to(pilot, app, reached, key: str = "tab") -> None:
+    """Press Tab (or Shift+Tab) until `reached(app.focused)`: every pane is on the Tab path."""
+    for _ in range(10):
+        if reached(app.focused):
+            return
+        await pilot.press(key)
+    assert reached(app.focused), app.focused
+
+
+async def wait_quiet(pilot) -> None:
+    """Let pending messages and network replies settle."""
+    await pilot.pause(0.2)
+
+
+async def solve_by_keys(pilot, app, screen: LessonScreen) -> None:
+    run = screen.run
+    for step in screen.lesson.steps:
+        if run.current is None or run.current.step is not step:
+            continue
+        for raw in step.solution:
+            if raw.startswith("@connect"):
+                if screen.console.protocol != raw.split()[1]:
+                    await pilot.press("ctrl+o")
+                await wait_for(pilot, lambda: screen.console.protocol == raw.split()[1])
+                await wait_for(pilot, lambda: screen.console.session.greeting is not None)
+                continue
+            if run.current is None or run.current.step is not step:
+                break
+            assert isinstance(app.focused, Input), "the command line has the focus"
+            session = screen.console.session
+            before = len(session.history)
+            runtime = RuntimeValues(apop_timestamp=getattr(screen.console.session, "apop_timestamp", "") or "")
+            line = render_solution(raw, run.variables, runtime)
+            expecting_data = screen.console.session.expecting in (Expect.MESSAGE, Expect.OCTETS)
+            await type_line(pilot, line)
+            if not expecting_data or line == ".":
+                await wait_for(pilot, lambda: len(session.history) > before or session.closed)
+        await wait_for(pilot, lambda: run.current is None or run.current.step is not step)
+
+
+@pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
+async def test_home_enter_opens_the_first_lesson_and_it_can_be_completed(tmp_path, size):
+    app = make_app(tmp_path)
+    async with app.run_test(size=size) as pilot:
+        await wait_quiet(pilot)
+        assert isinstance(app.screen, HomeScreen)
+        options = app.screen.query_one(OptionList)
+        first = next(options.get_option_at_index(i).id for i in range(options.option_count) if options.get_option_at_index(i).id)
+        await pilot.press("enter")
+        screen = await wait_for_lesson(pilot, app)
+        assert screen.lesson.id == first
+        assert app.focused is screen.console.command  # entering a lesson puts the cursor in its command line
+        await solve_by_keys(pilot, app, screen)
+        assert screen.run.finished
+        assert app.progress.is_complete(screen.lesson)
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: isinstance(app.screen, HomeScreen))
+        await pilot.press("ctrl+q")
+        await wait_for(pilot, lambda: not app.is_running)
+    assert first in (tmp_path / "data" / "progress.json").read_text()
+
+
+@pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
+async def test_sandbox_gmail_send_over_smtp_fetch_over_pop3_implicit_tls(tmp_path, size):
+    app = make_app(tmp_path)
+    async with app.run_test(size=size) as pilot:
+        await wait_quiet(pilot)
+        await pilot.press("f5")
+        await wait_for(pilot, lambda: isinstance(app.screen, SandboxScreen) and app.screen.endpoints is not None)
+        sandbox = app.screen
+        smtp, pop3 = sandbox.query_one("#smtp-console"), sandbox.query_one("#pop3-console")
+        await wait_for(pilot, lambda: smtp.session is not None and smtp.session.greeting is not None)
+        assert app.focused is smtp.command
+        # The persona selector is reached with Shift+Tab and worked with arrows and Enter.
+        await tab_to(pilot, app, lambda widget: isinstance(widget, Select), "shift+tab")
+        await pilot.press("enter")
+        await wait_quiet(pilot)
+        await pilot.press(*keys_for("gmail"))  # the open list jumps to what is typed
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: sandbox.persona == "gmail" and sandbox.profile.name == "gmail")
+        await wait_for(pilot, lambda: smtp.session is not None and smtp.session.greeting is not None)
+        # Back to the SMTP command line, switch it to implicit TLS, send a message.
+        await tab_to(pilot, app, lambda widget: widget is smtp.command)
+        await pilot.press("ctrl+s")
+        await wait_for(pilot, lambda: smtp.conversation is not None and smtp.conversation.connected and smtp.session.tls_active and smtp.session.greeting is not None)
+        plain = "AUTH PLAIN " + sasl.plain_payload("learner@gmail.com", "abcdefghijklmnop")
+        await send_and_wait(pilot, smtp, ["EHLO learner.example", plain, "MAIL FROM:<learner@gmail.com>", "RCPT TO:<friend@gmail.com>", "DATA"])
+        assert smtp.session.expecting == Expect.MESSAGE
+        for line in ["Subject: keyboard only", "", "sent with keys", "."]:
+            await type_line(pilot, line)
+        await wait_for(pilot, lambda: any(l.startswith("‹ 250") and "queued" in l.lower() or "ok" in l.lower() for l in smtp.transcript.plain_lines[-2:]))
+        assert "AGxlYXJuZXJAZ21haWwuY29tAGFiY2RlZmdoaWprbG1ub3A=" not in "\n".join(smtp.transcript.plain_lines)  # masked
+        # Tab to the POP3 command line, implicit TLS, fetch the message.
+        await tab_to(pilot, app, lambda widget: widget is pop3.command)
+        await pilot.press("ctrl+s")
+        await wait_for(pilot, lambda: pop3.conversation is not None and pop3.conversation.connected and pop3.session.tls_active and pop3.session.greeting is not None)
+        assert any("smtp.gmail.com" in line for line in pop3.transcript.plain_lines), pop3.transcript.plain_lines
+        await send_and_wait(pilot, pop3, ["USER friend@gmail.com", "PASS qrstuvwxyzabcdef", "STAT", "RETR 1"])
+        text = "\n".join(pop3.transcript.plain_lines)
+        assert "Subject: keyboard only" in text and "sent with keys" in text
+        assert "PASS ***" in text and "qrstuvwxyzabcdef" not in text
+        accounts = sandbox.query_one("#accounts")
+        assert "qrstuvwxyzabcdef" not in str(accounts.render())
+        await pilot.press("f8")  # teaching: show the secrets, in the transcripts and the account list
+        await wait_quiet(pilot)
+        shown = "\n".join(pop3.transcript.plain_lines + smtp.transcript.plain_lines)
+        assert "PASS qrstuvwxyzabcdef" in shown and plain in shown
+        assert "qrstuvwxyzabcdef" in str(accounts.render())
+        await pilot.press("f8")
+        await wait_quiet(pilot)
+        assert "qrstuvwxyzabcdef" not in "\n".join(pop3.transcript.plain_lines) + str(accounts.render())
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: isinstance(app.screen, HomeScreen))
+
+
+@pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
+async def test_palette_opens_a_lesson_by_name(tmp_path, size):
+    app = make_app(tmp_path)
+    async with app.run_test(size=size) as pilot:
+        await wait_quiet(pilot)
+        await pilot.press("ctrl+p")
+        await wait_quiet(pilot)
+        await pilot.press(*keys_for("RSET: start the message over"))
+        await wait_quiet(pilot)
+        await pilot.press("enter")
+        assert "RSET" in (await wait_for_lesson(pilot, app)).lesson.title
+        assert app.focused is app.screen.console.command
+
+
+@pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
+async def test_every_modal_closes_with_the_focus_where_it_was(tmp_path, size):
+    app = make_app(tmp_path)
+    async with app.run_test(size=size) as pilot:
+        await wait_quiet(pilot)
+        await pilot.press("enter")
+        lesson = await wait_for_lesson(pilot, app)
+        command = lesson.console.command
+        for key in ["f1", "f3", "f4", "f6", "ctrl+p"]:
+            assert app.focused is command
+            await pilot.press(key)
+            await wait_for(pilot, lambda: app.screen is not lesson)
+            await pilot.press("escape")
+            await wait_for(pilot, lambda: app.screen is lesson)
+            await wait_quiet(pilot)
+            assert app.focused is command, key
+        # The DATA editor (Ctrl+E after 354): Esc closes it too, although the text area has the focus.
+        await send_and_wait(pilot, lesson.console, ["EHLO x", "MAIL FROM:<alice@example.com>", "RCPT TO:<bob@example.com>", "DATA"])
+        if lesson.console.session.expecting == Expect.MESSAGE:
+            await pilot.press("ctrl+e")
+            await wait_for(pilot, lambda: app.screen is not lesson)
+            await pilot.press(*keys_for("hello"))
+            await pilot.press("escape")
+            await wait_for(pilot, lambda: app.screen is lesson)
+            await wait_quiet(pilot)
+            assert app.focused is command
+
+
+def screen_text(app) -> str:
+    return app.export_screenshot()
+
+
+async def settle(pilot, app) -> str:
+    """The screen once it stops changing (replies arriving, toasts appearing)."""
+    previous = None
+    for _ in range(40):
+        await pilot.pause(0.1)
+        current = screen_text(app)
+        if current == previous:
+            return current
+        previous = current
+    return previous or ""
+
+
+def footer_keys(screen) -> list[str]:
+    """The keys the footer shows as working on `screen` (Textual's public active_bindings)."""
+    return [key for key, active in screen.active_bindings.items() if active.binding.show and active.enabled]
+
+
+async def test_every_key_the_footer_shows_does_something(tmp_path):
+    app = make_app(tmp_path)
+    checked: dict[str, list[str]] = {}
+    async with app.run_test(size=(120, 40)) as pilot:
+        await wait_quiet(pilot)
+
+        async def walk(name: str, screen, leave_key: str) -> None:
+            keys = footer_keys(screen)
+            assert keys, name
+            checked[name] = keys
+            for key in keys:
+                if key in (leave_key, "ctrl+q"):
+                    continue
+                before = await settle(pilot, app)
+                theme, lang, stack, focused = app.theme, app.lang, len(app.screen_stack), app.focused
+                await pilot.press(key)
+                after = await settle(pilot, app)
+                assert after != before, f"{name}: {key} changed nothing on screen"
+                if len(app.screen_stack) > stack:  # a modal or a new screen: back with Esc
+                    await pilot.press("escape")
+                    await wait_for(pilot, lambda: app.screen is screen)
+                elif app.focused is not focused:  # a prompt opened on the screen (a folder): Esc closes it
+                    await pilot.press("escape")
+                    await wait_for(pilot, lambda: app.focused is focused)
+                if app.lang != lang:
+                    await pilot.press("ctrl+l")
+                if app.theme != theme:
+                    await pilot.press("ctrl+t")
+                assert app.screen is screen, f"{name}: {key}"
+
+        await walk("home", app.screen, "f5")
+        await pilot.press("enter")
+        lesson = await wait_for_lesson(pilot, app)
+        await walk("lesson", lesson, "escape")
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: isinstance(app.screen, HomeScreen))
+        await pilot.press("f5")
+        await wait_for(pilot, lambda: isinstance(app.screen, SandboxScreen) and app.screen.endpoints is not None)
+        sandbox = app.screen
+        await wait_for(pilot, lambda: sandbox.query_one("#smtp-console").session.greeting is not None)
+        await walk("sandbox", sandbox, "escape")
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: isinstance(app.screen, HomeScreen))
+    for name in ("home", "lesson", "sandbox"):
+        assert "f1" in checked[name] and "ctrl+l" in checked[name], checked  # app-wide keys on every screen
+
+
+async def open_by_palette(pilot, app, lesson_id: str) -> LessonScreen:
+    await pilot.press("ctrl+p")
+    await wait_quiet(pilot)
+    await pilot.press(*keys_for(lesson_id))
+    await wait_quiet(pilot)
+    await pilot.press("enter")
+    return await wait_for_lesson(pilot, app)
+
+
+def talk(port: int, lines: list[bytes], *, until: bytes) -> bytes:
+    """An outside client (telnet in another terminal): send each line, read until `until` shows."""
+    import socket
+
+    received = b""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        received += sock.recv(4096)
+        for line in lines:
+            sock.sendall(line)
+        while until not in received:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            received += chunk
+    return received
+
+
+async def test_watch_mode_explains_a_pop3_body_from_another_terminal(tmp_path):
+    import asyncio
+
+    app = make_app(tmp_path)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await wait_quiet(pilot)
+        screen = await open_by_palette(pilot, app, "pop3-login-retr")
+        if screen.console.protocol != "pop3":
+            await pilot.press("ctrl+o")
+        port, variables = screen.endpoints.pop3, screen.run.variables
+        lines = [f"USER {variables['user']}\r\n".encode(), f"PASS {variables['secret']}\r\n".encode(), b"RETR 1\r\n", b"QUIT\r\n"]
+        received = await asyncio.to_thread(talk, port, lines, until=b"\r\n.\r\n")
+        body = received.split(b"\r\n")
+        subject = next(line.decode() for line in body if line.lower().startswith(b"subject:"))
+        await wait_for(pilot, lambda: any(subject in line for line in screen.console.transcript.plain_lines))
+        shown = screen.console.transcript.plain_lines
+        assert any(line.startswith("[127.0.0.1:") and line.endswith("┆ .") or line.endswith("‹ .") for line in shown), shown[-5:]
+        assert "PASS ***" in "\n".join(shown) and variables["secret"] not in "\n".join(shown)
+
+
+async def test_watch_mode_says_why_a_bare_lf_dot_does_not_end_data(tmp_path):
+    import asyncio
+
+    app = make_app(tmp_path)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await wait_quiet(pilot)
+        screen = await open_by_palette(pilot, app, "smtp-hello")
+        port = screen.endpoints.smtp
+        lines = [b"EHLO nc.example\r\n", b"MAIL FROM:<alice@example.com>\r\n", b"RCPT TO:<bob@example.com>\r\n", b"DATA\r\n",
+                 b"Subject: bare\n\nsent by a terminal without CR\n.\n"]
+        await asyncio.to_thread(talk, port, lines, until=b"354")
+        await wait_for(pilot, lambda: any("bare LF" in line for line in screen.console.transcript.plain_lines))
