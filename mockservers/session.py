@@ -27,6 +27,7 @@ from zope.interface import implementer
 from .blocking import BlockingWorkers
 from .faults import FaultAction, FaultScript
 from .limits import ServerLimits
+from .masking import KnownSecrets
 from .output import OutputQueue, safe_text
 from .profile import Profile
 from .arrival import Arrival, Verdict
@@ -149,6 +150,9 @@ class ServerContext:
     message_check: Callable[[Arrival], Verdict] | None = None
 
     def __post_init__(self) -> None:
+        self.known_secrets = KnownSecrets(
+            secret for account in self.profile.accounts for secret in (account.secret, account.password or "")
+        )
         if self.faults is None:
             self.faults = FaultScript(tuple(self.profile.faults), self.profile.seed)
 
@@ -565,19 +569,25 @@ class LineSession(protocol.Protocol, TimeoutMixin):
             return
         self.write(("\r\n".join(lines) + "\r\n").encode("utf-8", "surrogateescape"))
         if self.transcript is not None:
+            mask = self.context.known_secrets.mask  # a reply may echo what the client typed
             for line in lines:
-                self.transcript.server(line)
+                self.transcript.server(mask(line))
         self.publish_server_lines(lines)
 
     def publish_server_lines(self, lines: list[str]) -> None:
         """Lines the server sent, for live views only (watch mode follows outside sessions)."""
         hub = self.context.events
         if hub.wants_lines:
+            mask = self.context.known_secrets.mask
             for line in lines:
-                hub.publish_line(SessionLine(self.protocol_name, self.session_id, self.peer, "s", line, line))
+                hub.publish_line(SessionLine(self.protocol_name, self.session_id, self.peer, "s", mask(line), line))
 
     def record_client(self, text: str, raw: str | None = None) -> None:
-        """Note a client line: `text` for transcripts (redacted), `raw` only for live listeners."""
+        """Note a client line: `text` for transcripts (redacted), `raw` only for live listeners.
+
+        A known secret typed anywhere (as a user name, base64-encoded, in a message) is hidden too.
+        """
+        text = self.context.known_secrets.mask(text)
         if self.transcript is not None:
             self.transcript.client(text)
         hub = self.context.events
@@ -587,6 +597,10 @@ class LineSession(protocol.Protocol, TimeoutMixin):
             )
 
     def event(self, kind: str, detail: str = "", **fields: Any) -> None:
+        secrets = self.context.known_secrets
+        detail = secrets.mask(detail)
+        if "user" in fields:
+            fields["user"] = secrets.mask(str(fields["user"]))
         if self.transcript is not None and kind not in ("connected", "disconnected"):
             self.transcript.event(kind, detail=detail, **fields)
         hub = self.context.events
