@@ -229,3 +229,16 @@ def test_pop3_sizes_shown_in_lessons_are_the_preloaded_messages_sizes(path, size
                 checked += 1
     if path.name.startswith("pop3-login-retr"):
         assert checked >= 4, "the scanner no longer finds the sizes the first POP3 lesson prints"
+
+
+def test_a_chinese_fixture_subject_is_encoded_by_computation():
+    """Preloaded mail with a non-ASCII subject gets an RFC 2047 encoded-word, never raw UTF-8 in the header."""
+    from simulator.course.catalog import load_catalog
+    from simulator.course.patterns import encoded_word
+    from simulator.course.setup import lesson_mail, lesson_profile, lesson_variables
+
+    lesson = load_catalog().get("pop3-login-retr", "zh")
+    mail = lesson_mail(lesson, lesson_variables(lesson, lesson_profile(lesson)))
+    header = mail[0][1].split(b"\r\n\r\n", 1)[0]
+    assert header.isascii()
+    assert f"Subject: {encoded_word('欢迎使用 POP3')}".encode() in header
