@@ -47,8 +47,13 @@ def lesson_profile(lesson: Lesson, extra_dirs: Sequence[Path] = ()) -> Profile:
 
         from .world_lab import lesson_domains, lesson_world
 
+        from mockservers.world.servers import mx_profile
+
+        from .world_lab import talks_to_mx
+
         world = lesson_world(lesson)
-        return submission_profile(world, lesson_domains(lesson, world)[0])
+        domain = lesson_domains(lesson, world)[0]
+        return mx_profile(world, domain) if talks_to_mx(lesson) else submission_profile(world, domain)
 
     path = resolve_lesson_profile(lesson, extra_dirs)
     try:
