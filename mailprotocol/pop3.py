@@ -264,8 +264,10 @@ def _user(state: POP3State, persona: "Profile", argument: str) -> POP3Decision:
     refused = _tls_refusal(state, persona)
     if refused:
         return refused
-    if persona.find_account(argument) is None:
+    if persona.find_account(argument) is None and not persona.policies.hide_unknown_users:
         return _answer(replace(state, user=None), "user_unknown", "unknown-user", user=argument)
+    # Most real servers (Dovecot, Gmail, Coremail...) answer alike and refuse at PASS, so USER
+    # cannot be used to find out which mailboxes exist.
     return _answer(replace(state, user=argument), "user_ok", user=argument)
 
 

@@ -37,3 +37,20 @@ def parse_account(spec: str) -> Account:
     if address.count("@") != 1 or address.startswith("@") or address.endswith("@") or "/" in address:
         raise ValueError(f"account {spec!r}: {address!r} is not a mail address")
     return Account(address=address, secret=secret)
+
+
+def parse_account_lines(text: str, source: str) -> list[Account]:
+    """`ADDRESS:SECRET` one per line (a file or an environment variable, which `ps` does not show).
+
+    Blank lines and lines starting with `#` are skipped; a bad line is `source:line: what is wrong`.
+    """
+    accounts = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        spec = line.strip()
+        if not spec or spec.startswith("#"):
+            continue
+        try:
+            accounts.append(parse_account(spec))
+        except ValueError as error:
+            raise ValueError(f"{source}:{number}: {str(error).replace(repr(spec), 'ADDRESS:***')}") from None
+    return accounts

@@ -11,11 +11,14 @@ secret half of an `ADDRESS:SECRET` account given on the command line.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import re
+from collections.abc import Iterable
 
 from mailprotocol import pop3, smtp
 
-__all__ = ["MASK", "mask_account", "mask_line"]
+__all__ = ["MASK", "KnownSecrets", "mask_account", "mask_line"]
 
 #: What a hidden secret looks like, everywhere.
 MASK = "***"
@@ -52,3 +55,38 @@ def mask_account(spec: str) -> str:
     """`ADDRESS:SECRET` (a `--account` value) as `ADDRESS:***`; text without a secret unchanged."""
     address, sep, secret = spec.partition(":")
     return f"{address}:{MASK}" if sep and secret else spec
+
+
+#: Secrets shorter than this are not searched for inside other text (they would hide common words).
+MIN_KNOWN_SECRET = 4
+#: A word that may be base64 (AUTH LOGIN answers, PLAIN tokens): decoded and searched too.
+_BASE64_WORD = re.compile(r"[A-Za-z0-9+/]{6,}={0,2}")
+
+
+class KnownSecrets:
+    """The secrets of the accounts a server knows, hidden wherever they are typed.
+
+    `mask_line` knows where secrets belong (PASS, AUTH); a learner also types them where they do
+    not: a password as the POP3 user name, in MAIL FROM, in a message. Any occurrence of a known
+    secret, and any base64 word that decodes to text containing one, becomes MASK.
+    """
+
+    def __init__(self, secrets: Iterable[str]) -> None:
+        found = sorted({secret for secret in secrets if secret and len(secret) >= MIN_KNOWN_SECRET}, key=len, reverse=True)
+        self._pattern = re.compile("|".join(re.escape(secret) for secret in found)) if found else None
+
+    def mask(self, text: str) -> str:
+        pattern = self._pattern
+        if pattern is None:
+            return text
+        text = pattern.sub(MASK, text)
+
+        def decoded(match: re.Match[str]) -> str:
+            word = match.group(0)
+            try:
+                plain = base64.b64decode(word + "=" * (-len(word) % 4), validate=True)
+            except (binascii.Error, ValueError):
+                return word
+            return MASK if pattern.search(plain.decode("utf-8", "replace")) else word
+
+        return _BASE64_WORD.sub(decoded, text)

@@ -135,6 +135,8 @@ class POP3Session(LineSession):
         if login is not None:
             return self._complete_login(login)
         failed = decision.effect(AUTH_FAILED)
+        if failed is not None:
+            self._auth_failure_logged(failed)
         message = decision.effect(SEND_MESSAGE)
         if message is not None:
             return self._send_message(decision, message)
@@ -157,9 +159,13 @@ class POP3Session(LineSession):
 
     # --- effects -----------------------------------------------------------------------------
 
-    def _auth_failed(self, failed: Effect) -> None:
+    def _auth_failure_logged(self, failed: Effect) -> None:
+        """The refusal's reason in the log, before the reply says no (as for a success)."""
         user = failed["user"]
         self.event("authentication failed", f"{user}: {failed['reason']}", user=user)
+
+    def _auth_failed(self, failed: Effect) -> None:
+        """After the refusal: the persona's limit on failures from one client."""
         failures = self.persona_auth_failures()  # recorded by `auth_failure_pause`
         verdict = core.too_many_failures(self.state, self.profile, failures)
         if verdict is not None:
@@ -252,7 +258,7 @@ class POP3Session(LineSession):
         for reply in decision.replies:
             self.send_lines(core.render(self.profile, reply, common))
         wire = dot_stuff(content)
-        self.transport.write(wire)
+        self.write(wire)
         if self.context.events.wants_lines:  # watch mode explains the body as the client sees it
             self.publish_server_lines(wire.decode("utf-8", "replace").split("\r\n")[:-1])
         if self.transcript is not None:

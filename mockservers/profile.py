@@ -87,6 +87,7 @@ class Policies:
     auth_failure_delay_max: float = 2.0
     auth_lockout_failures: int = 10
     auth_lockout_window: float = 300.0
+    hide_unknown_users: bool = True
     mailbox_quota: int = 1 << 30
     quota_full_tempfail: bool = False
     min_free_disk: int = 64 << 20

@@ -55,6 +55,7 @@ POLICY_TYPES: dict[str, Any] = {
     "auth_failure_delay_max": NUM,
     "auth_lockout_failures": INT,
     "auth_lockout_window": NUM,
+    "hide_unknown_users": BOOL,
     "mailbox_quota": INT,
     "quota_full_tempfail": BOOL,
     "min_free_disk": INT,

@@ -8,6 +8,7 @@ live in another event loop (../DESIGN: Twisted beside Textual).
 from __future__ import annotations
 
 import hashlib
+import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -76,6 +77,7 @@ class MailServers:
         self.reactor = reactor
         policies = self.profile.policies
         self.store = MailStore(self.data_dir, quota=policies.mailbox_quota, min_free=policies.min_free_disk)
+        (self.data_dir / "transcripts").mkdir(exist_ok=True, mode=0o700)  # the store made DATA 0700
         for account in self.profile.accounts:
             self.store.ensure_mailbox(account.address)
         self.preload_mail()
@@ -123,8 +125,10 @@ class MailServers:
             if marker.exists():
                 continue
             self.store.deliver([mail.to], mail.content)
-            markers.mkdir(parents=True, exist_ok=True)
-            marker.write_text(f"{mail.origin} -> {mail.to}\n", encoding="utf-8")
+            markers.mkdir(parents=True, exist_ok=True, mode=0o700)
+            handle = os.open(marker, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(handle, "w", encoding="utf-8") as file:
+                file.write(f"{mail.origin} -> {mail.to}\n")
 
     def _endpoint(self, port: int) -> Any:
         # A class connects all at once: Twisted's default backlog of 50 drops SYNs and costs 1 s each.

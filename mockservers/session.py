@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from twisted.internet import defer, interfaces, protocol, task
+from twisted.internet.interfaces import IWriteDescriptor
 from twisted.logger import Logger
 from twisted.protocols.policies import TimeoutMixin
 from zope.interface import implementer
@@ -26,6 +27,7 @@ from zope.interface import implementer
 from .blocking import BlockingWorkers
 from .faults import FaultAction, FaultScript
 from .limits import ServerLimits
+from .masking import KnownSecrets
 from .output import OutputQueue, safe_text
 from .profile import Profile
 from .arrival import Arrival, Verdict
@@ -38,6 +40,10 @@ _session_numbers = itertools.count(1)
 
 #: Input bytes held while a command waits before the connection stops being read.
 MAX_HELD_INPUT = 256 * 1024
+
+#: Octets of replies written in one turn that `send_now` hands to the kernel at once; more (a
+#: long RETR, a flood of pipelined commands) leave on the reactor's next turn as Twisted does.
+SEND_NOW_LIMIT = 16 * 1024
 
 #: Seconds a closing TLS session waits for the client's close_notify before hanging up anyway.
 TLS_CLOSE_GRACE = 1.0
@@ -144,6 +150,9 @@ class ServerContext:
     message_check: Callable[[Arrival], Verdict] | None = None
 
     def __post_init__(self) -> None:
+        self.known_secrets = KnownSecrets(
+            secret for account in self.profile.accounts for secret in (account.secret, account.password or "")
+        )
         if self.faults is None:
             self.faults = FaultScript(tuple(self.profile.faults), self.profile.seed)
 
@@ -190,6 +199,8 @@ class LineSession(protocol.Protocol, TimeoutMixin):
     protocol_name = "?"
     #: raw handler: called with (data, position), returns the new position; set by DATA/BDAT.
     _raw_handler: Callable[[bytes, int], int] | None = None
+    _unsent = 0  # octets of replies written since the last send_now
+    _sending = False  # inside send_now (doWrite may resume this producer, which processes input)
 
     def __init__(self, context: ServerContext) -> None:
         self.context = context
@@ -270,6 +281,7 @@ class LineSession(protocol.Protocol, TimeoutMixin):
         finally:
             if self.transcript is not None:
                 self.transcript.flush()  # the open record and the greeting in one write
+            self.send_now()
 
     def _connected(self) -> None:
         clock = self.context.reactor_time()
@@ -523,24 +535,59 @@ class LineSession(protocol.Protocol, TimeoutMixin):
 
     # --- output ------------------------------------------------------------------------------
 
+    def write(self, data: bytes) -> None:
+        """Queue `data` for the client; `send_now` hands it to the kernel when the turn's work is done."""
+        self.transport.write(data)
+        self._unsent += len(data)
+
+    def send_now(self) -> None:
+        """Hand the replies written so far to the kernel now rather than on the reactor's next turn.
+
+        A plain TCP transport keeps writes until epoll reports the socket writable, one loop
+        iteration later: a delay on every reply for a client that waits for each one (a mail
+        client sending one message, poplib's RETR). `doWrite` (IWriteDescriptor) sends what the
+        socket takes now and leaves the rest to the reactor as before. Only for a turn's worth of
+        interactive replies (up to SEND_NOW_LIMIT octets) while the client keeps up: a flood, or
+        a client that does not read, is left to the reactor's pace and its flow control. Not over
+        TLS (its layer buffers on its own) nor once the connection is closing (doWrite would then
+        finish the close outside the reactor's bookkeeping).
+        """
+        unsent, self._unsent = self._unsent, 0
+        if not unsent or unsent > SEND_NOW_LIMIT or self._sending or self._output_blocked:
+            return
+        transport = self.transport
+        if self.tls_active or getattr(transport, "disconnecting", True) or not IWriteDescriptor.providedBy(transport):
+            return
+        self._sending = True
+        try:
+            transport.doWrite()  # a failed send stays buffered; the reactor sees the error next turn
+        finally:
+            self._sending = False
+
     def send_lines(self, lines: list[str]) -> None:
         if self._closed and not self.transport.connected:
             return
-        self.transport.write(("\r\n".join(lines) + "\r\n").encode("utf-8", "surrogateescape"))
+        self.write(("\r\n".join(lines) + "\r\n").encode("utf-8", "surrogateescape"))
         if self.transcript is not None:
+            mask = self.context.known_secrets.mask  # a reply may echo what the client typed
             for line in lines:
-                self.transcript.server(line)
+                self.transcript.server(mask(line))
         self.publish_server_lines(lines)
 
     def publish_server_lines(self, lines: list[str]) -> None:
         """Lines the server sent, for live views only (watch mode follows outside sessions)."""
         hub = self.context.events
         if hub.wants_lines:
+            mask = self.context.known_secrets.mask
             for line in lines:
-                hub.publish_line(SessionLine(self.protocol_name, self.session_id, self.peer, "s", line, line))
+                hub.publish_line(SessionLine(self.protocol_name, self.session_id, self.peer, "s", mask(line), line))
 
     def record_client(self, text: str, raw: str | None = None) -> None:
-        """Note a client line: `text` for transcripts (redacted), `raw` only for live listeners."""
+        """Note a client line: `text` for transcripts (redacted), `raw` only for live listeners.
+
+        A known secret typed anywhere (as a user name, base64-encoded, in a message) is hidden too.
+        """
+        text = self.context.known_secrets.mask(text)
         if self.transcript is not None:
             self.transcript.client(text)
         hub = self.context.events
@@ -550,6 +597,10 @@ class LineSession(protocol.Protocol, TimeoutMixin):
             )
 
     def event(self, kind: str, detail: str = "", **fields: Any) -> None:
+        secrets = self.context.known_secrets
+        detail = secrets.mask(detail)
+        if "user" in fields:
+            fields["user"] = secrets.mask(str(fields["user"]))
         if self.transcript is not None and kind not in ("connected", "disconnected"):
             self.transcript.event(kind, detail=detail, **fields)
         hub = self.context.events
@@ -666,6 +717,7 @@ class LineSession(protocol.Protocol, TimeoutMixin):
                 self.transcript.flush()
             if self._paused_transport:
                 self._maybe_resume_reading()  # the held input was consumed: read again
+            self.send_now()
 
     def _process_input(self) -> None:
         while self._busy is None and not self._closed and not self._output_blocked:
@@ -753,3 +805,4 @@ class LineSession(protocol.Protocol, TimeoutMixin):
         self._maybe_resume_reading()
         if not self._closed and not self._processing and not self._output_blocked:
             self._process()
+        self.send_now()

@@ -244,6 +244,13 @@ class SMTPSession(LineSession):
         if chunk is not None:
             self._read_chunk(chunk)
             return None
+        failed = decision.effect(AUTH_FAILED)
+        if failed is not None:
+            self._auth_failure_logged(failed)
+        authenticated = decision.effect(core.AUTHENTICATED)
+        if authenticated is not None:  # the event comes before the 235: graders attribute the session by it
+            self.context.limits.auth_succeeded(self.client_ip, authenticated["address"])
+            self.event("authenticated", authenticated["address"], user=authenticated["address"])
         for reply in decision.replies:
             self.reply(reply.key, **reply.values)
         if decision.has(START_TLS):
@@ -257,11 +264,6 @@ class SMTPSession(LineSession):
             self._data_skip = 2
             self._bare_lf_noted = False
             self._raw_handler = self._data_received
-        if decision.has(core.AUTHENTICATED):
-            address = decision.effect(core.AUTHENTICATED)["address"]  # type: ignore[index]
-            self.context.limits.auth_succeeded(self.client_ip, address)
-            self.event("authenticated", address, user=address)
-        failed = decision.effect(AUTH_FAILED)
         if failed is not None:
             self._auth_failed(failed)
         if decision.has(core.CLOSE):
@@ -283,9 +285,13 @@ class SMTPSession(LineSession):
         else:
             self.envelope.core = state.envelope
 
-    def _auth_failed(self, failed: Effect) -> None:
+    def _auth_failure_logged(self, failed: Effect) -> None:
+        """The refusal's reason in the log, before the reply says no (as for a success)."""
         user = failed["user"]
         self.event("authentication failed", f"{user}: {failed['reason']}", user=user)
+
+    def _auth_failed(self, failed: Effect) -> None:
+        """After the refusal: the persona's limit on failures from one client."""
         failures = self.persona_auth_failures()  # recorded by `auth_failure_pause`
         verdict = core.too_many_failures(self.state, self.profile, failures)
         if verdict is not None:

@@ -275,6 +275,15 @@ def _read_file(path: Path, expected: int) -> bytes:
         os.close(fd)
 
 
+def _owner_only(directory: Path) -> None:
+    """chmod 0700 a directory this user owns (a shared one, not ours, is left as it is)."""
+    try:
+        if directory.stat().st_uid == os.getuid() and directory.stat().st_mode & 0o077:
+            os.chmod(directory, 0o700)
+    except (OSError, AttributeError):  # no getuid on Windows
+        pass
+
+
 def _unlink_quietly(path: Path) -> None:
     try:
         os.unlink(path)
@@ -305,8 +314,10 @@ class MailStore:
         self._usage_lock = threading.Lock()
         self._mailboxes = self.root / "mailboxes"
         self._queue = self.root / "queue"
-        self._mailboxes.mkdir(parents=True, exist_ok=True)
-        self._queue.mkdir(parents=True, exist_ok=True)
+        self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        _owner_only(self.root)  # mail, transcripts and keys live below: nobody else may even list them
+        self._mailboxes.mkdir(exist_ok=True, mode=0o700)
+        self._queue.mkdir(exist_ok=True, mode=0o700)
         self._name_lock = threading.Lock()
         self._counter = itertools.count(1)
         self._last_ns = 0
@@ -350,9 +361,9 @@ class MailStore:
             self._ready.add(box)
             return
         created_box = not box.exists()
-        box.mkdir(exist_ok=True)
+        box.mkdir(exist_ok=True, mode=0o700)
         for sub in _MAILDIR_SUBDIRS:
-            (box / sub).mkdir(exist_ok=True)
+            (box / sub).mkdir(exist_ok=True, mode=0o700)
         _fsync_dir(box)
         if created_box:
             _fsync_dir(self._mailboxes)

@@ -78,7 +78,7 @@ def _tls_files(data_dir: Path, primary: str | None = None) -> TLSFiles:
 @contextlib.contextmanager
 def _locked(directory: Path) -> Iterator[None]:
     """Serialize certificate work between processes sharing one data directory."""
-    handle = open(directory / ".lock", "a+b")
+    handle = os.fdopen(os.open(directory / ".lock", os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600), "a+b")  # an empty lock file, owner only
     try:
         try:
             import fcntl

@@ -90,7 +90,7 @@ class TranscriptWriter:
         self._opened = True
         try:
             if self.path.parent not in TranscriptWriter._made_dirs:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
+                self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
                 TranscriptWriter._made_dirs.add(self.path.parent)
             self._file = os.open(self.path, _OPEN_FLAGS, 0o600)  # message heads: owner only, like mail
         except OSError as error:

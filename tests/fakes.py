@@ -43,6 +43,7 @@ class Harness:
         clock: Clock | None = None,
         extra_accounts: tuple[Account, ...] = (),
         events: EventHub | None = None,
+        transport: StringTransport | None = None,
     ) -> None:
         if isinstance(profile, str):
             profile = load_profile(profile)
@@ -60,7 +61,7 @@ class Harness:
             clock=self.clock,
             synchronous_io=True,
         )
-        self.transport = TLSStringTransport()
+        self.transport = transport if transport is not None else TLSStringTransport()
         self.session = session_class(self.context)
         self.session.tls_active = implicit_tls  # as the factory of an implicit-TLS port (465, 995) sets it
         self.session.makeConnection(self.transport)

@@ -6,7 +6,9 @@ knowledge files and in every lesson (both languages):
 - a `BDAT n` command followed by its chunk lines (knowledge examples `C: ...`, lesson text blocks);
 - a `MAIL FROM:... SIZE=n` followed, in the same block, by `DATA` and the message up to the lone dot;
 - prose announcing "this message (N octets" / "这封信（N 字节" right before the text block it describes;
-- "`text` is N characters but M octets" and "N characters, plus 2 octets ... = M octets" remarks.
+- "`text` is N characters but M octets" and "N characters, plus 2 octets ... = M octets" remarks;
+- POP3 sizes a lesson prints (STAT, LIST/PASS summaries, `+OK n octets`), against the messages it preloads;
+- RFC 2047 encoded-words, against the `{mime:...}` computation of the text shown beside them.
 
 Each line on the wire ends with CR LF (2 octets); text is UTF-8.
 """
@@ -189,3 +191,41 @@ def test_encoded_words_in_lessons_are_the_computed_encoding_of_text_shown_beside
             checked += 1
     assert checked >= 2
     assert render_solution("Subject: {mime:会议纪要}", {}) == "Subject: " + encoded_word("会议纪要")
+
+
+def _pop3_lessons():
+    from simulator.course.catalog import load_catalog
+    from simulator.course.setup import lesson_mail, lesson_profile, lesson_variables
+
+    catalog = load_catalog()
+    for lesson_id, versions in sorted(catalog.lessons.items()):
+        for lesson in versions.values():
+            if lesson.protocol != "pop3" or lesson.path.parent.name != "pop3":
+                continue
+            mail = lesson_mail(lesson, lesson_variables(lesson, lesson_profile(lesson)))
+            # POP3 counts octets on the wire: every line ends with CR LF (RFC 1939 5, LIST / STAT).
+            sizes = [len((c if isinstance(c, bytes) else c.encode()).replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")) for _, c in mail]
+            if sizes:
+                yield pytest.param(lesson.path, sizes, id=str(lesson.path.relative_to(REPO)))
+
+
+@pytest.mark.parametrize("path, sizes", list(_pop3_lessons()))
+def test_pop3_sizes_shown_in_lessons_are_the_preloaded_messages_sizes(path, sizes):
+    """STAT, LIST, RETR and PASS replies printed in a POP3 lesson match the messages it preloads."""
+    from itertools import combinations
+
+    totals = {(k, sum(c)) for k in range(len(sizes) + 1) for c in combinations(sizes, k)}
+    checked = 0
+    for number, _before, lines in text_blocks(path.read_text(encoding="utf-8")):
+        for line in lines:
+            summary = re.search(r"(?:^\+OK |maildrop has |^\+OK )(\d+) messages? \((\d+) octets\)|^\+OK (\d+) (\d+)$", line)
+            if summary:
+                count, total = (int(summary.group(1)), int(summary.group(2))) if summary.group(1) else (int(summary.group(3)), int(summary.group(4)))
+                assert (count, total) in totals, f"{path.name}:{number}: {line!r} but the messages are {sizes} octets"
+                checked += 1
+            retr = re.fullmatch(r"\+OK (\d+) octets", line)
+            if retr:
+                assert int(retr.group(1)) in sizes, f"{path.name}:{number}: {line!r} but the messages are {sizes} octets"
+                checked += 1
+    if path.name.startswith("pop3-login-retr"):
+        assert checked >= 4, "the scanner no longer finds the sizes the first POP3 lesson prints"

@@ -600,6 +600,10 @@ def run_sequence(lab: Lab, sequence: Sequence, outcome: Outcome) -> dict[str, bo
                 break
             line = dynamic_line(template, session, lab.persona)
             predicted = predict(line, session, profile)
+            diagnostics = validate_line(line, session=session, profile=profile, lang="en")
+            shown = next((d.code for d in diagnostics if d.code and d.code[0] in "45" or d.code == "-ERR"), None)
+            if shown != predicted:
+                outcome.disagreements.append(f"{lab.name} {sequence.name}: {line!r}: the diagnostics show {shown}, the core decides {predicted}")
             text = predicted_reply(line, session, profile)
             extra: list[Any] = []
             if predicted is not None and profile.quirks.disconnect_after_unknown:

@@ -574,3 +574,103 @@ def test_a_disk_under_its_free_space_threshold_refuses_with_452_and_stores_nothi
         assert _send(port, "bob@example.com", b"Subject: x\r\n\r\nhi\r\n")[-1] == "452 4.3.1 Insufficient system storage"
         box = tmp_path / "mailboxes" / "bob@example.com"
         assert not list((box / "new").iterdir()) and not list((box / "tmp").iterdir())
+
+
+# --- 10. POP3 USER tells nothing; evidence goes to the logged-in student -----------------------------
+
+
+def test_pop3_user_answers_alike_for_known_and_unknown_mailboxes(tmp_path):
+    for profile in (persona("postfix"), persona("rfc", hide_unknown_users=True)):
+        answers = []
+        with serving(profile, tmp_path / profile.name) as servers:
+            for user in ("bob@example.com", "nobody-here@example.com"):
+                with LineClient(servers.port_of("POP3")) as client:
+                    client.pop3_reply()
+                    answers.append((client.pop3(f"USER {user}")[0].replace(user, "NAME"), client.pop3("PASS wrong-guess")[0]))
+        assert answers[0] == answers[1], (profile.name, answers)
+        assert answers[0][0].startswith("+OK") and answers[0][1].startswith("-ERR")
+    # The textbook persona keeps RFC 1939's example, which does tell.
+    with serving(persona("rfc"), tmp_path / "textbook") as servers, LineClient(servers.port_of("POP3")) as client:
+        client.pop3_reply()
+        assert client.pop3("USER nobody-here@example.com")[0] == "-ERR sorry, no mailbox for nobody-here@example.com here"
+
+
+def test_a_classmate_cannot_charge_errors_to_another_students_grade(tmp_path):
+    from simulator.classroom.config import class_profile, init_class, load_lesson
+    from simulator.classroom.tracker import ClassTracker
+
+    from tests.test_classroom_helpers import plain, write_pack
+
+    config = init_class(tmp_path / "room", students=3, lessons=write_pack(tmp_path), domain="class.test", server_host="127.0.0.1")
+    victim, attacker = config.students[1], config.students[2]
+    with serving(class_profile(config), config.data_dir) as servers:
+        port = servers.port_of("SMTP")
+        with _connect_from("127.0.0.9", port) as hostile:  # never logs in, names the victim everywhere
+            hostile.smtp_reply()
+            hostile.smtp(f"EHLO {victim.local_part}-laptop")
+            for _ in range(5):
+                hostile.smtp(f"MAIL FROM:<{victim.address}>")
+                assert hostile.smtp("RCPT TO:<nobody@class.test>")[0].startswith("550")  # an error to charge
+                hostile.smtp("RSET")
+            hostile.smtp("QUIT")
+        with _connect_from("127.0.0.10", port) as student:  # the attacker's own, logged-in session
+            student.smtp_reply()
+            student.smtp("EHLO laptop")
+            assert student.smtp(f"AUTH PLAIN {plain(attacker.address, attacker.secret)}")[0].startswith("235")
+            student.smtp(f"MAIL FROM:<{victim.address}>")
+            assert student.smtp("RCPT TO:<nobody@class.test>")[0].startswith("550")
+            student.smtp("QUIT")
+    tracker = ClassTracker(config, load_lesson(config, "class-exchange"), live=False)
+    rows = {row.id: row for row in tracker.poll().students}
+    assert rows[victim.id].sessions == 0 and rows[victim.id].errors == 0
+    assert rows[attacker.id].sessions == 1 and rows[attacker.id].errors >= 1  # charged to who logged in
+
+
+# --- 8. secrets ---------------------------------------------------------------------------------------
+
+
+def test_known_secrets_are_hidden_whatever_field_they_were_typed_in(tmp_path, monkeypatch):
+    from tests.test_hardening_security import maillab_serve
+
+    file_secret, env_secret = "Fi1e-Secret-42", "Env-Secret-77"
+    accounts = tmp_path / "accounts.txt"
+    accounts.write_text(f"# lab accounts\ncarol@example.com:{file_secret}\n", encoding="utf-8")
+    monkeypatch.setenv("LAB_ACCOUNTS", f"dave@example.com:{env_secret}\n")
+    log = tmp_path / "serve.log"
+    data = tmp_path / "data"
+    with maillab_serve(data, log, "--account-file", str(accounts), "--account-env", "LAB_ACCOUNTS") as listening:
+        pids = [p for p in os.listdir("/proc") if p.isdigit()]
+        for pid in pids:  # the secrets are on no command line (`ps` shows every user's)
+            with contextlib.suppress(OSError):
+                assert file_secret.encode() not in Path(f"/proc/{pid}/cmdline").read_bytes()
+        smtp_port, pop3_port = listening["SMTP"][1], listening["POP3"][1]
+        with LineClient(pop3_port) as client:
+            client.pop3_reply()
+            client.pop3(f"USER {file_secret}")  # the secret in the user-name field
+            client.pop3(f"PASS {file_secret}")
+            client.pop3("USER carol@example.com")
+            assert client.pop3(f"PASS {file_secret}")[0].startswith("+OK")  # read from the file: it works
+        with LineClient(smtp_port) as client:
+            client.smtp_reply()
+            client.smtp("EHLO x")
+            assert client.smtp("AUTH LOGIN")[0].startswith("334")
+            client.smtp(base64.b64encode(env_secret.encode()).decode())  # as the user name, base64
+            client.smtp(base64.b64encode(b"dave@example.com").decode())
+            client.smtp(f"NOOP {base64.b64encode(env_secret.encode()).decode()}")
+            client.smtp(f"MAIL FROM:<{env_secret}@example.com>")
+            client.smtp("RSET")
+            assert _auth_plain(client, "dave@example.com", env_secret).startswith("235")  # from the environment
+            client.smtp("QUIT")
+    haystacks = [path.read_bytes() for path in data.rglob("*.jsonl")] + [log.read_bytes()]
+    for secret in (file_secret, env_secret):
+        for form in (secret.encode(), base64.b64encode(secret.encode()), base64.b64encode(secret.encode()).rstrip(b"=")):
+            assert not any(form in text for text in haystacks), form
+    assert any(b"USER ***" in text for text in haystacks)
+    # Owner only: the data directory and every directory below 0700, mail and transcripts 0600.
+    assert data.stat().st_mode & 0o777 == 0o700
+    for path in data.rglob("*"):
+        mode = path.stat().st_mode & 0o777
+        if path.is_dir():
+            assert mode & 0o077 == 0 or path.parent != data, (path, oct(mode))
+        elif path.suffix != ".pem" or "key" in path.name:
+            assert mode == 0o600, (path, oct(mode))

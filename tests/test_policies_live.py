@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from live import LineClient, persona, serving
+from live import LineClient, persona, serving, wait_until
 from mockservers import sasl
 from mockservers.tls import client_ssl_context
 
@@ -181,7 +181,8 @@ def test_max_connections_total_and_per_client(tmp_path):
             assert third.closed_by_server()
         first.smtp("QUIT")
         first.close()
-        time.sleep(0.2)
+        limits = servers.servers.context.limits
+        wait_until(lambda: limits.held_by("127.0.0.1", "SMTP") < 2, what="the server to free the first connection's slot")
         with smtp_client(servers) as fourth:
             assert fourth.smtp("NOOP") == ["250 2.0.0 Ok"]
         second.close()

@@ -52,3 +52,18 @@ def test_the_scan_finds_a_list(tmp_path: Path) -> None:
     assert verb_lists(sample) == []
     tree = ast.parse('A = {"USER", "PASS", "APOP"}\nB = "HELO EHLO MAIL"\nC = ("MAIL", "x", "RCPT")\n')
     assert [_verb_words(node) for node in ast.walk(tree) if _verb_words(node)] == [["USER", "PASS", "APOP"], ["HELO", "EHLO", "MAIL"]]
+
+
+def test_the_learners_command_reference_agrees_with_the_core() -> None:
+    """knowledge/pop3_commands.toml repeats each verb's states, CAPA tag and multi-line rule for
+    learners; they must say what the core's verb table decides with."""
+    from simulator.engine import knowledge
+
+    for verb in pop3.VERBS:
+        entry = knowledge.pop3_command(verb.name)
+        assert entry is not None, verb.name
+        assert set(entry.get("states", ())) == set(verb.states), verb.name
+        assert entry.get("capability", "") == verb.capability, verb.name
+        assert entry.get("multiline", "never") == verb.multiline, verb.name
+    for verb in smtp.VERBS:
+        assert knowledge.smtp_command(verb.name) is not None, verb.name

@@ -357,3 +357,28 @@ def test_a_message_changed_after_signing_fails_dkim(tmp_path: Path) -> None:
         tampered = signed.replace(b"Hi Bob!", b"Hi Bob, send money!")
         bad = checks.evaluate(Arrival("127.0.0.9", "evil.example", "alice@qq.lab", ("bob@sina.lab",), tampered))
         assert (bad.spf, bad.dkim, bad.dmarc) == ("fail", "fail", "fail")
+
+
+def test_a_message_without_from_is_relayed_unsigned(tmp_path: Path) -> None:
+    for lab in running(load_world(), tmp_path):
+        lab.submit("qq.lab", "alice@qq.lab", "abcdefghijklmnop", "alice@qq.lab", ["bob@sina.lab"], b"Subject: no From\r\n\r\nhi\r\n")
+        lab.wait_for("qq.lab", "relayed", "bob@sina.lab")
+        [raw] = lab.fetch_all("sina.lab", "bob@sina.lab", "bob-secret")
+        message = parse(raw)
+        assert message["DKIM-Signature"] is None  # RFC 6376 5.4: From must be signed, so nothing is
+        assert message["Authentication-Results"] == "mx.sina.lab; spf=pass smtp.mailfrom=alice@qq.lab; dkim=none"
+
+
+def test_maillab_queue_shows_each_message_its_next_attempt_and_last_error(tmp_path: Path) -> None:
+    from mockservers.store import MailStore
+
+    store = MailStore(tmp_path / "world" / "default" / "qq.lab")
+    queue_id = store.queue_outbound("alice@qq.lab", ["dan@down.lab"], MESSAGE)
+    [record] = store.queued()
+    record.update(attempts=2, next_attempt=record["time"] + 600, last_error="dan@down.lab: connect to mx9.down.lab[127.0.0.99]:10025: Connection refused")
+    store.update_queued(record)
+    result = subprocess.run([sys.executable, "-m", "simulator.cli", "queue", "--data", str(tmp_path)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert f"default/qq.lab {queue_id}: alice@qq.lab -> dan@down.lab" in result.stdout
+    assert "2 attempt(s)" in result.stdout and "next attempt " in result.stdout
+    assert "last error: dan@down.lab: connect to mx9.down.lab[127.0.0.99]:10025: Connection refused" in result.stdout

@@ -47,6 +47,7 @@ async def send_line(pilot: Any, screen: Any, line: str, console: Any = None) -> 
     console.command.focus()
     await pilot.pause()
     before = len(console.session.history) if console.session is not None else 0
+    sent_on = console.session
     expects_reply = True
     console.command.value = ""
     await type_text(pilot, line)
@@ -57,7 +58,8 @@ async def send_line(pilot: Any, screen: Any, line: str, console: Any = None) -> 
     if session.data_mode if hasattr(session, "data_mode") else False:
         expects_reply = line == "."
     if expects_reply:
-        await wait_for(pilot, lambda: len(console.session.history) > before or console.session.closed)
+        # The answer may end the step and the lesson switch protocols (a new session) at once.
+        await wait_for(pilot, lambda: console.session is not sent_on or len(console.session.history) > before or console.session.closed)
 
 
 async def wait_until_drawn(pilot: Any, app: MaillabApp, timeout: float = 10.0) -> str:

@@ -96,6 +96,8 @@ def dkim_signer(domain: str, selector: str, private_pem: bytes) -> Any:
 
     def sign(message: bytes) -> bytes:
         present = {name.lower() for name, _ in _headers(message)}
+        if "from" not in present:
+            return message  # RFC 6376 5.4: From must be signed; without one there is nothing to sign
         include = [h for h in SIGNED_HEADERS if h.decode().lower() in present]
         signature = dkim.sign(
             message, selector.encode(), domain.encode(), private_pem,

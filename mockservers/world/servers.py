@@ -135,7 +135,10 @@ class WorldServers:
                 smtp_port=domain.submission_port, pop3_port=domain.pop3_port,
                 smtps_port=domain.smtps_port, pop3s_port=domain.pop3s_port, **common,
             )
-            mx = MailServers(mx_profile(self.world, domain), directory, host=domain.address, smtp_port=relay_port, pop3_port=None, **common)
+            # The MX has its own hub: the relays' sessions arriving there are not the learner's.
+            mx_events = EventHub()
+            mx_common = {**common, "events": mx_events}
+            mx = MailServers(mx_profile(self.world, domain), directory, host=domain.address, smtp_port=relay_port, pop3_port=None, **mx_common)
             for servers in (submission, mx):
                 servers.context.clock = self.clock  # dates, greylisting and the queue in lab time
             mx.context.message_check = SenderChecks(domain.mx_host, (self.world.host, dns_port), domain.enforce_dmarc)
@@ -152,6 +155,7 @@ class WorldServers:
             )
             events.subscribe(agent.on_event)
             events.subscribe(lambda event, name=domain.name: self._publish(name, event))
+            mx_events.subscribe(lambda event, name=domain.name: self._publish(name, event))
             self.domains[domain.name] = DomainServers(domain, submission, mx, agent, events)
         for servers in self.domains.values():
             servers.relay.relay_port = relay_port

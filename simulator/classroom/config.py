@@ -381,6 +381,7 @@ def class_profile(config: ClassConfig) -> Profile:
         changes["max_connections_per_client"] = limit
     if "mailbox_quota" not in profile.raw.get("policies", {}):
         changes["mailbox_quota"] = DEFAULT_CLASS_MAILBOX_QUOTA
+    changes["hide_unknown_users"] = True  # a class's POP3 never tells which student names exist
     changes.update(config.policies)  # class.toml's [policies] have the last word
     return dataclasses.replace(profile, policies=dataclasses.replace(profile.policies, **changes))
 

@@ -42,8 +42,6 @@ from simulator.course.setup import lesson_variables
 from .config import ClassConfig, Student, class_profile
 from .variables import student_variables, uses_variable
 
-_MAIL_FROM = re.compile(r"^\s*MAIL\s+FROM:\s*<?\s*([^\s<>]+@[^\s<>]+?)\s*>?(?:\s|$)", re.IGNORECASE)
-_USER = re.compile(r"^\s*(?:USER|APOP)\s+(\S+)", re.IGNORECASE)
 _SMTP_FINAL = re.compile(r"^([2-5]\d\d)(?: |$)")
 _SMTP_ERROR = re.compile(r"^[45]\d\d(?: |$)")
 _ADDRESS_IN_REPLY = re.compile(r"<[^<>]*>")
@@ -62,7 +60,7 @@ class SessionLog:
     closed: bool = False
     records: list[dict] = field(default_factory=list)
     student: str | None = None
-    how: str | None = None  # "auth", "line" (MAIL FROM / USER / APOP) or "ip"
+    how: str | None = None  # "auth" (logged in) or "ip" (the one student who logged in from there)
 
     @property
     def host(self) -> str:
@@ -459,14 +457,18 @@ class ClassTracker:
             return self.snapshot()
 
     def _attribute_by_address(self, touched: dict[str, SessionLog]) -> None:
-        """Sessions without AUTH, MAIL FROM or USER go to the one student of their client address."""
+        """Sessions without a login go to the one student who logged in from their client address.
+
+        Only a login proves who a student is: an address typed in MAIL FROM or USER names anyone,
+        so a classmate could have their errors charged to someone else's grade.
+        """
         owners: dict[str, set[str]] = {}
         for session in self.sessions.values():
-            if session.how in ("auth", "line") and session.student is not None:
+            if session.how == "auth" and session.student is not None:
                 owners.setdefault(session.host, set()).add(session.student)
         for session_id in list(self.weak):
             session = self.sessions[session_id]
-            if session.how in ("auth", "line"):
+            if session.how == "auth":
                 self.weak.discard(session_id)
                 continue
             candidates = owners.get(session.host, set())
@@ -495,13 +497,6 @@ class ClassTracker:
                     session.student, session.how = student.id, "auth"
             elif event == "message accepted":
                 self.mails_sent += 1
-        elif direction == "c" and session.how in (None, "ip"):
-            line = str(record.get("line", ""))
-            match = (_MAIL_FROM if session.protocol == "smtp" else _USER).match(line)
-            if match:
-                student = self.resolve(match.group(1))
-                if student is not None:
-                    session.student, session.how = student.id, "line"
         elif direction == "s":
             line = str(record.get("line", ""))
             if _SMTP_ERROR.match(line) or line.startswith("-ERR"):

@@ -13,12 +13,13 @@ from typing import Sequence
 
 from simulator.defaults import EXIT_OK
 
-from . import app, cert, classroom, explain, lessons, lint, profiles, progress, serve, validate
+from . import app, cert, classroom, explain, lessons, lint, profiles, progress, queue, serve, validate
 from .options import Parser, add_global_options, merge_global_options, subcommands
 
 #: Every subcommand, in the order `maillab --help` lists them.
 COMMANDS: dict[str, ModuleType] = {
     "serve": serve,
+    "queue": queue,
     "profiles": profiles,
     "lint": lint,
     "lessons": lessons,

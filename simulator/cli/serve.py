@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -24,7 +25,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pop3s-port", type=port, default=None, metavar="N", help="POP3 over implicit TLS (off unless given)")
     parser.add_argument(
         "--account", action="append", default=[], metavar="ADDRESS:SECRET",
-        help="add a mailbox and its login secret (repeatable); its domain becomes local",
+        help="add a mailbox and its login secret (repeatable); its domain becomes local. "
+        "Visible in `ps`: prefer --account-file or --account-env",
+    )
+    parser.add_argument(
+        "--account-file", type=Path, action="append", default=[], metavar="FILE",
+        help="read ADDRESS:SECRET lines from FILE (# comments; repeatable)",
+    )
+    parser.add_argument(
+        "--account-env", action="append", default=[], metavar="VAR",
+        help="read ADDRESS:SECRET lines from the environment variable VAR (repeatable)",
     )
     parser.add_argument(
         "--fault", action="append", default=[], metavar="RULE",
@@ -53,7 +63,7 @@ def _classroom(args: argparse.Namespace) -> tuple[Any, Path, int, int, str]:
 
     if args.data is not None:
         raise ClassroomError("--data cannot be used with --classroom (the class keeps its data in DIR/data)")
-    if args.account:
+    if args.account or args.account_file or args.account_env:
         raise ClassroomError("--account cannot be used with --classroom (the accounts are in DIR/students.csv)")
     if args.profile != "rfc":
         raise ClassroomError("--profile cannot be used with --classroom (the profile is in DIR/class.toml)")
@@ -79,6 +89,24 @@ def _classroom_event_text(profile: Any) -> Any:
         return str(event)
 
     return text
+
+
+def _accounts_from_files_and_env(args: argparse.Namespace) -> list[Any]:
+    """--account-file and --account-env: secrets that never appear on the command line."""
+    from mockservers.accounts import parse_account_lines
+
+    accounts = []
+    for path in args.account_file:
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as error:
+            raise ValueError(f"cannot read account file {path}: {error.strerror}") from None
+        accounts += parse_account_lines(text, str(path))
+    for name in args.account_env:
+        if name not in os.environ:
+            raise ValueError(f"--account-env {name}: no such environment variable")
+        accounts += parse_account_lines(os.environ[name], f"${name}")
+    return accounts
 
 
 def run(args: argparse.Namespace) -> int:
@@ -107,7 +135,7 @@ def run(args: argparse.Namespace) -> int:
         except ProfileError as error:
             return _fail(str(error))
         try:
-            accounts = [parse_account(spec) for spec in args.account]
+            accounts = [parse_account(spec) for spec in args.account] + _accounts_from_files_and_env(args)
         except ValueError as error:
             return _fail(str(error))
         directory = data_dir(args.data)

@@ -99,6 +99,11 @@ class Lesson:
     steps: tuple[Step, ...]
     path: Path
     front_matter_lines: dict[str, int] = field(default_factory=dict)
+    #: A lesson in a world (docs/world.md): `world` names it ("default" or a file), the SMTP
+    #: session talks to `smtp_domain`'s submission port and POP3 to `pop3_domain`'s.
+    world: str = ""
+    smtp_domain: str = ""
+    pop3_domain: str = ""
 
     def step(self, step_id: str) -> Step:
         for step in self.steps:

@@ -56,6 +56,9 @@ _FRONT_MATTER = {
     "minutes": int,
     "tags": list,
     "language": str,
+    "world": str,
+    "smtp_domain": str,
+    "pop3_domain": str,
 }
 REQUIRED = ("id", "title", "protocol")
 
@@ -149,6 +152,9 @@ def parse_lesson_text(text: str, path: Path) -> Lesson:
         steps=tuple(steps),
         path=path,
         front_matter_lines=meta_lines,
+        world=meta.get("world", ""),
+        smtp_domain=meta.get("smtp_domain", ""),
+        pop3_domain=meta.get("pop3_domain", ""),
     )
 
 

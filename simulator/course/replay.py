@@ -89,6 +89,8 @@ async def replay(lesson: Lesson, extra_dirs: Sequence[Path] = (), timeout: float
         return ReplayResult(lesson, (), None, error.message, error.line)
     variables = lesson_variables(lesson, profile)
     with tempfile.TemporaryDirectory(prefix="maillab-lint-") as data:
+        if lesson.world:
+            return await _replay_in_world(lesson, Path(data), variables, timeout)
         servers = EmbeddedServers(profile, Path(data), record_transcripts=False)
         await asyncio.to_thread(servers.start)
         try:
@@ -96,17 +98,46 @@ async def replay(lesson: Lesson, extra_dirs: Sequence[Path] = (), timeout: float
             for address, content in lesson_mail(lesson, variables):
                 store.deliver([address], content)
             run = LessonRun(lesson, variables, server_facts=StoreFacts(store))
-            return await _replay_steps(lesson, run, servers, timeout)
+            listening = {item.name: item.port for item in servers.servers.listening}
+            target = _Target(listening, servers.servers.tls_files.ca_cert)
+            return await _replay_steps(lesson, run, target, timeout)
         finally:
             await asyncio.to_thread(servers.stop)
 
 
-async def _open(run: LessonRun, servers: object, protocol: str, timeout: float) -> _Connection:
+async def _replay_in_world(lesson: Lesson, data: Path, variables: dict[str, str], timeout: float) -> ReplayResult:
+    """A fresh world on free ports: SMTP to the lesson's smtp_domain, POP3 to its pop3_domain."""
+    from mockservers.world.servers import EmbeddedWorld
+
+    from .world_lab import WorldFacts, lesson_world, world_ports
+
+    world = EmbeddedWorld(lesson_world(lesson).free_ports(), data, record_transcripts=False)
+    servers = await asyncio.to_thread(world.start)
+    try:
+        for address, content in lesson_mail(lesson, variables):
+            servers.store(address.rpartition("@")[2]).deliver([address], content)
+        run = LessonRun(lesson, variables, server_facts=WorldFacts(servers))
+        ports = world_ports(servers, lesson)
+        target = _Target({"SMTP": ports["smtp"], "POP3": ports["pop3"]}, data / "tls" / "ca.pem")
+        return await _replay_steps(lesson, run, target, timeout)
+    finally:
+        await asyncio.to_thread(world.stop)
+
+
+@dataclass(frozen=True)
+class _Target:
+    """Where a replay connects: listener name -> port on 127.0.0.1, and the CA to trust."""
+
+    listening: dict[str, int]
+    ca_cert: Path
+
+
+async def _open(run: LessonRun, target: _Target, protocol: str, timeout: float) -> _Connection:
     name = protocol.upper()
-    listening = {item.name: item.port for item in servers.servers.listening}  # type: ignore[attr-defined]
+    listening = target.listening
     implicit = name not in listening and f"{name}S" in listening
     port = listening[f"{name}S"] if implicit else listening[name]
-    client = MailClient("127.0.0.1", port, ca_cert=servers.servers.tls_files.ca_cert, implicit_tls=implicit, timeout=timeout)  # type: ignore[attr-defined]
+    client = MailClient("127.0.0.1", port, ca_cert=target.ca_cert, implicit_tls=implicit, timeout=timeout)
     await client.connect()
     run.reconnect(protocol)
     if implicit:
@@ -116,7 +147,7 @@ async def _open(run: LessonRun, servers: object, protocol: str, timeout: float) 
     return connection
 
 
-async def _replay_steps(lesson: Lesson, run: LessonRun, servers: object, timeout: float) -> ReplayResult:
+async def _replay_steps(lesson: Lesson, run: LessonRun, servers: _Target, timeout: float) -> ReplayResult:
     protocol = "pop3" if lesson.protocol == "pop3" else "smtp"
     connection = await _open(run, servers, protocol, timeout)
     try:

@@ -36,8 +36,19 @@ def resolve_lesson_profile(lesson: Lesson, extra_dirs: Sequence[Path] = ()) -> P
 
 
 def lesson_profile(lesson: Lesson, extra_dirs: Sequence[Path] = ()) -> Profile:
-    """The persona with the lesson's overrides and accounts on top; problems name the lesson."""
+    """The persona with the lesson's overrides and accounts on top; problems name the lesson.
+
+    In a world lesson, the submission persona of its SMTP domain with the world's accounts.
+    """
     from mockservers.lint import check_sources
+
+    if lesson.world:
+        from mockservers.world.servers import submission_profile
+
+        from .world_lab import lesson_domains, lesson_world
+
+        world = lesson_world(lesson)
+        return submission_profile(world, lesson_domains(lesson, world)[0])
 
     path = resolve_lesson_profile(lesson, extra_dirs)
     try:

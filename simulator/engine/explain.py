@@ -12,6 +12,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Iterable, Literal
 
+from mailprotocol import pop3 as core_pop3
+
 from . import knowledge as kb
 from .helpers import apop_timestamp, b64encode_text, decode_base64_text, looks_like_base64
 from .knowledge import Lang, localized, message
@@ -417,10 +419,8 @@ def _explain_pop3(raw: list[str], after: str | None, persona: str | None, lang: 
     verb = _verb_of(after)
     entry = kb.pop3_command(verb) if verb and verb != AFTER_END_OF_DATA else None
     multiline = None
-    if entry is not None:
-        mode = entry.get("multiline", "never")
-        has_argument = len((after or "").split()) > 1
-        multiline = mode == "always" or (mode == "without-argument" and not has_argument)
+    if entry is not None and verb in core_pop3.VERB_NAMES:
+        multiline = core_pop3.multiline_reply(verb, " ".join((after or "").split()[1:]))
     reply = parse_pop3_reply(raw, multiline=multiline)
     if reply.kind == "invalid":
         return _not_a_reply("pop3", raw, lang, after)

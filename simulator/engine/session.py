@@ -17,7 +17,7 @@ import re
 from collections import deque
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Iterable, Sequence, Union
+from typing import Any, Iterable, Iterator, Sequence, Union
 
 from mailprotocol import pop3 as core_pop3
 from mailprotocol import smtp as core_smtp
@@ -128,21 +128,116 @@ def parse_ehlo_capabilities(reply: SMTPReply) -> dict[str, str]:
     return capabilities
 
 
-class SMTPSession:
+class ClientSession:
+    """What the SMTP and POP3 models share: the greeting, TLS, the AUTH exchange, replies matched
+    in order to the lines that asked (several when pipelining), and the record of both sides.
+
+    A protocol says how its replies are framed (`_complete_replies`), what one reply does
+    (`_handle`, `_reply_VERB`), what a challenge and a successful login look like, and what may
+    be sent next (`next_commands`).
+    """
+
+    def __init__(self) -> None:
+        self.greeting: SMTPReply | POP3Reply | None = None
+        self.tls_active = False
+        self.tls_pending = False  # the server agreed to STARTTLS/STLS, handshake not reported yet
+        self.auth: AuthExchange | None = None  # the exchange in progress
+        self.last_auth: AuthExchange | None = None
+        self.authenticated_user: str | None = None
+        self.auth_failures = 0
+        self.closed = False
+        self.history: list[Exchange] = []
+        self.transcript: list[tuple[str, str]] = []  # ("C" | "S", line)
+        self.notices: list[str] = []  # problem keys (messages.toml `problems.*`)
+        self._pending: deque[_Pending] = deque()
+        self._buffer: list[str] = []
+
+    @property
+    def pending(self) -> tuple[str, ...]:
+        """Lines sent whose reply has not arrived yet (several when pipelining)."""
+        return tuple(item.line for item in self._pending)
+
+    def next_commands(self) -> list[str]:
+        raise NotImplementedError
+
+    def allows(self, verb: str) -> bool:
+        """True when `verb` (or a token) is among next_commands()."""
+        wanted = knowledge.command_verb(verb) or verb
+        return wanted in self.next_commands()
+
+    def _tls_done(self) -> None:
+        """The handshake finished: what was said in clear text no longer counts (RFC 3207, 2595)."""
+        self.tls_pending = False
+        self.tls_active = True
+        self.auth = None
+        self._pending.clear()
+        self._buffer.clear()
+
+    # --- the server side -----------------------------------------------------------------
+
+    def received(self, reply_lines: str | bytes | Iterable[str]) -> list[Exchange]:
+        """Record what the server sent; complete replies update the state, the rest waits.
+
+        Lines of an unfinished multi-line reply are kept until the rest arrives; several
+        pipelined replies may come at once.
+        """
+        self._buffer.extend(split_lines(reply_lines))
+        done: list[Exchange] = []
+        for reply, item in self._complete_replies():
+            exchange = self._handle(reply, item)
+            self.history.append(exchange)
+            done.append(exchange)
+        return done
+
+    def _complete_replies(self) -> Iterator[tuple[Any, _Pending | None]]:
+        raise NotImplementedError
+
+    def _handle(self, reply: Any, item: _Pending | None) -> Exchange:
+        raise NotImplementedError
+
+    def _on_command_reply(self, command: SMTPCommand | POP3Command, reply: Any) -> None:
+        handler = getattr(self, f"_reply_{command.verb}", None) if command.verb else None
+        if handler is not None:
+            handler(command, reply)
+
+    def _on_auth_reply(self, reply: Any) -> None:
+        """A reply inside AUTH: a challenge continues the exchange, anything else ends it."""
+        exchange = self.auth
+        if exchange is None:
+            return
+        challenge = self._challenge(reply)
+        if challenge is not None:
+            exchange.on_challenge(challenge)
+            return
+        self.last_auth, self.auth = exchange, None
+        if self._login_accepted(reply):
+            self._logged_in(exchange.username, reply)
+        else:
+            self.auth_failures += 1
+            self._login_refused(reply)
+
+    def _challenge(self, reply: Any) -> str | None:
+        raise NotImplementedError
+
+    def _login_accepted(self, reply: Any) -> bool:
+        raise NotImplementedError
+
+    def _logged_in(self, user: str | None, reply: Any) -> None:
+        raise NotImplementedError
+
+    def _login_refused(self, reply: Any) -> None:
+        """What a refused login teaches about this server (SMTP: that it wants TLS first)."""
+
+
+class SMTPSession(ClientSession):
     """Follows an SMTP session from the client's side; see the module docstring."""
 
     def __init__(self) -> None:
-        self.greeting: SMTPReply | None = None
+        super().__init__()
         self.helo_domain: str | None = None
         self.esmtp = False  # greeted with EHLO (extensions known)
         self.capabilities: dict[str, str] = {}
-        self.tls_active = False
-        self.tls_pending = False  # 220 to STARTTLS received, handshake not reported yet
-        self.auth: AuthExchange | None = None  # the exchange in progress
-        self.last_auth: AuthExchange | None = None
         self.authenticated = False
-        self.authenticated_user: str | None = None
-        self.auth_failures = 0
         self.mail_from: str | None = None  # "" is the null sender <>
         self.mail_params: dict[str, str | None] = {}
         self.recipients: list[str] = []
@@ -160,12 +255,6 @@ class SMTPSession:
         self.tls_required = False  # learned from a refusal ("Must issue a STARTTLS", QQ's 530)
         self.unsupported: set[str] = set()  # verbs answered 500/502
         self.reversed = False
-        self.closed = False
-        self.history: list[Exchange] = []
-        self.transcript: list[tuple[str, str]] = []  # ("C" | "S", line)
-        self.notices: list[str] = []  # problem keys (messages.toml `problems.*`)
-        self._pending: deque[_Pending] = deque()
-        self._buffer: list[str] = []
 
     # --- what is the state? --------------------------------------------------------------
 
@@ -194,11 +283,6 @@ class SMTPSession:
     @property
     def in_transaction(self) -> bool:
         return self.mail_from is not None
-
-    @property
-    def pending(self) -> tuple[str, ...]:
-        """Lines sent whose reply has not arrived yet (several when pipelining)."""
-        return tuple(item.line for item in self._pending)
 
     @property
     def pipelining(self) -> bool:
@@ -274,11 +358,6 @@ class SMTPSession:
         if self._pending:
             return self._assuming_success()._verbs_for_state()
         return self._verbs_for_state()
-
-    def allows(self, verb: str) -> bool:
-        """True when `verb` (or a token) is among next_commands()."""
-        wanted = knowledge.command_verb(verb) or verb
-        return wanted in self.next_commands()
 
     def _assuming_success(self) -> "SMTPSession":
         """A copy where every pipelined command got its success reply (to plan the next one)."""
@@ -378,36 +457,23 @@ class SMTPSession:
 
     def tls_started(self) -> None:
         """The TLS handshake finished: RFC 3207 resets to just-after-greeting; EHLO again."""
-        self.tls_pending = False
-        self.tls_active = True
+        self._tls_done()
         self.helo_domain = None
         self.esmtp = False
         self.capabilities = {}
-        self.auth = None
         self.authenticated = False
         self.authenticated_user = None
         self._reset_transaction()
-        self._pending.clear()
-        self._buffer.clear()
 
     # --- the server side -----------------------------------------------------------------
 
-    def received(self, reply_lines: str | bytes | Iterable[str]) -> list[Exchange]:
-        """Record what the server sent; complete replies update the state.
-
-        Lines of an unfinished multi-line reply (`250-...` without its last line) are kept until
-        the rest arrives. Several pipelined replies may come at once.
-        """
-        self._buffer.extend(split_lines(reply_lines))
+    def _complete_replies(self) -> Iterator[tuple[SMTPReply, _Pending | None]]:
+        """Complete replies; an unfinished multi-line one (`250-...` without its last line) waits."""
         replies, self._buffer = split_smtp_replies(self._buffer)
-        done: list[Exchange] = []
         for reply in replies:
-            exchange = self._handle(reply)
-            self.history.append(exchange)
-            done.append(exchange)
-        return done
+            yield reply, None
 
-    def _handle(self, reply: SMTPReply) -> Exchange:
+    def _handle(self, reply: SMTPReply, item: _Pending | None = None) -> Exchange:
         for line in reply.raw:
             self.transcript.append(("S", line))
         if not reply.valid:
@@ -457,11 +523,6 @@ class SMTPSession:
         ):
             self.auth_required = True
 
-    def _on_command_reply(self, command: SMTPCommand, reply: SMTPReply) -> None:
-        handler = getattr(self, f"_reply_{command.verb}", None) if command.verb else None
-        if handler is not None:
-            handler(command, reply)
-
     def _reply_HELO(self, command: SMTPCommand, reply: SMTPReply) -> None:
         if reply.code == "250":
             self.helo_domain = command.argument
@@ -483,21 +544,19 @@ class SMTPSession:
     def _reply_AUTH(self, command: SMTPCommand, reply: SMTPReply) -> None:
         self._on_auth_reply(reply)
 
-    def _on_auth_reply(self, reply: SMTPReply) -> None:
-        exchange = self.auth
-        if exchange is None:
-            return
-        if reply.code == "334":
-            exchange.on_challenge(reply.lines[-1].text)
-            return
-        self.last_auth, self.auth = exchange, None
-        if reply.code == "235":
-            self.authenticated = True
-            self.authenticated_user = exchange.username
-        else:
-            self.auth_failures += 1
-            if reply.code in ("530", "538"):
-                self.tls_required = True
+    def _challenge(self, reply: SMTPReply) -> str | None:
+        return reply.lines[-1].text if reply.code == "334" else None
+
+    def _login_accepted(self, reply: SMTPReply) -> bool:
+        return reply.code == "235"
+
+    def _logged_in(self, user: str | None, reply: SMTPReply) -> None:
+        self.authenticated = True
+        self.authenticated_user = user
+
+    def _login_refused(self, reply: SMTPReply) -> None:
+        if reply.code in ("530", "538"):
+            self.tls_required = True
 
     def _reply_MAIL(self, command: SMTPCommand, reply: SMTPReply) -> None:
         if reply.code == "250":
@@ -582,21 +641,15 @@ _STAT = re.compile(r"^\s*(\d+)\s+(\d+)")
 _SCAN = re.compile(r"^\s*(\d+)\s+(\S+)")
 
 
-class POP3Session:
+class POP3Session(ClientSession):
     """Follows a POP3 session from the client's side; see the module docstring."""
 
     def __init__(self) -> None:
-        self.greeting: POP3Reply | None = None
+        super().__init__()
         self.apop_timestamp: str | None = None
         self.capabilities: dict[str, str] | None = None  # None until CAPA answered
-        self.tls_active = False
-        self.tls_pending = False
         self.user: str | None = None  # USER accepted, PASS not yet
-        self.auth: AuthExchange | None = None
-        self.last_auth: AuthExchange | None = None
-        self.authenticated_user: str | None = None
         self.logged_in = False
-        self.auth_failures = 0
         self.message_count: int | None = None  # messages in the maildrop, deleted ones included
         self.maildrop_size: int | None = None  # octets, from STAT
         self.sizes: dict[int, int] = {}  # from LIST
@@ -605,12 +658,6 @@ class POP3Session:
         self.retrieved: set[int] = set()  # RETR/TOP answered +OK
         self.deletions_applied = False
         self.in_update = False
-        self.closed = False
-        self.history: list[Exchange] = []
-        self.transcript: list[tuple[str, str]] = []
-        self.notices: list[str] = []
-        self._pending: deque[_Pending] = deque()
-        self._buffer: list[str] = []
 
     # --- what is the state? --------------------------------------------------------------
 
@@ -625,10 +672,6 @@ class POP3Session:
         if self.greeting is None:
             return POP3State.CONNECTING
         return POP3State.TRANSACTION if self.logged_in else POP3State.AUTHORIZATION
-
-    @property
-    def pending(self) -> tuple[str, ...]:
-        return tuple(item.line for item in self._pending)
 
     def has_capability(self, tag: str) -> bool:
         return self.capabilities is not None and tag.upper() in self.capabilities
@@ -707,10 +750,6 @@ class POP3Session:
             verbs.append("UIDL")
         return verbs + [v.name for v in core_pop3.VERBS if core_pop3.TRANSACTION in v.states and v.argument == "none" and v.name != "STAT"]
 
-    def allows(self, verb: str) -> bool:
-        wanted = knowledge.command_verb(verb) or verb
-        return wanted in self.next_commands()
-
     # --- the client side -----------------------------------------------------------------
 
     def sent(self, line: str) -> LineKind:
@@ -743,33 +782,22 @@ class POP3Session:
 
     @staticmethod
     def _is_multiline(command: POP3Command) -> bool:
-        entry = knowledge.pop3_command(command.verb or "") if command.verb else None
-        mode = entry.get("multiline", "never") if entry else "never"
-        return mode == "always" or (mode == "without-argument" and not command.arguments)
+        return core_pop3.multiline_reply(command.verb or "", " ".join(command.arguments))
 
     def tls_started(self) -> None:
         """The STLS handshake finished: forget the capabilities (RFC 2595 4), ask CAPA again."""
-        self.tls_pending = False
-        self.tls_active = True
+        self._tls_done()
         self.capabilities = None
-        self._pending.clear()
-        self._buffer.clear()
 
     # --- the server side -----------------------------------------------------------------
 
-    def received(self, reply_lines: str | bytes | Iterable[str]) -> list[Exchange]:
-        """Record what the server sent; multi-line responses wait for their final `.`."""
-        self._buffer.extend(split_lines(reply_lines))
-        done: list[Exchange] = []
+    def _complete_replies(self) -> Iterator[tuple[POP3Reply, _Pending | None]]:
+        """One response at a time: a multi-line one waits for its final `.`."""
         while self._buffer:
             taken = self._take_reply()
             if taken is None:
-                break
-            reply, item = taken
-            exchange = self._handle(reply, item)
-            self.history.append(exchange)
-            done.append(exchange)
-        return done
+                return
+            yield taken
 
     def _take_reply(self) -> tuple[POP3Reply, _Pending | None] | None:
         item = self._pending[0] if (self.greeting is not None and self._pending) else None
@@ -806,9 +834,7 @@ class POP3Session:
             return Exchange(item.line, "auth-response", reply, after=item.after)
         command = item.command
         assert isinstance(command, POP3Command)
-        handler = getattr(self, f"_reply_{command.verb}", None) if command.verb else None
-        if handler is not None:
-            handler(command, reply)
+        self._on_command_reply(command, reply)
         return Exchange(item.line, "command", reply, after=item.after)
 
     def _reply_USER(self, command: POP3Command, reply: POP3Reply) -> None:
@@ -830,18 +856,11 @@ class POP3Session:
     def _reply_AUTH(self, command: POP3Command, reply: POP3Reply) -> None:
         self._on_auth_reply(reply)
 
-    def _on_auth_reply(self, reply: POP3Reply) -> None:
-        exchange = self.auth
-        if exchange is None:
-            return
-        if reply.kind == "continuation":
-            exchange.on_challenge(reply.text)
-            return
-        self.last_auth, self.auth = exchange, None
-        if reply.ok:
-            self._logged_in(exchange.username, reply)
-        else:
-            self.auth_failures += 1
+    def _challenge(self, reply: POP3Reply) -> str | None:
+        return reply.text if reply.kind == "continuation" else None
+
+    def _login_accepted(self, reply: POP3Reply) -> bool:
+        return reply.ok
 
     def _logged_in(self, user: str | None, reply: POP3Reply) -> None:
         self.logged_in = True

@@ -48,7 +48,7 @@ from .checks import (
     sasl_respond,
     sasl_start,
 )
-from .data_checks import check_data_line
+from .data_checks import check_data_line, estimated_size
 from .diagnostics import secret_kind
 from .prediction import HOLE, Prediction
 from .replies import looks_like_command
@@ -85,6 +85,11 @@ class SMTPCheck(LineCheck):
         values = {name: HOLE if value is None else value for name, value in reply.values.items()}
         return core.render(self.profile, Reply(reply.key, values), self.state, common_values(self.client_ip))
 
+    @property
+    def reason(self) -> str:
+        """Why the core refused this line ("" when it did not, or did not decide)."""
+        return self.decision.reason if self.decision is not None else ""
+
     def prediction(self) -> Prediction | None:
         """The reply the server sends to this line: the core's decision, carried as far as a client
         can follow it (a greylisting persona delays a first attempt, an empty queue for ETRN, the
@@ -112,7 +117,12 @@ class SMTPCheck(LineCheck):
         """The reply to a complete message: 250 with the server's queue id, or this persona's refusal."""
         envelope = state.envelope
         params = envelope.params if envelope is not None else {}
-        has_8bit = any(not text.isascii() for text in self.session.message_lines) if size is not None else False
+        lines = self.session.message_lines
+        counted = estimated_size(lines)  # what the server counts against the limit: as sent, dot-stuffed
+        limit = self.policies.max_message_size
+        if size is not None and limit and counted > limit:
+            return Prediction(tuple(self.reply_lines(Reply("size_exceeded", {"size": counted}))))
+        has_8bit = any(not text.isascii() for text in lines) if size is not None else False
         key = end_of_data_reply(self.policies, params, has_8bit)
         reply = Reply(key, {"id": None, "queue_id": None, "number": None, "size": size})
         return Prediction(tuple(self.reply_lines(reply)))
@@ -344,92 +354,76 @@ class SMTPCheck(LineCheck):
         self.add("turn-obsolete", "error", "turn_refused")
 
     def check_VRFY(self, argument: str) -> None:  # noqa: N802
-        self.verify("VRFY", "vrfy", self.policies.vrfy, argument)
+        self.verify("VRFY", argument)
 
     def check_EXPN(self, argument: str) -> None:  # noqa: N802
-        self.verify("EXPN", "expn", self.policies.expn, argument)
+        self.verify("EXPN", argument)
 
-    def verify(self, verb: str, kind: str, mode: str, argument: str) -> None:
-        if mode == "disabled":
+    def verify(self, verb: str, argument: str) -> None:
+        reason = self.reason
+        kind = verb.lower()
+        if reason == "verify-disabled":
             self.add("vrfy-disabled", "error", f"{kind}_disabled", verb=verb)
-            return
-        if not argument:
+        elif reason == "verify-syntax":
             self.add("vrfy-syntax", "error", f"{kind}_syntax", suggestion=f"{verb} user@example.com", verb=verb)
-            return
-        address = argument.strip("<>").strip()
-        if mode == "252":
+        elif reason == "verify-unknown":
+            address = argument.strip("<>").strip()
+            self.add("vrfy-unknown", "error", f"{kind}_unknown", address=address)
+        elif self.decision is not None and self.decision.replies[0].key == f"{kind}_cannot":
             self.add("vrfy-cannot", "info", verb=verb)
-            return
-        if self.profile.find_account(address) is None:
-            self.add("vrfy-unknown", "error", f"{kind}_unknown", reply_values={"address": address}, address=address)
 
     # --- STARTTLS --------------------------------------------------------------------------------
 
     def check_STARTTLS(self, argument: str) -> None:  # noqa: N802
-        if self.tls:
+        reason = self.reason
+        if reason == "tls-already":
             self.add("starttls-already", "error", "tls_already")
-            return
-        if "STARTTLS" not in self.profile.smtp_extensions(False):
+        elif reason == "not-advertised":
             self.add("command-not-offered", "error", "unknown_command", verb="STARTTLS")
-            return
-        if argument:
+        elif reason == "no-argument-expected":
             self.add("starttls-syntax", "error", "starttls_syntax", suggestion="STARTTLS")
-            return
-        if not self.decided:
+        elif not self.decided:
             self.add("starttls-telnet", "info")
 
     # --- AUTH ------------------------------------------------------------------------------------
 
     def check_AUTH(self, argument: str) -> None:  # noqa: N802
-        session = self.session
-        policies = self.policies
+        reason = self.reason
         mechanisms = self.profile.smtp_auth_mechanisms(self.tls)
         parts = argument.split()
-        if not mechanisms:
+        if reason == "auth-not-enabled":
             if not self.tls and self.profile.smtp_auth_mechanisms(True):
                 self.add("auth-needs-tls", "error", "auth_not_enabled", suggestion="STARTTLS")
             else:
                 self.add("auth-not-offered", "error", "auth_not_enabled")
-            return
-        if policies.require_tls_for_auth and not self.tls:
+        elif reason == "needs-tls":
             self.add("auth-needs-tls", "error", "tls_required", suggestion="STARTTLS")
-            return
-        if (
-            policies.max_auth_failures
-            and policies.auth_failure_action == "refuse"
-            and session.auth_failures >= policies.max_auth_failures
-        ):
-            self.add("auth-refused-after-failures", "error", "auth_failures_refused", limit=policies.max_auth_failures)
-            return
-        if session.authenticated:
+        elif reason == "auth-failures-refused":
+            self.add("auth-refused-after-failures", "error", "auth_failures_refused", limit=self.policies.max_auth_failures)
+        elif reason == "auth-already":
             self.add("auth-already", "error", "auth_already")
-            return
-        if session.mail_from is not None:
+        elif reason == "auth-in-transaction":
             self.add("auth-in-transaction", "error", "auth_in_transaction", suggestion="RSET")
-            return
-        if not parts or len(parts) > 2:
+        elif reason == "auth-syntax":
             self.add("auth-syntax", "error", "auth_syntax", suggestion=f"AUTH {mechanisms[0]}", offered=mechanisms)
-            return
-        mechanism = parts[0].upper()
-        if mechanism not in mechanisms:
+        elif reason == "mechanism-not-offered":
             usable = [m for m in mechanisms if m in IMPLEMENTED_MECHANISMS] or mechanisms
-            self.add(
-                "auth-mechanism-not-offered", "error", "auth_unknown_mechanism",
-                suggestion=f"AUTH {usable[0]}", reply_values={"mechanism": parts[0]},
-                mechanism=parts[0], offered=mechanisms,
-            )
-            return
-        if mechanism in (m.upper() for m in policies.mechanisms_requiring_tls) and not self.tls:
-            self.add("auth-mechanism-needs-tls", "error", "auth_encryption_required",
-                     suggestion="STARTTLS", reply_values={"mechanism": mechanism}, mechanism=mechanism)
-            return
-        if not session.esmtp:
+            self.add("auth-mechanism-not-offered", "error", "auth_unknown_mechanism",
+                     suggestion=f"AUTH {usable[0]}", mechanism=parts[0], offered=mechanisms)
+        elif reason == "mechanism-needs-tls":
+            self.add("auth-mechanism-needs-tls", "error", "auth_encryption_required", suggestion="STARTTLS", mechanism=parts[0].upper())
+        elif parts and not self.decided:
+            self.auth_started(parts, mechanisms)
+
+    def auth_started(self, parts: list[str], mechanisms: list[str]) -> None:
+        """`AUTH mechanism [initial-response]` that the server takes up: explain what comes of it."""
+        mechanism = parts[0].upper()
+        if not self.session.esmtp:
             self.add("auth-after-helo", "warning")
-        if mechanism not in IMPLEMENTED_MECHANISMS:
+        if self.reason == "auth-mechanism-unsupported":
             usable = [m for m in mechanisms if m in IMPLEMENTED_MECHANISMS]
             self.add("auth-mechanism-unsupported", "error", "auth_unknown_mechanism",
-                     suggestion=f"AUTH {usable[0]}" if usable else None,
-                     reply_values={"mechanism": mechanism}, mechanism=mechanism)
+                     suggestion=f"AUTH {usable[0]}" if usable else None, mechanism=mechanism)
             return
         initial = parts[1] if len(parts) > 1 else None
         outcome = sasl_start(mechanism, initial, None)
@@ -683,61 +677,54 @@ class SMTPCheck(LineCheck):
             self.add("utf8-not-supported", "error", "utf8_not_declared")
 
     def check_DATA(self, argument: str) -> None:  # noqa: N802
-        if self.no_argument("DATA", argument):
-            return
-        envelope = self.state.envelope
-        if envelope is None:
+        reason = self.reason
+        if reason == "no-argument-expected":
+            self.add("no-argument-expected", "error", "no_arguments", suggestion="DATA", verb="DATA")
+        elif reason == "needs-mail":
             self.add("data-before-mail", "error", "need_mail", suggestion=f"MAIL FROM:<{self.sender_example()}>")
-            return
-        if not envelope.recipients:
-            if envelope.rcpt_attempts:
-                self.add("data-no-valid-recipients", "error", "no_valid_recipients")
-            else:
-                self.add("data-before-rcpt", "error", "need_rcpt", suggestion="RCPT TO:<user@example.com>")
-            return
-        if envelope.bdat_used:
+        elif reason == "no-valid-recipients":
+            self.add("data-no-valid-recipients", "error", "no_valid_recipients")
+        elif reason == "needs-rcpt":
+            self.add("data-before-rcpt", "error", "need_rcpt", suggestion="RCPT TO:<user@example.com>")
+        elif reason == "data-after-bdat":
             self.add("data-after-bdat", "error", "data_after_bdat")
-            return
-        if not self.decided:
+        elif not self.decided:
             self.add("data-start", "info")
 
     def check_BDAT(self, argument: str) -> None:  # noqa: N802
-        if "CHUNKING" not in self.extensions:
+        if self.reason == "not-advertised":
             self.add("command-not-offered", "error", "unknown_command", verb="BDAT")
             return
-        match = re.fullmatch(r"(\d{1,18})(?: +(LAST))?", argument, re.IGNORECASE)
-        if not match:
+        if self.reason == "bdat-syntax":
             self.add("bdat-syntax", "error", "bdat_syntax", suggestion="BDAT 100 LAST")
             return
-        envelope = self.state.envelope
-        if envelope is None:
+        chunk = self.decision.effect(core.READ_CHUNK) if self.decision is not None else None
+        error = chunk["error"] if chunk is not None else None
+        if error == "need_mail":
             self.add("bdat-before-mail", "error", "need_mail")
-        elif not envelope.recipients:
-            if envelope.rcpt_attempts:
-                self.add("data-no-valid-recipients", "error", "no_valid_recipients")
-            else:
-                self.add("bdat-before-rcpt", "error", "need_rcpt")
-        elif envelope.bdat_failed:
+        elif error == "no_valid_recipients":
+            self.add("data-no-valid-recipients", "error", "no_valid_recipients")
+        elif error == "need_rcpt":
+            self.add("bdat-before-rcpt", "error", "need_rcpt")
+        elif error == "bdat_after_failure":
             self.add("bdat-after-failure", "error", "bdat_after_failure", suggestion="RSET")
-        self.add("bdat-chunk", "info", size=match.group(1))
+        self.add("bdat-chunk", "info", size=argument.split()[0])
 
     # --- ETRN / ATRN -------------------------------------------------------------------------------
 
     def check_ETRN(self, argument: str) -> None:  # noqa: N802
-        if "ETRN" not in self.extensions:
+        reason = self.reason
+        if reason == "not-advertised":
             self.add("command-not-offered", "error", "unknown_command", verb="ETRN")
-            return
-        if self.session.mail_from is not None:
+        elif reason == "transaction-in-progress":
             self.add("etrn-in-transaction", "error", "transaction_in_progress", suggestion="RSET")
-            return
-        node = argument.strip()
-        if not node or " " in node or not node.lstrip("@#"):
+        elif reason == "etrn-syntax":
             self.add("etrn-syntax", "error", "etrn_syntax", suggestion="ETRN example.com")
 
     def check_ATRN(self, argument: str) -> None:  # noqa: N802
-        if not self.policies.atrn:
+        if self.reason == "atrn-refused":
             self.add("atrn-refused", "error", "atrn_refused")
-        elif not self.session.authenticated:
+        elif self.reason == "needs-auth":
             self.add("atrn-needs-auth", "error", "atrn_auth_required")
         else:
             self.add("atrn-no-mail", "error", "atrn_no_mail")

@@ -121,11 +121,23 @@ def _settled(session: Session) -> tuple[Session, bool]:
 def predict(
     line: str, session: Session | None = None, profile: Profile | str | None = None, *, protocol: str | None = None
 ) -> str | None:
-    """The reply code the server will refuse `line` with ("503", "-ERR"), or None if it accepts."""
-    for diagnostic in validate_line(line, protocol=protocol, session=session, profile=profile, lang="en"):
-        if is_refusal(diagnostic.code):
-            return diagnostic.code
-    return None
+    """The reply code the server will refuse `line` with ("503", "-ERR"), or None if it accepts.
+
+    The protocol core's decision (a scripted fault's reply when one fires); the session waits for
+    replies still due as if they were successes.
+    """
+    chosen = resolve_profile(profile)
+    if session is None:
+        session = fresh_session(_protocol_of(None, protocol), chosen)
+    check = _run_check(line.rstrip("\r\n"), session, chosen, "en", DEFAULT_CLIENT_IP)
+    for diagnostic in check.found:
+        if diagnostic.id.startswith("scripted-") or diagnostic.id in ("session-closed", "tls-handshake-pending"):
+            return diagnostic.code if is_refusal(diagnostic.code) else None
+    prediction = _prediction(check)
+    if prediction is None or not prediction.lines:
+        return None
+    code = check.code_of(prediction.lines)
+    return code if is_refusal(code) else None
 
 
 def has_errors(diagnostics: Iterable[Diagnostic]) -> bool:

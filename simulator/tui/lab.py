@@ -105,6 +105,46 @@ class Lab:
             pop3s=listening.get("POP3S"),
         )
 
+    def start_world(
+        self,
+        lesson: Any,
+        name: str,
+        *,
+        fresh: bool = True,
+        on_line: Callable[[Any], None] | None = None,
+        on_event: Callable[[Any], None] | None = None,
+    ) -> Endpoints:
+        """A fresh world for a world lesson (docs/world.md): SMTP to its smtp_domain, POP3 to its pop3_domain."""
+        self.stop()
+        if self.remote:
+            return Endpoints(self.remote_host or "", self.remote_smtp, self.remote_pop3, None, embedded=False)
+        from mockservers.world.servers import EmbeddedWorld
+        from simulator.course.world_lab import lesson_domains, lesson_world, world_ports
+
+        data = self.data_root / "lab" / name
+        if fresh and data.exists():
+            shutil.rmtree(data, ignore_errors=True)
+        world = EmbeddedWorld(lesson_world(lesson).free_ports(), data)
+        servers = world.start()
+        self.servers = world
+        if on_line is not None:
+            # The learner's own sessions (and their telnet ones), never the servers' relay sessions.
+            mine = self._handoff(on_line)
+            learner_lines = lambda line: None if line.session.startswith("relay-") else mine(line)  # noqa: E731
+            for domain in {d.name for d in lesson_domains(lesson, servers.world)}:
+                self._unsubscribe.append(servers.domains[domain].events.subscribe_lines(learner_lines))
+        if on_event is not None:
+            for domain in {d.name for d in lesson_domains(lesson, servers.world)}:
+                self._unsubscribe.append(servers.domains[domain].events.subscribe(self._handoff(on_event)))
+        ports = world_ports(servers, lesson)
+        return Endpoints("127.0.0.1", ports["smtp"], ports["pop3"], data / "tls" / "ca.pem", embedded=True)
+
+    @property
+    def world(self) -> Any:
+        """The running WorldServers of a world lesson, else None."""
+        servers = getattr(self.servers, "servers", None)
+        return servers if servers is not None and hasattr(servers, "domains") else None
+
     def _handoff(self, callback: Callable[[Any], None]) -> Callable[[Any], None]:
         deliver = self.deliver
         if deliver is None:
@@ -113,7 +153,10 @@ class Lab:
 
     @property
     def store(self) -> Any:
-        return self.servers.servers.store if self.servers is not None else None
+        """The single server's store (None for a world: see `world`)."""
+        if self.servers is None or self.world is not None:
+            return None
+        return self.servers.servers.store
 
     def stop(self) -> None:
         for unsubscribe in self._unsubscribe:

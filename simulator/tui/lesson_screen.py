@@ -112,9 +112,14 @@ class LessonScreen(ConsoleScreen):
         except Exception as error:  # a broken lesson is explained, not a crash
             self.console.transcript.event(str(error))
             return
-        self.endpoints = await asyncio.to_thread(
-            app.lab.start, self.profile, f"lesson-{self.lesson.id}", on_line=self.external_line, on_event=self.server_event
-        )
+        if self.lesson.world:
+            self.endpoints = await asyncio.to_thread(
+                app.lab.start_world, self.lesson, f"lesson-{self.lesson.id}", on_line=self.external_line, on_event=self.server_event
+            )
+        else:
+            self.endpoints = await asyncio.to_thread(
+                app.lab.start, self.profile, f"lesson-{self.lesson.id}", on_line=self.external_line, on_event=self.server_event
+            )
         variables = lesson_variables(self.lesson, self.profile)
         if app.lab.remote and getattr(app, "login", None):
             from simulator.classroom.variables import student_variables
@@ -127,6 +132,10 @@ class LessonScreen(ConsoleScreen):
             for address, content in lesson_mail(self.lesson, variables):
                 await asyncio.to_thread(store.deliver, [address], content)
         facts = StoreFacts(store) if store is not None else TrustingFacts()
+        if app.lab.world is not None:
+            from simulator.course.world_lab import WorldFacts
+
+            facts = WorldFacts(app.lab.world)
         completed = app.progress.completed(self.lesson)
         self.run = LessonRun(self.lesson, variables, protocol=self.protocol, server_facts=facts, completed=completed)
         if not app.lab.remote and hasattr(facts, "store"):

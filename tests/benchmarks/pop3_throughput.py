@@ -6,6 +6,7 @@ A script, not a pytest test (it measures a machine, not a behaviour)::
     .venv/bin/python tests/benchmarks/pop3_throughput.py                  # 1 KB and 100 KB, 3 rounds
     .venv/bin/python tests/benchmarks/pop3_throughput.py --sizes 4096 --messages 1000 --rounds 5
     .venv/bin/python tests/benchmarks/pop3_throughput.py --only maillab --clients poplib
+    .venv/bin/python tests/benchmarks/pop3_throughput.py --baseline /path/to/other/checkout   # A/B
 
 Content: for each of `--sizes` (default 1 KB with 1,000 messages and 100 KB with 200, or
 `--messages` of each), messages of about that many octets (lines, some starting with a dot, so
@@ -108,7 +109,8 @@ class ServerError(RuntimeError):
 class Maillab:
     name = "maillab"
 
-    def __init__(self, workdir: Path, template: Path) -> None:
+    def __init__(self, workdir: Path, template: Path, tree: Path | None = None) -> None:
+        self.tree = tree  # another source tree (--baseline), or None for this one
         self.workdir = workdir
         self.data = workdir / "data"
         shutil.copytree(template, self.data / "mailboxes" / USER)
@@ -118,8 +120,9 @@ class Maillab:
     def start(self) -> None:
         out = self.workdir / "server.out"
         with open(out, "wb") as handle:
+            base = maillab_command() if self.tree is None else ["env", f"PYTHONPATH={self.tree}", sys.executable, "-m", "simulator.cli"]
             self.proc = subprocess.Popen(
-                [*maillab_command(), "serve", "--profile", "rfc", "--host", HOST, "--smtp-port", "0",
+                [*base, "serve", "--profile", "rfc", "--host", HOST, "--smtp-port", "0",
                  "--pop3-port", "0", "--data", str(self.data), "--quiet"],
                 stdout=handle, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=self.workdir,
             )  # fmt: skip
@@ -271,7 +274,10 @@ def run_mpop(port: int, count: int, workdir: Path, binary: str) -> tuple[float, 
 
 def run_one(name: str, client: str, workdir: Path, template: Path, count: int, tools: dict) -> tuple[float, int, int, tuple[float, float] | None]:
     """One timed retrieval: (seconds, messages, octets, server CPU (user, system) seconds)."""
-    server = Maillab(workdir, template) if name == "maillab" else Dovecot(workdir, template, tools["dovecot"])
+    if name == "dovecot":
+        server: Maillab | Dovecot = Dovecot(workdir, template, tools["dovecot"])
+    else:
+        server = Maillab(workdir, template, tools["baseline"] if name == "baseline" else None)
     try:
         server.start()
         warm_up(server.port, count)
@@ -296,6 +302,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", default="maillab,dovecot")
     parser.add_argument("--clients", default="poplib,mpop")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directories")
+    parser.add_argument("--baseline", type=Path, help="another source tree: its maillab runs too, as 'baseline'")
     args = parser.parse_args(argv)
     try:
         sizes = [int(v) for v in args.sizes.split(",") if v.strip()]
@@ -303,7 +310,11 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--sizes takes octet counts, got {args.sizes!r}")
     servers = [s for s in args.only.split(",") if s]
     clients = [c for c in args.clients.split(",") if c]
-    tools = {"dovecot": find_tool("dovecot"), "mpop": find_tool("mpop")}
+    tools = {"dovecot": find_tool("dovecot"), "mpop": find_tool("mpop"), "baseline": args.baseline}
+    if args.baseline is not None:
+        if not (args.baseline / "simulator" / "cli").is_dir():
+            parser.error("--baseline DIR must be a maillab source tree")
+        servers.append("baseline")
     if "dovecot" in servers and (tools["dovecot"] is None or os.geteuid() != 0):
         log("dovecot: skipped (needs the dovecot-pop3d package and root)")
         servers.remove("dovecot")
@@ -354,11 +365,13 @@ def main(argv: list[str] | None = None) -> int:
     log("")
     log(f"Median over {args.rounds} round(s); CPU/msg: median server CPU time per message (u = user, s = system):")
     header = f"{'size':>8} {'client':<7} {'maillab msgs/s':>15} {'CPU/msg':>17} {'dovecot msgs/s':>15} {'CPU/msg':>17} {'ml MB/s':>8} {'dc MB/s':>8} {'ml/dovecot (>=1.0)':>19}"
+    if args.baseline is not None:
+        header += f" {'baseline msgs/s':>16} {'CPU/msg':>17} {'ml/baseline':>12}"
     log(header)
     for size in sizes:
         for client in clients:
             row = {}
-            for name in ("maillab", "dovecot"):
+            for name in ("maillab", "dovecot", "baseline"):
                 runs = results.get((size, client, name))
                 if not runs:
                     row[name] = None
@@ -371,7 +384,11 @@ def main(argv: list[str] | None = None) -> int:
             rate = lambda v: f"{v[0]:.0f}" if v else "-"  # noqa: E731
             mbs = lambda v: f"{v[1]:.1f}" if v else "-"  # noqa: E731
             cpu = lambda v: fmt_cpu(v[2]) if v else "-"  # noqa: E731
-            log(f"{size:>8} {client:<7} {rate(ml):>15} {cpu(ml):>17} {rate(dv):>15} {cpu(dv):>17} {mbs(ml):>8} {mbs(dv):>8} {ratio:>19}")
+            line = f"{size:>8} {client:<7} {rate(ml):>15} {cpu(ml):>17} {rate(dv):>15} {cpu(dv):>17} {mbs(ml):>8} {mbs(dv):>8} {ratio:>19}"
+            if args.baseline is not None:
+                bl = row["baseline"]
+                line += f" {rate(bl):>16} {cpu(bl):>17} {(f'{ml[0] / bl[0]:.2f}' if ml and bl else '-'):>12}"
+            log(line)
     log(f"load average now {load_average()}")
     return 1 if failures else 0
 

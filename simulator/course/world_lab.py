@@ -1,0 +1,70 @@
+"""Lessons that happen in a world (front matter `world`, `smtp_domain`, `pop3_domain`): which
+world, which domain each protocol talks to, and the server facts read from every domain's store.
+
+Pure: the world itself is started by the linter's replay or the app's lab.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from mockservers.world.worldfile import DEFAULT_WORLD, Domain, World, WorldError, load_world
+
+from .model import Lesson
+from .parser import LessonError
+
+
+def lesson_world(lesson: Lesson) -> World:
+    """The lesson's world (`default` is the bundled one; a path is relative to the lesson)."""
+    path = DEFAULT_WORLD if lesson.world == "default" else (lesson.path.parent / lesson.world)
+    try:
+        return load_world(path)
+    except WorldError as error:
+        raise LessonError(lesson.path, lesson.line_of("world"), f"world: {error}") from None
+
+
+def lesson_domains(lesson: Lesson, world: World) -> tuple[Domain, Domain]:
+    """(the SMTP session's domain, the POP3 session's domain); POP3 defaults to the SMTP one."""
+    found = []
+    for key, name in (("smtp_domain", lesson.smtp_domain), ("pop3_domain", lesson.pop3_domain or lesson.smtp_domain)):
+        domain = world.domain(name) if name else world.domains[0]
+        if domain is None:
+            known = ", ".join(d.name for d in world.domains)
+            raise LessonError(lesson.path, lesson.line_of(key), f"{key} {name!r} is not a domain of world {world.name} ({known})")
+        found.append(domain)
+    return found[0], found[1]
+
+
+def world_ports(servers: Any, lesson: Lesson) -> dict[str, int]:
+    """protocol -> port on 127.0.0.1 for a started WorldServers."""
+    smtp, pop3 = lesson_domains(lesson, servers.world)
+    return {"smtp": servers.port_of(smtp.name, "SMTP"), "pop3": servers.port_of(pop3.name, "POP3")}
+
+
+class WorldFacts:
+    """ServerFacts over every domain of a running world: a mailbox is read where its domain lives."""
+
+    def __init__(self, servers: Any) -> None:
+        self.servers = servers
+
+    def _store(self, address: str) -> Any:
+        domain = address.rpartition("@")[2].lower()
+        return self.servers.store(domain) if domain in self.servers.domains else None
+
+    def mailbox_messages(self, address: str) -> list[bytes]:
+        store = self._store(address)
+        if store is None:
+            return []
+        try:
+            return [store.read(address, m.uid) for m in store.messages(address)]
+        except (KeyError, ValueError, OSError):
+            return []
+
+    def queue_count(self, domain: str) -> int:
+        """Messages waiting for `domain` in every domain's queue."""
+        return sum(self.servers.store(name).queued_count(domain) for name in self.servers.domains)
+
+
+def world_data_dir(root: Path, lesson: Lesson) -> Path:
+    return root / "lab" / f"world-{lesson.id}"
