@@ -172,7 +172,13 @@ ENCODED_WORD = re.compile(r"=\?[A-Za-z0-9-]+\?[BbQq]\?[^?\s]*\?=")
 
 
 def test_encoded_words_in_lessons_are_the_computed_encoding_of_text_shown_beside_them():
-    """An RFC 2047 subject in a lesson is what `{mime:...}` computes for a text the lesson shows."""
+    """An RFC 2047 word in a lesson is the encoding of a text the lesson shows, recomputed here.
+
+    UTF-8 words must be exactly what `{mime:...}` computes; other charsets (GBK) are re-encoded
+    with their own codec. Shapes such as `=?charset?B?base64?=` or `=?utf-8?b?...?=` are skipped.
+    """
+    import base64
+    import codecs
     from email.header import decode_header
 
     from simulator.course.patterns import encoded_word, render_solution
@@ -182,11 +188,22 @@ def test_encoded_words_in_lessons_are_the_computed_encoding_of_text_shown_beside
         text = path.read_text(encoding="utf-8")
         for match in ENCODED_WORD.finditer(text):
             word = match.group(0)
-            if word.endswith("?...?="):
-                continue  # the shape `=?utf-8?b?...?=` named in prose
-            raw, charset = decode_header(word)[0]
-            decoded = raw.decode(charset or "ascii")
-            assert encoded_word(decoded) == word, f"{path.name}: {word} is not the computed encoding of {decoded!r}"
+            _, charset, encoding, payload, _ = word.split("?")
+            try:
+                codecs.lookup(charset)
+            except LookupError:
+                continue  # the shape `=?charset?B?base64?=`, not an example
+            if payload == "...":
+                continue
+            raw, _ = decode_header(word)[0]
+            decoded = raw.decode(charset)
+            if charset.lower() == "utf-8" and encoding.lower() == "b":
+                computed = encoded_word(decoded).split("?")[3]
+            elif encoding.lower() == "b":
+                computed = base64.b64encode(decoded.encode(charset)).decode("ascii")
+            else:
+                continue
+            assert payload == computed, f"{path.name}: {word} is not the computed encoding of {decoded!r}"
             assert decoded in text.replace(word, ""), f"{path.name}: {word} ({decoded}) is not shown in plain text"
             checked += 1
     assert checked >= 2
@@ -229,3 +246,16 @@ def test_pop3_sizes_shown_in_lessons_are_the_preloaded_messages_sizes(path, size
                 checked += 1
     if path.name.startswith("pop3-login-retr"):
         assert checked >= 4, "the scanner no longer finds the sizes the first POP3 lesson prints"
+
+
+def test_a_chinese_fixture_subject_is_encoded_by_computation():
+    """Preloaded mail with a non-ASCII subject gets an RFC 2047 encoded-word, never raw UTF-8 in the header."""
+    from simulator.course.catalog import load_catalog
+    from simulator.course.patterns import encoded_word
+    from simulator.course.setup import lesson_mail, lesson_profile, lesson_variables
+
+    lesson = load_catalog().get("pop3-login-retr", "zh")
+    mail = lesson_mail(lesson, lesson_variables(lesson, lesson_profile(lesson)))
+    header = mail[0][1].split(b"\r\n\r\n", 1)[0]
+    assert header.isascii()
+    assert f"Subject: {encoded_word('欢迎使用 POP3')}".encode() in header

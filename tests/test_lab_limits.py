@@ -674,3 +674,50 @@ def test_known_secrets_are_hidden_whatever_field_they_were_typed_in(tmp_path, mo
             assert mode & 0o077 == 0 or path.parent != data, (path, oct(mode))
         elif path.suffix != ".pem" or "key" in path.name:
             assert mode == 0o600, (path, oct(mode))
+
+
+# --- 3. bounded parsing: a hostile message fails only its own check ------------------------------------
+
+
+def _deep_mime(depth: int) -> bytes:
+    head = b"Subject: not what the lesson asks\r\nMIME-Version: 1.0\r\n"
+    opening = b"".join(b'Content-Type: multipart/mixed; boundary="b%d"\r\n\r\n--b%d\r\n' % (n, n) for n in range(depth))
+    closing = b"".join(b"\r\n--b%d--\r\n" % n for n in reversed(range(depth)))
+    return head + opening + b"Content-Type: text/plain\r\n\r\ndeep\r\n" + closing
+
+
+def test_a_message_nested_1200_levels_deep_fails_only_its_senders_check(tmp_path):
+    from simulator.classroom.config import class_profile, init_class, load_lesson
+    from simulator.classroom.grading import grade_class
+    from simulator.engine.message_view import view_message
+
+    from tests.test_classroom_helpers import Student, plain, write_pack
+
+    config = init_class(tmp_path / "room", students=4, lessons=write_pack(tmp_path), domain="class.test", server_host="127.0.0.1")
+    honest, hostile = config.students[0], config.students[1]
+    victim = config.partner(honest)
+    deep = _deep_mime(1200)
+    with serving(class_profile(config), config.data_dir) as servers:
+        port = servers.port_of("SMTP")
+        with Student(port, "127.0.0.21") as s:  # the hostile one fills the honest one's partner's mailbox first
+            s.reply()
+            s.cmd("EHLO laptop")
+            assert s.cmd(f"AUTH PLAIN {plain(hostile.address, hostile.secret)}").startswith("235")
+            assert s.cmd(f"MAIL FROM:<{hostile.address}>").startswith("250")
+            assert s.cmd(f"RCPT TO:<{victim.address}>").startswith("250")
+            assert s.cmd("DATA").startswith("354")
+            s.sock.sendall(deep + b".\r\n")
+            assert s.reply()[0].startswith("250")  # stored like any message: nothing acknowledged is lost
+        with Student(port, "127.0.0.20") as s:
+            s.reply()
+            s.cmd("EHLO laptop")
+            assert s.cmd(f"AUTH PLAIN {plain(honest.address, honest.secret)}").startswith("235")
+            assert s.message(honest.address, victim.address, f"hello from {honest.local_part}").startswith("250")
+    report = grade_class(config, load_lesson(config, "class-exchange"))
+    grades = {grade.id: grade for grade in report.students}
+    assert grades[honest.id].problem is None and "send" in grades[honest.id].completed
+    assert grades[hostile.id].problem is None and "send" not in grades[hostile.id].completed
+    # The inspector shows the message's headers and says it stopped walking, without raising.
+    [stored] = [p for p in (config.data_dir / "mailboxes" / victim.address / "new").iterdir() if b"not what" in p.read_bytes()]
+    view = view_message(stored.read_bytes())
+    assert view.parts_truncated and any(name == "Subject" for name, _ in view.headers)

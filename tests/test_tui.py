@@ -272,7 +272,7 @@ async def test_snapshots(tmp_path, size):
         check_snapshot(app, f"tools-{width}x{height}", await wait_until_drawn(pilot, app))
 
 
-@pytest.mark.parametrize("lesson_id", ["mail-journey", "bounce-dsn", "greylisting-queue"])
+@pytest.mark.parametrize("lesson_id", ["mail-journey", "mime-by-hand", "bounce-dsn", "greylisting-queue", "spf-dkim-dmarc"])
 async def test_world_lessons_can_be_completed_by_typing(tmp_path, lesson_id):
     app = make_app(tmp_path)
     async with app.run_test(size=(120, 40)) as pilot:

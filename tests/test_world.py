@@ -382,3 +382,14 @@ def test_maillab_queue_shows_each_message_its_next_attempt_and_last_error(tmp_pa
     assert f"default/qq.lab {queue_id}: alice@qq.lab -> dan@down.lab" in result.stdout
     assert "2 attempt(s)" in result.stdout and "next attempt " in result.stdout
     assert "last error: dan@down.lab: connect to mx9.down.lab[127.0.0.99]:10025: Connection refused" in result.stdout
+
+
+def test_a_world_lesson_naming_an_unknown_domain_is_refused_at_its_line(tmp_path: Path) -> None:
+    from simulator.course.lint import lint_lessons
+
+    lesson = (Path(__file__).parent.parent / "lessons" / "journey" / "mail-journey.md").read_text()
+    broken = tmp_path / "broken.md"
+    broken.write_text(lesson.replace("pop3_domain: sina.lab", "pop3_domain: nowhere.lab").replace("id: mail-journey", "id: broken-journey"))
+    report = lint_lessons([broken], [], replay=True)
+    messages = [str(p) for p in report.problems if p.severity == "error"]
+    assert any(f"{broken}:8:" in m and "pop3_domain 'nowhere.lab' is not a domain of world default" in m for m in messages), messages

@@ -143,9 +143,6 @@ class WorldServers:
                 servers.context.clock = self.clock  # dates, greylisting and the queue in lab time
             mx.context.message_check = SenderChecks(domain.mx_host, (self.world.host, dns_port), domain.enforce_dmarc)
             yield submission.start()
-            yield mx.start()
-            relay_port = mx.port_of("SMTP")  # a free port picked for the first MX serves them all
-            self.world = replace(self.world, relay_port=relay_port, dns_port=dns_port)
             agent = RelayAgent(
                 world=self.world, domain=domain, store=submission.store, clock=self.clock, resolver=resolver,
                 events=events, transcripts_dir=directory / "transcripts", tls_context=tls_context,
@@ -157,10 +154,34 @@ class WorldServers:
             events.subscribe(lambda event, name=domain.name: self._publish(name, event))
             mx_events.subscribe(lambda event, name=domain.name: self._publish(name, event))
             self.domains[domain.name] = DomainServers(domain, submission, mx, agent, events)
+        relay_port = yield self._start_mx(relay_port)
+        self.world = replace(self.world, relay_port=relay_port, dns_port=dns_port)
         for servers in self.domains.values():
             servers.relay.relay_port = relay_port
             servers.relay.world = self.world
             servers.relay.start()
+
+    @defer.inlineCallbacks
+    def _start_mx(self, relay_port: int) -> Any:
+        """Every MX on its own address at one port. With port 0 the first MX picks a free port;
+        if that port is busy on another address (a client's ephemeral port there), all try anew."""
+        from twisted.internet.error import CannotListenError
+
+        for _ in range(20):
+            port = relay_port
+            started: list[MailServers] = []
+            try:
+                for servers in self.domains.values():
+                    servers.mx.ports["SMTP"] = port
+                    yield servers.mx.start()
+                    started.append(servers.mx)
+                    port = servers.mx.port_of("SMTP")
+                return port
+            except CannotListenError:
+                yield defer.gatherResults([mx.stop() for mx in started], consumeErrors=True)
+                if relay_port:
+                    raise
+        raise CannotListenError(self.world.host, 0, OSError("no port free on every domain's address"))
 
     def stop(self) -> defer.Deferred:
         stopping: list[defer.Deferred] = []

@@ -109,7 +109,7 @@ async def _replay_in_world(lesson: Lesson, data: Path, variables: dict[str, str]
     """A fresh world on free ports: SMTP to the lesson's smtp_domain, POP3 to its pop3_domain."""
     from mockservers.world.servers import EmbeddedWorld
 
-    from .world_lab import WorldFacts, lesson_world, world_ports
+    from .world_lab import WorldFacts, lesson_world, world_ports, world_smtp_host
 
     world = EmbeddedWorld(lesson_world(lesson).free_ports(), data, record_transcripts=False)
     servers = await asyncio.to_thread(world.start)
@@ -118,7 +118,7 @@ async def _replay_in_world(lesson: Lesson, data: Path, variables: dict[str, str]
             servers.store(address.rpartition("@")[2]).deliver([address], content)
         run = LessonRun(lesson, variables, server_facts=WorldFacts(servers))
         ports = world_ports(servers, lesson)
-        target = _Target({"SMTP": ports["smtp"], "POP3": ports["pop3"]}, data / "tls" / "ca.pem")
+        target = _Target({"SMTP": ports["smtp"], "POP3": ports["pop3"]}, data / "tls" / "ca.pem", world_smtp_host(servers, lesson))
         return await _replay_steps(lesson, run, target, timeout)
     finally:
         await asyncio.to_thread(world.stop)
@@ -130,6 +130,7 @@ class _Target:
 
     listening: dict[str, int]
     ca_cert: Path
+    smtp_host: str = "127.0.0.1"  # a world lesson that talks to an MX: the domain's own address
 
 
 async def _open(run: LessonRun, target: _Target, protocol: str, timeout: float) -> _Connection:
@@ -137,7 +138,8 @@ async def _open(run: LessonRun, target: _Target, protocol: str, timeout: float) 
     listening = target.listening
     implicit = name not in listening and f"{name}S" in listening
     port = listening[f"{name}S"] if implicit else listening[name]
-    client = MailClient("127.0.0.1", port, ca_cert=target.ca_cert, implicit_tls=implicit, timeout=timeout)
+    host = target.smtp_host if protocol != "pop3" else "127.0.0.1"
+    client = MailClient(host, port, ca_cert=target.ca_cert, implicit_tls=implicit, timeout=timeout)
     await client.connect()
     run.reconnect(protocol)
     if implicit:

@@ -7,14 +7,13 @@ No UI and no network: the TUI, `maillab lint`'s replay and grading all drive it 
 
 from __future__ import annotations
 
-import email
-import email.policy
 import re
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol
 
 from mockservers.masking import MASK
+from simulator.engine.message_view import parse_headers
 from simulator.engine.replies import parse_pop3_reply, parse_smtp_reply
 from simulator.engine.session import Exchange, LineKind, POP3Session, SMTPSession
 
@@ -475,16 +474,22 @@ def _is_failure(reply: Any) -> bool:
 
 
 def _message_has(raw: bytes, part: str, wanted: str) -> bool:
-    try:  # the default policy decodes RFC 2047 and UTF-8 headers (你好, SMTPUTF8)
-        message = email.message_from_bytes(raw, policy=email.policy.default)
-        str(message.get("Subject", ""))
-    except (ValueError, TypeError, IndexError):
-        message = email.message_from_bytes(raw, policy=email.policy.compat32)
+    """Whether one stored message has `wanted` in its Subject, a header or its body.
+
+    Only the header section is parsed (never the MIME tree: a message nested a thousand levels
+    deep is just text here), and a header that cannot be decoded does not match: a hostile
+    message fails this check alone, never the whole grading.
+    """
     wanted_lower = wanted.lower()
-    if part == "subject":
-        return wanted_lower in str(message.get("Subject", "")).lower()
-    if part == "header":
-        name, _, value = wanted.partition(":")
-        return any(value.strip().lower() in str(v).lower() for v in message.get_all(name.strip(), []))
+    if part in ("subject", "header"):
+        message = parse_headers(raw)  # the default policy decodes RFC 2047 and UTF-8 headers (你好, SMTPUTF8)
+        name, _, value = ("Subject", "", wanted) if part == "subject" else wanted.partition(":")
+        try:
+            values = [str(v) for v in message.get_all(name.strip(), [])]
+        except (ValueError, TypeError, IndexError, LookupError):
+            values = [str(v) for key, v in message.raw_items() if key.lower() == name.strip().lower()]
+        return any(value.strip().lower() in v.lower() for v in values) if part == "header" else any(
+            wanted_lower in v.lower() for v in values
+        )
     body = raw.split(b"\r\n\r\n", 1)[1] if b"\r\n\r\n" in raw else b""
     return wanted_lower in body.decode("utf-8", "replace").lower()

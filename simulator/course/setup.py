@@ -47,8 +47,13 @@ def lesson_profile(lesson: Lesson, extra_dirs: Sequence[Path] = ()) -> Profile:
 
         from .world_lab import lesson_domains, lesson_world
 
+        from mockservers.world.servers import mx_profile
+
+        from .world_lab import talks_to_mx
+
         world = lesson_world(lesson)
-        return submission_profile(world, lesson_domains(lesson, world)[0])
+        domain = lesson_domains(lesson, world)[0]
+        return mx_profile(world, domain) if talks_to_mx(lesson) else submission_profile(world, domain)
 
     path = resolve_lesson_profile(lesson, extra_dirs)
     try:
@@ -99,7 +104,7 @@ def lesson_variables(lesson: Lesson, profile: Profile) -> dict[str, str]:
 
 def lesson_mail(lesson: Lesson, variables: dict[str, str]) -> list[tuple[str, bytes]]:
     """The lesson's preloaded messages as (address, CRLF bytes)."""
-    from .patterns import substitute_variables
+    from .patterns import encoded_word, substitute_variables
 
     out = []
     for entry in lesson.mail:
@@ -108,8 +113,11 @@ def lesson_mail(lesson: Lesson, variables: dict[str, str]) -> list[tuple[str, by
             text = substitute_variables(str(entry["content"]), variables)
         else:
             sender = substitute_variables(str(entry.get("from", f"teacher@{variables.get('domain', 'example.com')}")), variables)
+            subject = substitute_variables(str(entry.get("subject", "")), variables)
+            if not subject.isascii():
+                subject = encoded_word(subject)  # RFC 2047: a header carries ASCII only
             text = (
-                f"From: {sender}\nTo: {to}\nSubject: {entry.get('subject', '')}\n"
+                f"From: {sender}\nTo: {to}\nSubject: {subject}\n"
                 f"Date: {email.utils.formatdate(localtime=True)}\n\n{entry.get('body', '')}"
             )
         data = text.replace("\r\n", "\n").replace("\n", "\r\n").encode("utf-8")

@@ -24,10 +24,16 @@ def lesson_world(lesson: Lesson) -> World:
         raise LessonError(lesson.path, lesson.line_of("world"), f"world: {error}") from None
 
 
+def talks_to_mx(lesson: Lesson) -> bool:
+    """`smtp_domain: mx.sina.lab`: the SMTP session plays another mail server at sina.lab's MX."""
+    return lesson.smtp_domain.startswith("mx.")
+
+
 def lesson_domains(lesson: Lesson, world: World) -> tuple[Domain, Domain]:
     """(the SMTP session's domain, the POP3 session's domain); POP3 defaults to the SMTP one."""
     found = []
-    for key, name in (("smtp_domain", lesson.smtp_domain), ("pop3_domain", lesson.pop3_domain or lesson.smtp_domain)):
+    smtp_name = lesson.smtp_domain[3:] if talks_to_mx(lesson) else lesson.smtp_domain
+    for key, name in (("smtp_domain", smtp_name), ("pop3_domain", lesson.pop3_domain or smtp_name)):
         domain = world.domain(name) if name else world.domains[0]
         if domain is None:
             known = ", ".join(d.name for d in world.domains)
@@ -37,9 +43,16 @@ def lesson_domains(lesson: Lesson, world: World) -> tuple[Domain, Domain]:
 
 
 def world_ports(servers: Any, lesson: Lesson) -> dict[str, int]:
-    """protocol -> port on 127.0.0.1 for a started WorldServers."""
+    """protocol -> port for a started WorldServers (SMTP on world_smtp_host, POP3 on 127.0.0.1)."""
     smtp, pop3 = lesson_domains(lesson, servers.world)
-    return {"smtp": servers.port_of(smtp.name, "SMTP"), "pop3": servers.port_of(pop3.name, "POP3")}
+    smtp_port = servers.port_of(smtp.name, "MX" if talks_to_mx(lesson) else "SMTP")
+    return {"smtp": smtp_port, "pop3": servers.port_of(pop3.name, "POP3")}
+
+
+def world_smtp_host(servers: Any, lesson: Lesson) -> str:
+    """127.0.0.1 for submission; the domain's own address for its MX."""
+    smtp, _ = lesson_domains(lesson, servers.world)
+    return smtp.address if talks_to_mx(lesson) else servers.world.host
 
 
 class WorldFacts:

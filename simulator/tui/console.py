@@ -72,7 +72,7 @@ class Console(Vertical):
         if self.conversation is not None:
             await self.conversation.close()
         port = endpoints.port(self.protocol, self.implicit_tls)
-        self.transcript.event(t("transcript_connecting", self.lang, host=endpoints.host, port=port, protocol=self.protocol.upper()))
+        self.transcript.event(t("transcript_connecting", self.lang, host=endpoints.host_for(self.protocol), port=port, protocol=self.protocol.upper()))
         self.conversation = Conversation(self.protocol, endpoints, self._conversation_event, run, self.implicit_tls)
         await self.conversation.open()
         self._placeholder()

@@ -86,7 +86,7 @@ class Conversation:
             self.wants_implicit_tls and self.endpoints.tls_port(self.protocol) is not None
         )
         port = self.endpoints.port(self.protocol, implicit)
-        self.client = MailClient(self.endpoints.host, port, ca_cert=self.endpoints.ca_cert, implicit_tls=implicit, timeout=15)
+        self.client = MailClient(self.endpoints.host_for(self.protocol), port, ca_cert=self.endpoints.ca_cert, implicit_tls=implicit, timeout=15)
         self.connecting = True
         try:
             await self.client.connect()
@@ -99,7 +99,7 @@ class Conversation:
         self.connected = True
         if self.local_port is not None:
             self.ports_used.add(self.local_port)
-        self.on_event(Connected(self.endpoints.host, port))
+        self.on_event(Connected(self.endpoints.host_for(self.protocol), port))
         if implicit:
             self.session.tls_active = True
             self.on_event(TLSStarted(self.client.tls_subject or "TLS"))

@@ -26,6 +26,10 @@ class Endpoints:
     embedded: bool
     smtps: int | None = None
     pop3s: int | None = None
+    smtp_host: str | None = None  # a world lesson that talks to an MX: the domain's own address
+
+    def host_for(self, protocol: str) -> str:
+        return self.smtp_host if protocol != "pop3" and self.smtp_host else self.host
 
     def port(self, protocol: str, implicit: bool = False) -> int:
         """The plain port of `protocol`, or its implicit-TLS port (465/995 style) when asked and served."""
@@ -119,7 +123,7 @@ class Lab:
         if self.remote:
             return Endpoints(self.remote_host or "", self.remote_smtp, self.remote_pop3, None, embedded=False)
         from mockservers.world.servers import EmbeddedWorld
-        from simulator.course.world_lab import lesson_domains, lesson_world, world_ports
+        from simulator.course.world_lab import lesson_domains, lesson_world, world_ports, world_smtp_host
 
         data = self.data_root / "lab" / name
         if fresh and data.exists():
@@ -137,7 +141,10 @@ class Lab:
             for domain in {d.name for d in lesson_domains(lesson, servers.world)}:
                 self._unsubscribe.append(servers.domains[domain].events.subscribe(self._handoff(on_event)))
         ports = world_ports(servers, lesson)
-        return Endpoints("127.0.0.1", ports["smtp"], ports["pop3"], data / "tls" / "ca.pem", embedded=True)
+        return Endpoints(
+            "127.0.0.1", ports["smtp"], ports["pop3"], data / "tls" / "ca.pem", embedded=True,
+            smtp_host=world_smtp_host(servers, lesson),
+        )
 
     @property
     def world(self) -> Any:
