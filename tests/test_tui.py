@@ -259,27 +259,17 @@ async def test_reference_is_searchable_in_both_languages(tmp_path):
 async def test_snapshots(tmp_path, size):
     app = make_app(tmp_path)
     width, height = size
-    def footer_ready() -> bool:  # the footer fills in its keys after the first paint
-        keys = app.screen.query("FooterKey")
-        return bool(keys) and all(key.region.width > 0 for key in keys)
-
     async with app.run_test(size=size) as pilot:
-        await pilot.pause(0.2)
-        await wait_for(pilot, footer_ready)
-        await pilot.pause()
-        check_snapshot(app, f"home-{width}x{height}")
+        # The footer fills in its keys after the first paint: each shot waits until the screen is stable.
+        check_snapshot(app, f"home-{width}x{height}", await wait_until_drawn(pilot, app))
         screen = await open_lesson(pilot, app, "smtp-hello")
         await send_line(pilot, screen, "EHLO learner.example")
-        await pilot.pause(0.3)
-        await wait_for(pilot, footer_ready)
         for field in app.screen.query("Input"):
             field.cursor_blink = False  # a blinking cursor makes two different pictures
-        await pilot.pause()
-        check_snapshot(app, f"lesson-{width}x{height}")
+        check_snapshot(app, f"lesson-{width}x{height}", await wait_until_drawn(pilot, app))
         await pilot.press("f3")
         await wait_for(pilot, lambda: isinstance(app.screen, ToolsScreen))
-        await pilot.pause(0.2)
-        check_snapshot(app, f"tools-{width}x{height}")
+        check_snapshot(app, f"tools-{width}x{height}", await wait_until_drawn(pilot, app))
 
 
 @pytest.mark.parametrize("lesson_id", ["mail-journey", "mime-by-hand", "bounce-dsn", "greylisting-queue", "spf-dkim-dmarc"])

@@ -62,14 +62,16 @@ async def send_line(pilot: Any, screen: Any, line: str, console: Any = None) -> 
         await wait_for(pilot, lambda: console.session is not sent_on or len(console.session.history) > before or console.session.closed)
 
 
-async def wait_until_drawn(pilot: Any, app: MaillabApp, timeout: float = 10.0) -> None:
+async def wait_until_drawn(pilot: Any, app: MaillabApp, timeout: float = 10.0) -> str:
     """Wait until two screenshots 0.1 s apart are the same (the footer draws after the screen)."""
     deadline = asyncio.get_running_loop().time() + timeout
     previous = None
     while asyncio.get_running_loop().time() < deadline:
         current = normalize_svg(app.export_screenshot(title="maillab"))
-        if current == previous and app.screen.query("FooterKey"):
-            return
+        shown = [key for key, active in app.screen.active_bindings.items() if active.binding.show] if app.screen.query("Footer") else []
+        footer_drawn = not shown or f"&#160;{shown[0].replace('ctrl+', '^')}&#160;" in current  # the footer's first key
+        if current == previous and footer_drawn:
+            return current
         previous = current
         await pilot.pause(0.1)
     raise AssertionError("the screen kept changing")
@@ -83,13 +85,11 @@ def normalize_svg(svg: str) -> str:
     return svg
 
 
-def check_snapshot(app: MaillabApp, name: str) -> None:
+def check_snapshot(app: MaillabApp, name: str, drawn: str | None = None) -> None:
     """Compare an SVG screenshot with tests/snapshots/NAME.svg (MAILLAB_UPDATE_SNAPSHOTS=1 rewrites)."""
     import os
 
-    footer_keys = app.screen.query("FooterKey")  # the footer composes its keys after the screen
-    assert footer_keys or not app.screen.query("Footer"), "footer not drawn yet"
-    svg = normalize_svg(app.export_screenshot(title="maillab"))
+    svg = drawn or normalize_svg(app.export_screenshot(title="maillab"))  # `drawn`: from wait_until_drawn
     path = SNAPSHOTS / f"{name}.svg"
     if os.environ.get("MAILLAB_UPDATE_SNAPSHOTS"):
         path.write_text(svg, encoding="utf-8")

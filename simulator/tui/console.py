@@ -142,7 +142,8 @@ class Console(Vertical):
             return t("diag_ok", self.lang)
         run = self.conversation.run if self.conversation is not None else None
         out = []
-        for diagnostic in diagnostics[:2]:
+        # Errors first: the area is three lines high, so at 80x24 the one that matters is never cut.
+        for diagnostic in sorted(diagnostics, key=lambda d: d.severity != "error")[:2]:
             if self.wanted(line, diagnostic):
                 mark = t("diag_expected", self.lang)
             elif diagnostic.severity == "error":

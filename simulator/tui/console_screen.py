@@ -64,6 +64,8 @@ class ConsoleScreen(LocalizedKeys, Screen[None]):
         self.secrets_shown = not self.secrets_shown
         for console in self.consoles:
             console.transcript.set_revealed(self.secrets_shown)
+            # While shown, every transcript says so on its border, not only in a passing toast.
+            console.transcript.border_title = t("secrets_shown_title", self.lang) if self.secrets_shown else ""  # type: ignore[attr-defined]
         self.secrets_changed()
         self.notify(t("secrets_shown" if self.secrets_shown else "secrets_hidden", self.lang), timeout=3)  # type: ignore[attr-defined]
 

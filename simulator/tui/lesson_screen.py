@@ -87,7 +87,7 @@ class LessonScreen(ConsoleScreen):
             with VerticalScroll(id="prose-pane"):
                 yield Static("", id="step-title")
                 yield Markdown("", id="prose")
-                yield Static("", id="hints")
+                yield Markdown("", id="hints")  # hints quote commands as `code`: rendered, not raw backticks
             with Vertical(id="work-pane"):
                 yield Console(self.protocol, self.lang, strict=False, id="console")
                 with VerticalScroll(id="explain-pane"):
@@ -156,7 +156,7 @@ class LessonScreen(ConsoleScreen):
         if progress is None:
             title.update(t("lesson_complete", self.lang))
             self.query_one("#prose", Markdown).update(self.lesson.intro)
-            self.query_one("#hints", Static).update("")
+            self.query_one("#hints", Markdown).update("")
             self.shown_step = None
             return
         step = progress.step
@@ -177,8 +177,8 @@ class LessonScreen(ConsoleScreen):
             self.shown_step = step.id
             self.console.strict = "strict" in step.options
         hints = run.visible_hints()
-        self.query_one("#hints", Static).update(
-            "\n".join(t("lesson_hint", self.lang, number=i, text=h) for i, h in enumerate(hints, start=1))
+        self.query_one("#hints", Markdown).update(
+            "\n\n".join(t("lesson_hint", self.lang, number=i, text=h) for i, h in enumerate(hints, start=1))
         )
 
     def update_status(self) -> None:
@@ -305,7 +305,7 @@ class LessonScreen(ConsoleScreen):
         if hint is None:
             self.notify(t("lesson_no_hints", self.lang))
         self.show_step()
-        self.query_one("#hints", Static).scroll_visible()  # below a long step the hint would be out of sight
+        self.query_one("#hints", Markdown).scroll_visible()  # below a long step the hint would be out of sight
 
     def action_watch(self) -> None:
         if self.endpoints is None:
