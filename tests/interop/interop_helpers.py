@@ -145,12 +145,20 @@ class MaillabServer:
         directory = self.data_dir / "queue"
         return sorted(directory.iterdir()) if directory.is_dir() else []
 
-    def transcript_text(self) -> str:
-        """Every transcript record of this server, concatenated (JSON lines)."""
+    def transcript_text(self, closed_sessions: int = 0, timeout: float = 10.0) -> str:
+        """Every transcript record of this server, concatenated (JSON lines), once at least
+        `closed_sessions` transcripts end with their close record (a writer thread writes them)."""
         directory = self.data_dir / "transcripts"
-        if not directory.is_dir():
-            return ""
-        return "".join(p.read_text("utf-8", "replace") for p in sorted(directory.rglob("*.jsonl")))
+        deadline = time.monotonic() + timeout
+        while True:
+            files = sorted(directory.rglob("*.jsonl")) if directory.is_dir() else []
+            texts = [p.read_text("utf-8", "replace") for p in files]
+            closed = sum(1 for text in texts if text.rstrip().endswith('"event": "close"}'))
+            if closed >= closed_sessions:
+                return "".join(texts)
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{closed} of {closed_sessions} transcripts closed after {timeout} s")
+            time.sleep(0.02)
 
     def wait_for_output(self, pattern: str, timeout: float = 5.0) -> str:
         """Wait until a stdout line (an event line) matches `pattern`; return it."""
