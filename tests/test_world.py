@@ -393,3 +393,29 @@ def test_a_world_lesson_naming_an_unknown_domain_is_refused_at_its_line(tmp_path
     report = lint_lessons([broken], [], replay=True)
     messages = [str(p) for p in report.problems if p.severity == "error"]
     assert any(f"{broken}:8:" in m and "pop3_domain 'nowhere.lab' is not a domain of world default" in m for m in messages), messages
+
+
+def test_real_client_settings_smtp_ssl_465_and_pop3_ssl_995_with_an_authorization_code(tmp_path: Path) -> None:
+    """What docs/world.md tells a learner to put in smtplib/poplib for QQ and 163 (RFC 8314 implicit TLS)."""
+    import poplib
+    import smtplib
+    import ssl
+
+    for lab in running(load_world(), tmp_path):
+        context = ssl.create_default_context(cafile=str(tmp_path / "data" / "tls" / "ca.pem"))
+        context.check_hostname = False  # the lab's certificate names smtp.qq.lab, we dial 127.0.0.1
+        with smtplib.SMTP_SSL("127.0.0.1", lab.servers.port_of("qq.lab", "SMTPS"), context=context, timeout=20) as smtp:
+            smtp.login("alice@qq.lab", "abcdefghijklmnop")  # the authorization code, not a web password
+            smtp.sendmail("alice@qq.lab", ["carol@163.lab"], b"From: alice@qq.lab\r\nTo: carol@163.lab\r\nSubject: over TLS\r\n\r\nhi\r\n")
+        lab.wait_for("qq.lab", "relayed", "carol@163.lab")
+        pop = poplib.POP3_SSL("127.0.0.1", lab.servers.port_of("163.lab", "POP3S"), context=context, timeout=20)
+        try:
+            pop.user("carol@163.lab")
+            pop.pass_("carol-authcode")
+            assert pop.stat()[0] == 1
+            raw = b"\r\n".join(pop.retr(1)[1])
+        finally:
+            pop.quit()
+        message = parse(raw)
+        assert message["Subject"] == "over TLS"
+        assert "with ESMTPSA" in message.get_all("Received")[1]  # submitted with TLS and AUTH

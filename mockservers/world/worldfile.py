@@ -138,12 +138,6 @@ class World:
         wanted = name.strip().lower().rstrip(".")
         return next((d for d in self.domains if d.name == wanted), None)
 
-    def with_ports(self, **ports: int) -> "World":
-        """A copy with other world ports (0 = free ports), e.g. for tests and the linter."""
-        from dataclasses import replace
-
-        return replace(self, **ports)
-
     def free_ports(self) -> "World":
         """Every listener on a free port: two worlds (or a test and a class) never collide."""
         from dataclasses import replace
