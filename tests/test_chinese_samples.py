@@ -14,8 +14,9 @@ from simulator.course.catalog import load_catalog
 from simulator.course.patterns import render_solution
 from simulator.course.setup import lesson_profile, lesson_variables
 
-# The seed lessons replay the original tutorial's session word for word ("Subject: Hi smtp mail").
-VERBATIM_SEED = {"sina-lenient", "rfc-strict-compare"}
+# English subjects a Chinese lesson quotes on purpose: the original tutorial's QQ and Sina sessions,
+# replayed word for word, and the message swaks composes by itself (`Subject: test`).
+QUOTED_SUBJECTS = {"this is a test telnet smtp mail", "hi smtp mail", "test"}
 # Lessons whose point is undeclared 8-bit text.
 UNDECLARED_ON_PURPOSE = {"smtputf8-8bitmime"}
 
@@ -80,3 +81,18 @@ def test_chinese_subjects_are_computed_encoded_words(lesson):
         for line in header:
             if line.lower().startswith("subject:"):
                 assert line.isascii(), f"{lesson.path.name}: {line!r} is raw 8-bit text in a header (RFC 2047 2)"
+
+
+@pytest.mark.parametrize("lesson", list(chinese_lessons()))
+def test_chinese_sample_subjects_are_chinese(lesson):
+    """A Chinese learner writes a Chinese subject; English only where the lesson quotes a session."""
+    _profile, variables = _variables(lesson)
+    for _mail_from, header, _body in sent_messages(lesson, variables):
+        for line in header:
+            if line.lower().startswith("subject:"):
+                value = line.split(":", 1)[1].strip()
+                if value.lower() in QUOTED_SUBJECTS:
+                    continue
+                assert not (value.isascii() and "=?" not in value and any(c.isalpha() for c in value)), (
+                    f"{lesson.path.name}: {line!r} is an English subject in a Chinese lesson"
+                )
