@@ -315,6 +315,41 @@ def test_replay_with_starttls_and_pop3(tmp_path):
     assert result.ok, result.message
 
 
+def test_replay_hears_what_the_server_says_unasked_during_a_wait(tmp_path):
+    """The 421 after the last 500 answers no command: a learner sees it arrive, so must the replay.
+
+    Without listening during `@wait`, the step could only end by typing into a closed connection.
+    """
+    text = textwrap.dedent(
+        """\
+        ---
+        id: hangup
+        title: The server hangs up
+        protocol: smtp
+        profile: rfc
+        profile_overrides:
+          quirks:
+            disconnect_after_unknown: 2
+        ---
+        :::: step errors
+        ```expect
+        < 421 too many errors
+        ? closed
+        ```
+        ```solution
+        EHLO a.example
+        HELLO
+        HOLA
+        @wait 3
+        ```
+        ::::
+        """
+    )
+    result = replay_sync(lesson(tmp_path, text))
+    assert result.ok, result.message
+    assert result.completed == ("errors",)
+
+
 def test_lint_cli_reports_file_line_and_exit_status(tmp_path):
     good = tmp_path / "good.md"
     good.write_text(LESSON)

@@ -21,10 +21,26 @@ class Recorder:
         self.log.append((self.name, b"<closed>"))
 
 
+def hold_writer(queue: OutputQueue) -> threading.Event:
+    """Park the writer thread inside a call, so what is submitted next waits together.
+
+    Returns the gate to open. Waits until the writer is really inside the call: only then is it
+    sure that nothing submitted afterwards joins the batch the writer already took.
+    """
+    inside, gate = threading.Event(), threading.Event()
+
+    def park() -> None:
+        inside.set()
+        gate.wait(10)
+
+    queue.call(park)
+    assert inside.wait(10), "the writer thread never started"
+    return gate
+
+
 def test_records_that_wait_together_reach_each_file_in_one_write_in_order():
     queue = OutputQueue("test", coalesce=0)
-    gate = threading.Event()
-    queue.call(gate.wait, 10)  # hold the writer while a burst queues up behind it
+    gate = hold_writer(queue)  # a burst queues up behind the parked writer
     log: list[tuple[str, bytes]] = []
     first, second = Recorder("a", log), Recorder("b", log)
     for number in range(50):
@@ -41,8 +57,7 @@ def test_records_that_wait_together_reach_each_file_in_one_write_in_order():
 
 def test_a_call_is_a_barrier_for_what_was_submitted_before_it():
     queue = OutputQueue("test", coalesce=0)
-    gate = threading.Event()
-    queue.call(gate.wait, 10)
+    gate = hold_writer(queue)
     log: list[tuple[str, bytes]] = []
     transcript = Recorder("t", log)
     queue.submit(transcript.write, b"one\n")

@@ -3,7 +3,7 @@ servers (the lesson's profile, accounts and mail), step by step, over real TCP.
 
 Solution lines are sent exactly as a learner would type them. Two directives help lessons that
 span connections: `@connect smtp|pop3` (hang up and connect again) and `@wait SECONDS`
-(greylisting, LOGIN-DELAY).
+(greylisting, LOGIN-DELAY), which takes what the server says on its own meanwhile (a `421`).
 """
 
 from __future__ import annotations
@@ -64,6 +64,30 @@ class _Connection:
                 self.run.tls_started()
             if self.run.session.closed:
                 return
+
+    async def listen(self, seconds: float) -> None:
+        """Wait `seconds`, taking what the server says on its own meanwhile.
+
+        A server speaks unasked: `421` right after the last `500`, `421` when the idle timeout
+        ends the session. A learner's screen shows those lines as they come; the replay must see
+        them too, or it would type the next line into a connection the server has closed.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + seconds
+        while (remaining := deadline - loop.time()) > 0:
+            if self.closed or self.run.session.closed:
+                await asyncio.sleep(remaining)  # nothing more to hear; the wait still lasts
+                return
+            try:
+                line = await self.client.poll_line(remaining)
+            except ClientError:
+                self.closed = True
+                self.run.closed()
+                continue
+            if line is None:
+                return
+            for exchange in self.run.received([line]):
+                self._remember(exchange.reply)
 
     def _remember(self, reply: object) -> None:
         raw = list(getattr(reply, "raw", ()))
@@ -163,7 +187,7 @@ async def _replay_steps(lesson: Lesson, run: LessonRun, servers: _Target, timeou
                     connection = await _open(run, servers, raw.split()[1].lower(), timeout)
                     continue
                 if raw.startswith("@wait"):
-                    await asyncio.sleep(float(raw.split()[1]))
+                    await connection.listen(float(raw.split()[1]))
                     continue
                 if run.current is None or run.current.step is not step:
                     break  # done before the end of the solution

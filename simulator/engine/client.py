@@ -73,6 +73,20 @@ class MailClient:
             raise ClientError("the server closed the connection")
         return line_text(raw)
 
+    async def poll_line(self, seconds: float) -> str | None:
+        """The next line if the server sends one within `seconds`, else None (nothing is lost:
+        a line still arriving stays buffered for the next read); ClientError when it hung up."""
+        assert self.reader is not None
+        try:
+            raw = await asyncio.wait_for(self.reader.readline(), max(seconds, 0.001))
+        except asyncio.TimeoutError:
+            return None
+        except (OSError, ssl.SSLError) as error:
+            raise ClientError(f"connection lost: {_reason(error)}") from None
+        if not raw:
+            raise ClientError("the server closed the connection")
+        return line_text(raw)
+
     async def send_line(self, line: str) -> None:
         await self.send_bytes(line.encode("utf-8") + b"\r\n")
 
