@@ -57,6 +57,10 @@ class ServerLimits:
     # --- connections -------------------------------------------------------------------------
 
     max_sessions: int = 0  # all protocols together (0: no server-wide cap); see `descriptor_budget`
+    # Running sums of `connections` (all, per protocol), kept by open/close: a new connection
+    # checks its caps without walking every client's count (a class holds a thousand).
+    _open_total: int = field(default=0, init=False, repr=False)
+    _open_by_protocol: Counter = field(default_factory=Counter, init=False, repr=False)
 
     def open(self, protocol: str, client: str, max_total: int, max_per_client: int) -> str | None:
         """Count a new session; returns "server", "total" or "client" when a cap refuses it (not counted).
@@ -66,23 +70,28 @@ class ServerLimits:
         means half the server-wide cap (Postfix's default ratio of smtpd_client_connection_count_limit
         to default_process_limit), so one address can never hold every slot.
         """
-        if self.max_sessions and sum(self.connections.values()) >= self.max_sessions:
+        if self.max_sessions and self._open_total >= self.max_sessions:
             return "server"
-        total = sum(n for (p, _), n in self.connections.items() if p == protocol)
-        if max_total and total >= max_total:
+        if max_total and self._open_by_protocol[protocol] >= max_total:
             return "total"
         per_client = max_per_client or self.max_sessions // 2
         if per_client and self.connections[(protocol, client)] >= per_client:
             return "client"
         self.connections[(protocol, client)] += 1
+        self._open_by_protocol[protocol] += 1
+        self._open_total += 1
         return None
 
     def close(self, protocol: str, client: str) -> None:
         key = (protocol, client)
-        if self.connections[key] > 1:
-            self.connections[key] -= 1
+        held = self.connections.get(key, 0)
+        if held > 1:
+            self.connections[key] = held - 1
         else:
             self.connections.pop(key, None)
+        if held:
+            self._open_by_protocol[protocol] -= 1
+            self._open_total -= 1
 
     def heaviest_client(self, protocol: str | None) -> tuple[str, int]:
         """The client address holding the most sessions (of `protocol`, or of all protocols)."""

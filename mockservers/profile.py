@@ -209,14 +209,28 @@ class Profile:
     def find_account(self, login: str) -> Account | None:
         """Look an account up by full address, or by local part when that is unambiguous."""
         wanted = login.strip().lower()
-        for account in self.accounts:
-            if account.address == wanted:
-                return account
+        by_address, by_local_part = self._account_index()
+        account = by_address.get(wanted)
+        if account is not None:
+            return account
         if "@" not in wanted:
-            matches = [a for a in self.accounts if a.local_part == wanted]
+            matches = by_local_part.get(wanted, ())
             if len(matches) == 1:
                 return matches[0]
         return None
+
+    def _account_index(self) -> tuple[dict[str, Account], dict[str, list[Account]]]:
+        """Accounts by address (the first of a duplicate wins) and by local part, built once: every
+        command that names a user looks one up, and a classroom has a thousand."""
+        index = self._cache.get("accounts")
+        if index is None:
+            by_address: dict[str, Account] = {}
+            by_local_part: dict[str, list[Account]] = {}
+            for account in self.accounts:
+                by_address.setdefault(account.address, account)
+                by_local_part.setdefault(account.local_part, []).append(account)
+            index = self._cache["accounts"] = (by_address, by_local_part)
+        return index
 
     def with_accounts(self, extra: Iterable[Account]) -> "Profile":
         """A copy with more accounts; their domains become local domains."""

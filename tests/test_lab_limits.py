@@ -721,3 +721,23 @@ def test_a_message_nested_1200_levels_deep_fails_only_its_senders_check(tmp_path
     [stored] = [p for p in (config.data_dir / "mailboxes" / victim.address / "new").iterdir() if b"not what" in p.read_bytes()]
     view = view_message(stored.read_bytes())
     assert view.parts_truncated and any(name == "Subject" for name, _ in view.headers)
+
+
+def test_connection_caps_count_right_after_any_order_of_opens_and_closes():
+    """The caps read running totals: after opens, refusals and closes (some for slots never held)
+    they agree with the per-client counts, which `_open_slot` and the eviction rule also read."""
+    from mockservers.limits import ServerLimits
+
+    limits = ServerLimits(max_sessions=6)
+    assert [limits.open("SMTP", "a", 3, 2) for _ in range(3)] == [None, None, "client"]
+    assert limits.open("SMTP", "b", 3, 2) is None
+    assert limits.open("SMTP", "c", 3, 2) == "total"
+    assert [limits.open("POP3", f"p{n}", 0, 0) for n in range(4)] == [None, None, None, "server"]
+    limits.close("SMTP", "a")
+    limits.close("SMTP", "nobody")  # a slot never held changes nothing
+    assert limits.open("SMTP", "c", 3, 2) is None
+    assert limits.open("POP3", "p9", 0, 0) == "server"
+    for protocol, client in (("SMTP", "a"), ("SMTP", "b"), ("SMTP", "c"), ("POP3", "p0"), ("POP3", "p1"), ("POP3", "p2")):
+        limits.close(protocol, client)
+    assert dict(limits.connections) == {}
+    assert [limits.open("POP3", f"q{n}", 0, 0) for n in range(7)] == [None] * 6 + ["server"]

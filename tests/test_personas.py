@@ -477,3 +477,18 @@ def test_maillab_lint_cli_on_bad_profiles():
     *problems, summary = result.stdout.splitlines()
     assert problems == expected
     assert summary.endswith("checked: 3 errors, 0 warnings"), summary
+
+
+def test_find_account_by_address_or_unambiguous_local_part():
+    from mockservers.accounts import Account
+
+    base = load_profile("rfc")
+    profile = dataclasses.replace(base, accounts=(
+        Account("ann@a.test", "s1"), Account("bob@a.test", "s2"), Account("bob@b.test", "s3"), Account("ann@a.test", "dup"),
+    ))  # fmt: skip
+    assert profile.find_account(" ANN@A.test ").secret == "s1"  # the first of a duplicate
+    assert profile.find_account("ann") is None and profile.find_account("bob") is None  # ambiguous
+    assert profile.find_account("bob@b.test").secret == "s3"
+    assert profile.find_account("carol") is None and profile.find_account("") is None
+    later = profile.with_accounts([Account("carol@a.test", "s4")])
+    assert later.find_account("carol").secret == "s4" and profile.find_account("carol") is None
