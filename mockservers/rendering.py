@@ -6,6 +6,7 @@ placeholder names only, bounded field widths, control characters replaced.
 
 from __future__ import annotations
 
+import functools
 import re
 import string
 from typing import Any, Mapping
@@ -56,6 +57,34 @@ class _Template(string.Formatter):
 _FORMATTER = _Template()
 
 
+@functools.lru_cache(maxsize=2048)
+def _parsed(template: str) -> tuple[tuple[str, str | None, str], ...] | None:
+    """`template` as (literal, placeholder, format spec) parts, parsed once: a reply is rendered on
+    every command. None when the template needs `_Template.vformat` itself (a nested or odd field)."""
+    parts: list[tuple[str, str | None, str]] = []
+    try:
+        for literal, name, spec, _conversion in _FORMATTER.parse(template):
+            if name is not None and (not name.isidentifier() or "{" in (spec or "") or "}" in (spec or "")):
+                return None
+            parts.append((literal, name, spec or ""))
+    except ValueError:
+        return None
+    return tuple(parts)
+
+
+def _format(template: str, values: Mapping[str, Any]) -> str:
+    """`_FORMATTER.vformat(template, (), values)`, the same text, without re-parsing the template."""
+    parts = _parsed(template)
+    if parts is None:
+        return _FORMATTER.vformat(template, (), values)
+    out = []
+    for literal, name, spec in parts:
+        out.append(literal)
+        if name is not None:
+            out.append(_FORMATTER.format_field(_FORMATTER.get_value(name, (), values), spec))
+    return "".join(out)
+
+
 def placeholders(template: str) -> list[str]:
     return [name for _, name, _, _ in _FORMATTER.parse(template) if name]
 
@@ -65,7 +94,7 @@ def render_smtp(template_lines: tuple[str, ...], values: Mapping[str, Any]) -> l
     out: list[str] = []
     last = len(template_lines) - 1
     for index, template in enumerate(template_lines):
-        text = _FORMATTER.vformat(template, (), values) if "{" in template else template
+        text = _format(template, values) if "{" in template else template
         match = _REPLY_LINE.match(text)
         assert match is not None, text  # checked at load time
         sep = " " if index == last else "-"
@@ -75,14 +104,14 @@ def render_smtp(template_lines: tuple[str, ...], values: Mapping[str, Any]) -> l
 
 def render_pop3(template_lines: tuple[str, ...], values: Mapping[str, Any]) -> list[str]:
     """Render a POP3 status line (single line by RFC 1939)."""
-    return [_FORMATTER.vformat(t, (), values) if "{" in t else t for t in template_lines]
+    return [_format(t, values) if "{" in t else t for t in template_lines]
 
 
 
 
 def format_template(template: str, values: Mapping[str, Any]) -> str:
     """One template line with `values` filled in (unknown placeholders stay visible)."""
-    return _FORMATTER.vformat(template, (), values)
+    return _format(template, values)
 
 
 def strip_enhanced(line: str) -> str:

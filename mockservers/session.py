@@ -173,7 +173,7 @@ class ServerContext:
         if self.clock is None:
             from twisted.internet import reactor
 
-            return reactor
+            self.clock = reactor  # asked for on every command: the import machinery once
         return self.clock
 
 

@@ -591,3 +591,16 @@ def test_mail_and_transcripts_are_private_files(tmp_path):
     assert len(files) >= 4
     for path in files:
         assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
+
+
+def test_reply_templates_render_as_the_restricted_formatter_does():
+    """Templates are parsed once and cached; the text is what `_Template.vformat` makes of them."""
+    from mockservers.rendering import _FORMATTER, format_template
+
+    values = {"host": "mx.test", "size": 1234, "name": "a\x1bb\rc", "ratio": 1.5}
+    for template in (
+        "250 {host} ok", "{size:>8}|{size:,}|{ratio:.2f}", "{name} {unknown} {host.__class__} {0}", "{} and {}",
+        "{{literal}} {size:{host}}", "{size:>999999999}", "{host:d}", "{host!r}", "", "no fields",
+    ):
+        assert format_template(template, values) == _FORMATTER.vformat(template, (), values), template
+        assert format_template(template, values) == format_template(template, values)  # cached: the same
