@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import time
@@ -9,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from mockservers.masking import MASK, mask_account, mask_line
+from mockservers.masking import MASK, KnownSecrets, mask_account, mask_line
 from mockservers.transcripts import (
     TranscriptWriter,
     follow,
@@ -272,3 +273,36 @@ def test_every_line_inside_a_sasl_exchange_is_a_secret(line: str, expected: str)
 )
 def test_account_values_hide_their_secret(spec: str, expected: str) -> None:
     assert mask_account(spec) == expected
+
+
+def _b64(text: str) -> str:
+    return base64.b64encode(text.encode("utf-8")).decode("ascii")
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("USER abcd-efgh", "USER ***"),
+        ("abcd-efghXY abcd", "***XY abcd"),  # the longest secret where two start at the same place
+        ("xxabcd-efgh-ijkl", "xx***"),
+        ("a.b*c+d a-b*c+d", "*** a-b*c+d"),  # regex characters in a secret are plain characters
+        ("abc fine", "abc fine"),  # shorter than MIN_KNOWN_SECRET: not searched for
+        (f"AUTH PLAIN {_b64(chr(0) + 'u@x' + chr(0) + 'abcd-efgh')}", "AUTH PLAIN ***"),
+        (f"{_b64('abcd-efgh')} {_b64('abcd-efgh').rstrip('=')}", "*** ***"),  # padded or not
+        (f"{_b64('abcd-efg')}", f"{_b64('abcd-efg')}"),
+        ("", ""),
+    ],
+)
+def test_known_secrets_hidden_anywhere(text: str, expected: str) -> None:
+    secrets = KnownSecrets(["abcd-efgh", "abcd-efgh-ijkl", "a.b*c+d", "abc", ""])
+    assert secrets.mask(text) == expected
+
+
+def test_known_secrets_of_a_large_class() -> None:
+    """1,000 accounts (a classroom): every one is found, as typed and in base64, and others are not."""
+    secrets = [f"{n:04d}-pw-{n * 7919 % 10007:05d}" for n in range(1000)]
+    known = KnownSecrets(secrets)
+    for secret in secrets[::37]:
+        assert known.mask(f"PASS {secret}") == "PASS ***"
+        assert known.mask(_b64(f"{chr(0)}user{chr(0)}{secret}")) == "***"
+    assert known.mask("0001-pw-0000 0001-pw-07919") == "0001-pw-0000 ***"

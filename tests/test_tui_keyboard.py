@@ -335,3 +335,26 @@ async def test_watch_mode_says_why_a_bare_lf_dot_does_not_end_data(tmp_path):
                  b"Subject: bare\n\nsent by a terminal without CR\n.\n"]
         await asyncio.to_thread(talk, port, lines, until=b"354")
         await wait_for(pilot, lambda: any("bare LF" in line for line in screen.console.transcript.plain_lines))
+
+
+async def test_long_code_lines_are_reached_by_keys_at_80x24(tmp_path):
+    """A code block wider than the prose pane scrolls sideways with Right/Left on the focused pane."""
+    from textual.widgets.markdown import MarkdownFence
+
+    from simulator.tui.widgets import ProsePane
+
+    app = make_app(tmp_path)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await wait_quiet(pilot)
+        await pilot.press("enter")
+        screen = await wait_for_lesson(pilot, app)
+        await tab_to(pilot, app, lambda widget: isinstance(widget, ProsePane), key="shift+tab")
+        pane = app.focused
+        await wait_for(pilot, lambda: any(fence.max_scroll_x > 0 for fence in pane.query(MarkdownFence)))
+        wide = next(fence for fence in pane.query(MarkdownFence) if fence.max_scroll_x > 0)
+        assert wide.scroll_x == 0
+        await pilot.press("right", "right")
+        await wait_for(pilot, lambda: wide.scroll_x > 0)
+        await pilot.press("left", "left")
+        await wait_for(pilot, lambda: wide.scroll_x == 0)
+        assert screen.lesson is not None
