@@ -329,3 +329,14 @@ def test_serve_a_world_class_subprocess(tmp_path):
     assert server.returncode == 0, err
     assert f"authenticated: {s02.other_address}" in out
     assert not any(s.secret in "\n".join(lines) + out for s in config.students)
+
+
+def test_queue_lists_a_world_class(tmp_path, capsys):
+    from mockservers.store import MailStore
+
+    config = init_class(tmp_path / "room", students=2, world="")
+    assert main(["queue", "--classroom", str(config.dir)]) == 0
+    assert capsys.readouterr().out.startswith("no queued mail under ")
+    MailStore(config.data_dir / "qq.lab").queue_outbound("s01@qq.lab", ["s02@sina.lab"], b"Subject: x\r\n\r\nhi\r\n")
+    assert main(["queue", "--classroom", str(config.dir)]) == 0
+    assert capsys.readouterr().out.startswith("room/qq.lab ")
