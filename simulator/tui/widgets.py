@@ -91,7 +91,8 @@ class Transcript(RichLog):
 
         self._add(text(line), text(clear) if clear is not None and clear != line else None)
 
-    def server(self, lines: list[str], source: str = "") -> None:
+    def server(self, lines: list[str], source: str = "", clear: list[str] | None = None) -> None:
+        """A reply, masked; `clear` is its unmasked form (a reply may echo a secret the client typed)."""
         prefix = f"[{source}] " if source else ""
         first = lines[0] if lines else ""
         style = SERVER_STYLE
@@ -101,7 +102,10 @@ class Transcript(RichLog):
             style = SERVER_WAIT_STYLE
         for index, line in enumerate(lines):
             marker = "‹ " if index == 0 else "┆ "
-            self._add(Text.assemble((prefix, EXTERNAL_STYLE), (marker, style), (line, style)))
+            clear_line = clear[index] if clear is not None and index < len(clear) else line
+            masked = Text.assemble((prefix, EXTERNAL_STYLE), (marker, style), (line, style))
+            shown_clear = Text.assemble((prefix, EXTERNAL_STYLE), (marker, style), (clear_line, style))
+            self._add(masked, shown_clear if clear_line != line else None)
 
     def event(self, text: str) -> None:
         self._add(Text(f"— {text}", style=EVENT_STYLE))
