@@ -206,6 +206,8 @@ def test_the_tracker_follows_both_domains_and_ignores_the_relays(room):
     assert snapshot.unattributed == 0
     relays = [s for s in tracker.sessions.values() if s.relay]
     assert len(relays) >= 4 and all(s.student is None for s in relays)  # relay client + MX side, twice
+    _, lines = tracker.lines("s02")
+    assert any(" POP3@sina.lab › USER s02@sina.lab" in line for line in lines)  # the follow view names the domain
 
 
 def test_server_facts_of_the_world(room):
@@ -340,3 +342,23 @@ def test_queue_lists_a_world_class(tmp_path, capsys):
     MailStore(config.data_dir / "qq.lab").queue_outbound("s01@qq.lab", ["s02@sina.lab"], b"Subject: x\r\n\r\nhi\r\n")
     assert main(["queue", "--classroom", str(config.dir)]) == 0
     assert capsys.readouterr().out.startswith("room/qq.lab ")
+
+
+async def test_dashboard_of_a_world_class(room):
+    from textual.widgets import DataTable
+
+    from simulator.classroom.dashboard import ClassroomApp, StudentScreen
+
+    app = ClassroomApp(room.config, load_lesson(room.config, "world-exchange"), interval=0.2)
+    async with app.run_test(size=(140, 30)) as pilot:
+        for _ in range(100):
+            if app.snapshot is not None:
+                break
+            await pilot.pause(0.05)
+        table = app.query_one(DataTable)
+        assert table.row_count == 3
+        assert str(table.get_cell("s01", "step")) == "3/3 done" and str(table.get_cell("s03", "step")) == "1/3 relay"
+        await pilot.press("enter")  # the first row: s01
+        await pilot.pause(0.3)
+        assert isinstance(app.screen, StudentScreen)
+        assert "s01@qq.lab  s01@sina.lab" in str(app.screen.query_one("#student-title").render())

@@ -67,6 +67,7 @@ class SessionLog:
     student: str | None = None
     how: str | None = None  # "auth" (logged in) or "ip" (the one student who logged in from there)
     relay: bool = False  # a world's relay delivering, or an MX receiving from one: nobody's session
+    domain: str = ""  # a world class: the domain whose server it was (DATA/<domain>/transcripts/<day>/)
 
     @property
     def host(self) -> str:
@@ -337,7 +338,7 @@ def format_record(session: SessionLog, record: dict) -> str:
 
 def _format_record(session: SessionLog, record: dict) -> str:
     stamp = time.strftime("%H:%M:%S", time.localtime(_time(record)))
-    protocol = session.protocol.upper()
+    protocol = session.protocol.upper() + (f"@{session.domain}" if session.domain else "")
     direction = record.get("dir")
     if direction == "c":
         return f"{stamp} {protocol} › {record.get('line', '')}"
@@ -462,6 +463,8 @@ class ClassTracker:
                 session = self.sessions.get(session_id)
                 if session is None:
                     session = self.sessions[session_id] = SessionLog(session_id, path)
+                    if self.world is not None:
+                        session.domain = path.parents[2].name
                     self.weak.add(session_id)
                 records, session.offset = follow(path, session.offset)
                 if not records:
