@@ -15,6 +15,7 @@ import base64
 import binascii
 import re
 from collections.abc import Iterable
+from typing import Any
 
 from mailprotocol import pop3, smtp
 
@@ -110,6 +111,14 @@ class KnownSecrets:
         # than octets), so it is not decoded at all.
         shortest = min((len(secret) for secret in found), default=0)
         self._base64_word = re.compile(r"[A-Za-z0-9+/]{%d,}={0,2}" % max(6, -(-shortest * 4 // 3)))
+
+    @classmethod
+    def of_accounts(cls, accounts: Iterable[Any]) -> "KnownSecrets":
+        """The secrets of `accounts`: each one's authorization code and its web password.
+
+        The server's transcripts and the app's panes both hide these, by this one rule.
+        """
+        return cls(secret for account in accounts for secret in (account.secret, account.password or ""))
 
     def mask(self, text: str) -> str:
         pattern = self._pattern

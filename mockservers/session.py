@@ -150,9 +150,7 @@ class ServerContext:
     message_check: Callable[[Arrival], Verdict] | None = None
 
     def __post_init__(self) -> None:
-        self.known_secrets = KnownSecrets(
-            secret for account in self.profile.accounts for secret in (account.secret, account.password or "")
-        )
+        self.known_secrets = KnownSecrets.of_accounts(self.profile.accounts)
         if self.faults is None:
             self.faults = FaultScript(tuple(self.profile.faults), self.profile.seed)
 

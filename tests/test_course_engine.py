@@ -366,6 +366,26 @@ def test_lint_cli_reports_file_line_and_exit_status(tmp_path):
     assert "1 error" in failed.stdout.splitlines()[-1]
 
 
+def test_lint_replays_in_parallel_report_what_one_at_a_time_reports(tmp_path):
+    """`--jobs` changes how long lint takes, never what it finds (each replay has its own servers)."""
+    broken = LESSON.replace("RCPT TO:<$to>\n```\n::::", "RCPT TO:<nobody@example.com>\n```\n::::")
+    for number in range(3):
+        (tmp_path / f"good{number}.md").write_text(LESSON.replace("id: engine-demo", f"id: good-{number}"))
+        (tmp_path / f"bad{number}.md").write_text(broken.replace("id: engine-demo", f"id: bad-{number}"))
+    one = [str(p) for p in lint_lessons([tmp_path], jobs=1).problems]
+    four = [str(p) for p in lint_lessons([tmp_path], jobs=4).problems]
+    assert four == one
+    assert sorted(line.split(":", 1)[0] for line in one if "solution replay failed" in line) == [
+        str(tmp_path / f"bad{number}.md") for number in range(3)
+    ]
+
+
+def test_lint_cli_refuses_zero_jobs(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "simulator.cli", "lint", "--jobs", "0", str(tmp_path)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert "--jobs: must be 1 or more" in result.stderr
+
+
 def test_lint_translations_must_agree(tmp_path):
     (tmp_path / "demo.md").write_text(LESSON)
     (tmp_path / "demo.zh.md").write_text(LESSON.replace("< 5xx", "< 4xx"))

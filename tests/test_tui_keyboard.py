@@ -335,3 +335,47 @@ async def test_watch_mode_says_why_a_bare_lf_dot_does_not_end_data(tmp_path):
                  b"Subject: bare\n\nsent by a terminal without CR\n.\n"]
         await asyncio.to_thread(talk, port, lines, until=b"354")
         await wait_for(pilot, lambda: any("bare LF" in line for line in screen.console.transcript.plain_lines))
+
+
+async def test_long_code_lines_are_reached_by_keys_at_80x24(tmp_path):
+    """A code block wider than the prose pane scrolls sideways with Right/Left on the focused pane."""
+    from textual.widgets.markdown import MarkdownFence
+
+    from simulator.tui.widgets import ProsePane
+
+    app = make_app(tmp_path)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await wait_quiet(pilot)
+        await pilot.press("enter")
+        screen = await wait_for_lesson(pilot, app)
+        await tab_to(pilot, app, lambda widget: isinstance(widget, ProsePane), key="shift+tab")
+        pane = app.focused
+        await wait_for(pilot, lambda: any(fence.max_scroll_x > 0 for fence in pane.query(MarkdownFence)))
+        wide = next(fence for fence in pane.query(MarkdownFence) if fence.max_scroll_x > 0)
+        assert wide.scroll_x == 0
+        await pilot.press("right", "right")
+        await wait_for(pilot, lambda: wide.scroll_x > 0)
+        await pilot.press("left", "left")
+        await wait_for(pilot, lambda: wide.scroll_x == 0)
+        assert screen.lesson is not None
+
+
+async def test_a_password_typed_in_the_wrong_field_is_hidden_in_the_panes_too(tmp_path):
+    """USER <password> (and its echo in a reply) is masked like PASS; F8 shows it, F8 hides it."""
+    app = make_app(tmp_path)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await wait_quiet(pilot)
+        await pilot.press("f5")
+        await wait_for(pilot, lambda: isinstance(app.screen, SandboxScreen) and app.screen.endpoints is not None)
+        sandbox = app.screen
+        pop3 = sandbox.query_one("#pop3-console")
+        await wait_for(pilot, lambda: pop3.session is not None and pop3.session.greeting is not None)
+        secret = sandbox.profile.accounts[0].secret
+        await tab_to(pilot, app, lambda widget: widget is pop3.command)
+        await send_and_wait(pilot, pop3, [f"USER {secret}", f"MAIL FROM:<{secret}@example.com>"])
+        masked = "\n".join(pop3.transcript.plain_lines)
+        assert secret not in masked and "USER ***" in masked, masked
+        await pilot.press("f8")
+        await wait_for(pilot, lambda: f"USER {secret}" in "\n".join(pop3.transcript.plain_lines))
+        await pilot.press("f8")
+        await wait_for(pilot, lambda: secret not in "\n".join(pop3.transcript.plain_lines))

@@ -69,7 +69,8 @@ async def wait_until_drawn(pilot: Any, app: MaillabApp, timeout: float = 10.0) -
     while asyncio.get_running_loop().time() < deadline:
         current = normalize_svg(app.export_screenshot(title="maillab"))
         shown = [key for key, active in app.screen.active_bindings.items() if active.binding.show] if app.screen.query("Footer") else []
-        footer_drawn = not shown or f"&#160;{shown[0].replace('ctrl+', '^')}&#160;" in current  # the footer's first key
+        first_key = shown[0].replace("ctrl+", "^") if shown else ""
+        footer_drawn = not shown or f">{first_key}<" in current or f"&#160;{first_key}&#160;" in current  # the footer's first key
         if current == previous and footer_drawn:
             return current
         previous = current

@@ -20,8 +20,8 @@ DEADLINE = 20.0
 class RunningWorld:
     """A started world plus every event it publishes, in order, to wait on."""
 
-    def __init__(self, world: World, data_dir: Path) -> None:
-        self.embedded = EmbeddedWorld(world, data_dir)
+    def __init__(self, world: World, data_dir: Path, **options: Any) -> None:
+        self.embedded = EmbeddedWorld(world, data_dir, **options)
         self.events: queue.Queue = queue.Queue()
         self.seen: list[tuple[str, Any]] = []
         self.servers: WorldServers = self.embedded.start()

@@ -64,7 +64,7 @@ def zone_records(world: World, dkim_public: dict[str, str]) -> dict[str, list[Dn
             DnsRecord(domain.mx_host, "A", domain.address),
             DnsRecord(domain.smtp_host, "A", domain.address),
             DnsRecord(domain.pop3_host, "A", domain.address),
-            DnsRecord(f"ns.{name}", "A", world.host),
+            DnsRecord(f"ns.{name}", "A", world.reach_host),
             DnsRecord(name, "TXT", domain.spf_record),
             DnsRecord(f"_dmarc.{name}", "TXT", domain.dmarc_record),
         ]
@@ -90,6 +90,7 @@ class WorldDNS:
     def __init__(self, world: World, dkim_public: dict[str, str], reactor: Any) -> None:
         self.reactor = reactor
         self.host = world.host
+        self.reach_host = world.reach_host
         self.requested_port = world.dns_port
         self.factory = server.DNSServerFactory(authorities=build_authorities(world, dkim_public))
         self.port = 0
@@ -122,7 +123,7 @@ class WorldDNS:
         """An asynchronous resolver that asks only this server (what the relays use)."""
         from twisted.names import client
 
-        return client.Resolver(servers=[(self.host, self.port)], reactor=self.reactor)
+        return client.Resolver(servers=[(self.reach_host, self.port)], reactor=self.reactor)
 
 
 # --- synchronous look-ups for the SPF and DKIM libraries (worker threads only) ----------------

@@ -20,52 +20,15 @@ from typing import Any, Callable
 
 from twisted.internet import defer
 
-from ..faults import rule_from_table
-from ..profile import Profile, load_profile
+from ..profile import Profile
 from ..server import Listening, MailServers, _ReactorThread
 from ..session import EventHub, ServerEvent
 from .clock import LabClock
 from .dns import WorldDNS
 from .relay import RelayAgent
+from .roles import mx_profile, submission_profile
 from .senderauth import SenderChecks
 from .worldfile import Domain, World
-
-
-def submission_profile(world: World, domain: Domain) -> Profile:
-    """The persona with the world's accounts instead of its own, named smtp./pop.<domain>."""
-    profile = load_profile(_persona_path(world, domain))
-    bare = replace(
-        profile, accounts=(), local_domains=(domain.name,), preloaded_mail=(), relay_domains=(),
-        hostname=domain.smtp_host, pop3_hostname=domain.pop3_host,
-    )
-    return bare.with_accounts(domain.accounts)
-
-
-def mx_profile(world: World, domain: Domain) -> Profile:
-    """The receiving role: what an MX asks of another MTA (RFC 5321 vs RFC 6409 submission)."""
-    profile = submission_profile(world, domain)
-    policies = replace(
-        profile.policies,
-        require_auth_for_mail=False,
-        sender_must_match_auth=False,
-        require_tls_for_mail=False,
-        require_tls_for_auth=False,
-        relay="never",
-        greylist_delay=domain.greylist_delay,
-    )
-    faults = tuple(
-        rule_from_table(
-            {"command": "RCPT", "argument": f"<{address}>", "reply": profile.smtp("mailbox_full", address=address)},
-            index,
-        )
-        for index, address in enumerate(domain.full_mailboxes)
-    )
-    return replace(profile, policies=policies, hostname=domain.mx_host, faults=faults)
-
-
-def _persona_path(world: World, domain: Domain) -> str:
-    candidate = world.source.parent / domain.persona
-    return str(candidate) if candidate.suffix == ".toml" and candidate.exists() else domain.persona
 
 
 @dataclass
@@ -82,7 +45,17 @@ class DomainServers:
 class WorldServers:
     """DNS, then every domain's submission and MX listeners, then the relay agents."""
 
-    def __init__(self, world: World, data_dir: Path, *, reactor: Any = None, tls: bool = True, record_transcripts: bool = True) -> None:
+    def __init__(
+        self,
+        world: World,
+        data_dir: Path,
+        *,
+        reactor: Any = None,
+        tls: bool = True,
+        record_transcripts: bool = True,
+        adapt: Callable[[Profile], Profile] | None = None,
+    ) -> None:
+        """`adapt` changes each domain's submission profile before it starts (a class's limits)."""
         if reactor is None:
             from twisted.internet import reactor as global_reactor
 
@@ -92,6 +65,7 @@ class WorldServers:
         self.data_dir = Path(data_dir)
         self.tls = tls
         self.record_transcripts = record_transcripts
+        self.adapt = adapt
         self.clock = LabClock(reactor, world.time_scale)
         self.dns: WorldDNS | None = None
         self.domains: dict[str, DomainServers] = {}
@@ -130,18 +104,21 @@ class WorldServers:
             events = EventHub()
             directory = self.data_dir / domain.name
             common = dict(reactor=self.reactor, events=events, tls=self.tls, tls_dir=self.data_dir, record_transcripts=self.record_transcripts)
+            profile = submission_profile(self.world, domain)
+            if self.adapt is not None:
+                profile = self.adapt(profile)
             submission = MailServers(
-                submission_profile(self.world, domain), directory, host=self.world.host,
+                profile, directory, host=self.world.host,
                 smtp_port=domain.submission_port, pop3_port=domain.pop3_port,
                 smtps_port=domain.smtps_port, pop3s_port=domain.pop3s_port, **common,
             )
             # The MX has its own hub: the relays' sessions arriving there are not the learner's.
             mx_events = EventHub()
             mx_common = {**common, "events": mx_events}
-            mx = MailServers(mx_profile(self.world, domain), directory, host=domain.address, smtp_port=relay_port, pop3_port=None, **mx_common)
+            mx = MailServers(mx_profile(self.world, domain, profile if self.adapt else None), directory, host=domain.address, smtp_port=relay_port, pop3_port=None, **mx_common)
             for servers in (submission, mx):
                 servers.context.clock = self.clock  # dates, greylisting and the queue in lab time
-            mx.context.message_check = SenderChecks(domain.mx_host, (self.world.host, dns_port), domain.enforce_dmarc)
+            mx.context.message_check = SenderChecks(domain.mx_host, (self.world.reach_host, dns_port), domain.enforce_dmarc)
             yield submission.start()
             agent = RelayAgent(
                 world=self.world, domain=domain, store=submission.store, clock=self.clock, resolver=resolver,

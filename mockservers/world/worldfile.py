@@ -134,6 +134,12 @@ class World:
     queue_lifetime: float = QUEUE_LIFETIME
     host: str = "127.0.0.1"  # where DNS and the submission/POP3 listeners bind
 
+    @property
+    def reach_host(self) -> str:
+        """Where this machine reaches the world's DNS: the address it binds, or 127.0.0.1 when it
+        binds every interface (a classroom world served with --host 0.0.0.0)."""
+        return "127.0.0.1" if self.host in ("0.0.0.0", "::", "") else self.host
+
     def domain(self, name: str) -> Domain | None:
         wanted = name.strip().lower().rstrip(".")
         return next((d for d in self.domains if d.name == wanted), None)

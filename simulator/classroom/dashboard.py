@@ -95,7 +95,8 @@ class StudentScreen(Screen[None]):
     def compose(self) -> ComposeResult:
         student = self.tracker.config.student(self.student_id)
         yield Header()
-        yield Static(f"{student.id}  {student.address}  (Esc: back to the class)", id="student-title")
+        addresses = f"{student.address}  {student.other_address}" if student.other_address else student.address
+        yield Static(f"{student.id}  {addresses}  (Esc: back to the class)", id="student-title")
         yield RichLog(id="student-log", wrap=True, markup=False, highlight=False, max_lines=5000)
         yield Footer()
 

@@ -15,6 +15,11 @@ student's sessions through the lesson runner:
   `sent()`; AUTH secrets are `***` in transcripts, so the runs accept redacted lines;
 * `! mailbox` facts read the class's Maildirs (the server's side, not the student's claims).
 
+A world class (`classroom init --world`) has a transcript folder per domain
+(DATA/<domain>/transcripts/): all are followed, a student's sessions on both domains are theirs,
+and the sessions of the world's own relays (from and to the domains' loopback addresses: a relay
+delivering, an MX receiving) belong to nobody. Facts read the mailbox on its own domain.
+
 Live, records are fed as they arrive; a record that would break the start order (a second
 session of the same student talking while a later one is open) replays that student from the
 start instead, so the dashboard always shows what `maillab classroom grade` would say.
@@ -39,7 +44,7 @@ from simulator.course.model import Lesson
 from simulator.course.runner import LessonRun, StoreFacts, reply_matches
 from simulator.course.setup import lesson_variables
 
-from .config import ClassConfig, Student, class_profile
+from .config import ClassConfig, Student, class_profile, class_world
 from .variables import student_variables, uses_variable
 
 _SMTP_FINAL = re.compile(r"^([2-5]\d\d)(?: |$)")
@@ -61,6 +66,8 @@ class SessionLog:
     records: list[dict] = field(default_factory=list)
     student: str | None = None
     how: str | None = None  # "auth" (logged in) or "ip" (the one student who logged in from there)
+    relay: bool = False  # a world's relay delivering, or an MX receiving from one: nobody's session
+    domain: str = ""  # a world class: the domain whose server it was (DATA/<domain>/transcripts/<day>/)
 
     @property
     def host(self) -> str:
@@ -331,7 +338,7 @@ def format_record(session: SessionLog, record: dict) -> str:
 
 def _format_record(session: SessionLog, record: dict) -> str:
     stamp = time.strftime("%H:%M:%S", time.localtime(_time(record)))
-    protocol = session.protocol.upper()
+    protocol = session.protocol.upper() + (f"@{session.domain}" if session.domain else "")
     direction = record.get("dir")
     if direction == "c":
         return f"{stamp} {protocol} › {record.get('line', '')}"
@@ -354,16 +361,29 @@ class ClassTracker:
         self.lesson = lesson
         self.live = live
         self.lock = threading.RLock()
-        self.transcripts_dir = config.data_dir / "transcripts"
+        self.world = class_world(config) if config.is_world else None
+        if self.world is not None:
+            self.transcripts_dirs = [config.data_dir / d.name / "transcripts" for d in self.world.domains]
+        else:
+            self.transcripts_dirs = [config.data_dir / "transcripts"]
+        # Relays connect from a domain's own loopback address, and their own transcripts name the MX's.
+        self.relay_hosts = {d.address for d in self.world.domains} if self.world is not None else set()
         self.profile = class_profile(config) if lesson is not None else None
         self.facts: CachedFacts | None = None
         if lesson is not None:
             from mockservers.store import MailStore
 
-            self.facts = CachedFacts(StoreFacts(MailStore(config.data_dir)))
+            if self.world is not None:
+                from simulator.course.world_lab import WorldFacts
+
+                stores = {d.name: MailStore(config.data_dir / d.name) for d in self.world.domains}
+                self.facts = CachedFacts(WorldFacts(stores=stores))
+            else:
+                self.facts = CachedFacts(StoreFacts(MailStore(config.data_dir)))
         self.sessions: dict[str, SessionLog] = {}
         self.weak: set[str] = set()  # sessions not (yet) attributed by AUTH or by a line
         self.by_address = {s.address: s for s in config.students}
+        self.by_address.update({s.other_address: s for s in config.students if s.other_address})
         locals_ = Counter(s.local_part for s in config.students)
         self.by_local = {s.local_part: s for s in config.students if locals_[s.local_part] == 1}
         self._uses_to = lesson is not None and uses_variable(lesson, "to")
@@ -383,12 +403,19 @@ class ClassTracker:
             if self._base is None:
                 self._base = lesson_variables(self.lesson, self.profile)
             partner = self.config.partner(student)
-            readings = [partner.address] + ([student.address] if self._uses_to and partner is not student else [])
+            to, me = self.config.partner_address(student), student.other_address or student.address
+            readings = [to] + ([me] if self._uses_to and partner is not student else [])
+            world = (
+                {"other_user": student.other_address, "other_domain": self.config.other_domain,
+                 "unknown": self.config.unknown_recipient}
+                if self.config.is_world else None
+            )
             variants = self._variants[student.id] = [
                 student_variables(
-                    self.lesson, self.profile, student.address, student.secret, to=to, partner=partner.address, base=self._base
+                    self.lesson, self.profile, student.address, student.secret, to=reading, partner=partner.address,
+                    base=self._base, world=world,
                 )
-                for to in readings
+                for reading in readings
             ]
         return LessonProgress(self.lesson, variants, self.facts)
 
@@ -400,10 +427,12 @@ class ClassTracker:
     # --- reading -------------------------------------------------------------------------------
 
     def _files(self) -> Iterable[tuple[str, Path, int]]:
-        try:
-            days = sorted(entry.path for entry in os.scandir(self.transcripts_dir) if entry.is_dir())
-        except FileNotFoundError:
-            return
+        days: list[str] = []
+        for directory in self.transcripts_dirs:
+            try:
+                days += sorted(entry.path for entry in os.scandir(directory) if entry.is_dir())
+            except FileNotFoundError:
+                continue
         for day in days:
             try:
                 entries = list(os.scandir(day))
@@ -434,6 +463,8 @@ class ClassTracker:
                 session = self.sessions.get(session_id)
                 if session is None:
                     session = self.sessions[session_id] = SessionLog(session_id, path)
+                    if self.world is not None:
+                        session.domain = path.parents[2].name
                     self.weak.add(session_id)
                 records, session.offset = follow(path, session.offset)
                 if not records:
@@ -441,6 +472,9 @@ class ClassTracker:
                 before = session.student
                 for record in records:
                     self._take(session, record)
+                if session.relay:
+                    self.weak.discard(session_id)
+                    continue
                 touched[session_id] = session
                 if before is not None and session.student != before:
                     self.students[before].remove(session)
@@ -481,14 +515,19 @@ class ClassTracker:
             touched[session_id] = session
 
     def _take(self, session: SessionLog, record: dict) -> None:
-        session.records.append(record)
         direction = record.get("dir")
+        if session.relay:
+            session.closed = session.closed or (direction == "e" and record.get("event") == "close")
+            return
+        session.records.append(record)
         if direction == "e":
             event = record.get("event")
             if event == "open":
                 session.protocol = str(record.get("protocol", "smtp")).lower()
                 session.peer = str(record.get("peer", ""))
                 session.started = _time(record)
+                if session.host in self.relay_hosts:
+                    session.relay, session.records = True, []
             elif event == "close":
                 session.closed = True
             elif event == "authenticated":
@@ -513,7 +552,7 @@ class ClassTracker:
     def snapshot(self) -> ClassSnapshot:
         with self.lock:
             rows = tuple(state.row() for state in self.students.values())
-            unattributed = sum(1 for s in self.sessions.values() if s.student is None and not s.closed)
+            unattributed = sum(1 for s in self.sessions.values() if s.student is None and not s.closed and not s.relay)
             return ClassSnapshot(
                 time=time.time(),
                 students=rows,

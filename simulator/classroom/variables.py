@@ -27,6 +27,7 @@ def student_variables(
     to: str | None = None,
     partner: str | None = None,
     base: dict[str, str] | None = None,
+    world: dict[str, str] | None = None,
 ) -> dict[str, str]:
     """The lesson's variables with the student as `$user` (and `$local`, `$domain`, `$secret`).
 
@@ -34,6 +35,8 @@ def student_variables(
     Other accounts' secrets are never known to a student, so `$secret2`... become unmatchable.
     The lesson's own `vars` still win, as in `lesson_variables`. `base` is
     `lesson_variables(lesson, profile)` when the caller already has it (a class of 200).
+    `world` adds a world class's `$other_user` (the student on the second domain),
+    `$other_domain` and `$unknown` (the address on it that bounces).
     """
     address = address.strip().lower()
     local, _, domain = address.rpartition("@")
@@ -46,6 +49,8 @@ def student_variables(
     if partner:
         partner = partner.strip().lower()
         variables.update(user2=partner, local2=partner.rpartition("@")[0])
+    if world:
+        variables.update({key: value.lower() for key, value in world.items()})
     variables.update(lesson.variables)
     return variables
 

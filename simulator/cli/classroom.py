@@ -20,8 +20,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     init.add_argument("--students", type=int, required=True, help="number of students")
     init.add_argument("--prefix", default="s", help="student id prefix (default s: s01, s02 ...)")
     init.add_argument("--profile", default="rfc", help="persona or profile file for the class (default rfc)")
-    init.add_argument("--domain", default=None, help="mail domain of the students (default: the profile's first local domain)")
+    init.add_argument(
+        "--domain", default=None,
+        help="mail domain of the students (default: the profile's first local domain); with --world two, A,B (default: the world's first two)",
+    )
     init.add_argument("--server-host", default=None, help="address students connect to (printed on handouts)")
+    init.add_argument(
+        "--world", nargs="?", const="", default=None, metavar="FILE",
+        help="the class runs a lab internet (the bundled world without FILE): each student gets an address on two of its domains",
+    )
     watch = slot.add("watch", "live dashboard of the class")
     watch.add_argument("dir", type=Path)
     watch.add_argument("--lesson", default=None, help="lesson id whose steps the dashboard follows")
@@ -65,11 +72,25 @@ def _init(args: argparse.Namespace) -> int:
         lessons=args.lessons[0] if args.lessons else None,
         domain=args.domain,
         server_host=args.server_host,
+        world=args.world,
     )
     first, last = config.students[0], config.students[-1]
-    print(f"class folder {config.dir}: {len(config.students)} students, {first.address} .. {last.address}")
-    print(f"  profile {config.profile}, handouts in {config.dir / 'handouts'}, secrets in {config.dir / 'students.csv'}")
-    print(f"  handouts say: server {config.server_host}, SMTP {config.smtp_port}, POP3 {config.pop3_port}")
+    if config.is_world:
+        from simulator.classroom.config import student_mailboxes
+
+        print(
+            f"class folder {config.dir}: {len(config.students)} students, {first.address} .. {last.address}"
+            f" and {first.other_address} .. {last.other_address}"
+        )
+        print(f"  world {config.world}, handouts in {config.dir / 'handouts'}, secrets in {config.dir / 'students.csv'}")
+        ports = ", ".join(
+            f"{box.domain} SMTP {box.smtp_port} POP3 {box.pop3_port}" for box in student_mailboxes(config, first)
+        )
+        print(f"  handouts say: server {config.server_host}, {ports}")
+    else:
+        print(f"class folder {config.dir}: {len(config.students)} students, {first.address} .. {last.address}")
+        print(f"  profile {config.profile}, handouts in {config.dir / 'handouts'}, secrets in {config.dir / 'students.csv'}")
+        print(f"  handouts say: server {config.server_host}, SMTP {config.smtp_port}, POP3 {config.pop3_port}")
     print(f"start the server:  maillab serve --classroom {config.dir} --host 0.0.0.0")
     return EXIT_OK
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from simulator.defaults import EXIT_FAILED, EXIT_OK
+from simulator.defaults import DEFAULT_REPLAY_JOBS, EXIT_FAILED, EXIT_OK
 
 HELP = "check lessons and profiles, replay each lesson's solution; file:line problems"
 
@@ -13,6 +13,20 @@ HELP = "check lessons and profiles, replay each lesson's solution; file:line pro
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("paths", nargs="*", help="lesson .md, profile .toml or folders (default: everything bundled)")
     parser.add_argument("--no-replay", action="store_true", help="skip replaying solutions against servers")
+    parser.add_argument(
+        "--jobs", type=_positive, default=None, metavar="N",
+        help=f"lessons replayed at once, each against its own servers (default {DEFAULT_REPLAY_JOBS})",
+    )
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be 1 or more")
+    return value
 
 
 def run(args: argparse.Namespace) -> int:
@@ -46,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
         problems += lint_world(world)
     report = None
     if lessons or not paths:
-        report = lint_lessons(lessons, args.lessons, replay=not args.no_replay)
+        report = lint_lessons(lessons, args.lessons, replay=not args.no_replay, jobs=args.jobs or DEFAULT_REPLAY_JOBS)
         problems += report.problems
     for problem in problems:
         print(problem)

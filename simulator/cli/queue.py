@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from pathlib import Path
 
 from simulator.defaults import EXIT_OK
 
@@ -12,22 +13,27 @@ HELP = "show the queues of a world's servers (message, attempts, next attempt, l
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("world", nargs="?", default=None, help="world name (default: every world under the data directory)")
+    parser.add_argument("--classroom", type=Path, default=None, metavar="DIR", help="the queues of a world class (DIR/data)")
 
 
 def run(args: argparse.Namespace) -> int:
     from mockservers.store import MailStore
     from simulator.defaults import data_dir
 
-    root = data_dir(args.data) / "world"
-    worlds = sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
-    if args.world is not None:
-        worlds = [w for w in worlds if w.name == args.world]
+    if args.classroom is not None:  # a world class keeps its world in DIR/data
+        root = args.classroom / "data"
+        worlds = [(args.classroom.name, root)] if root.is_dir() else []
+    else:
+        root = data_dir(args.data) / "world"
+        worlds = [(p.name, p) for p in sorted(root.iterdir()) if p.is_dir()] if root.is_dir() else []
+        if args.world is not None:
+            worlds = [(name, w) for name, w in worlds if name == args.world]
     shown = 0
-    for world in worlds:
+    for name, world in worlds:
         for domain in sorted(p for p in world.iterdir() if (p / "queue").is_dir()):
             for record in MailStore(domain).queued():
                 shown += 1
-                print(describe(world.name, domain.name, record))
+                print(describe(name, domain.name, record))
     if not shown:
         print(f"no queued mail under {root}")
     return EXIT_OK

@@ -5,12 +5,12 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from simulator.defaults import DEFAULT_POP3_PORT, DEFAULT_SMTP_PORT, data_dir
 
+from .foreground import classroom_event_text
 from .foreground import fail as _fail
 from .foreground import run_reactor
 from .options import port
@@ -78,17 +78,11 @@ def _classroom(args: argparse.Namespace) -> tuple[Any, Path, int, int, str]:
     return profile, config.data_dir, smtp_port, pop3_port, banner
 
 
-def _classroom_event_text(profile: Any) -> Any:
-    """A class's log never names an unknown login: it is often a secret typed as the user name."""
+def _is_world_class(directory: Path) -> bool:
+    """Whether class.toml says `world = ...` (the whole check is load_class's, in either branch)."""
+    from simulator.classroom.config import load_class
 
-    def text(event: Any) -> str:
-        user = event.fields.get("user") if isinstance(event.fields, dict) else None
-        if event.kind == "authentication failed" and user and profile.find_account(str(user)) is None:
-            reason = event.detail.rpartition(": ")[2] if ": " in event.detail else ""
-            event = replace(event, detail=f"<not an account>: {reason}" if reason else "<not an account>")
-        return str(event)
-
-    return text
+    return load_class(directory).is_world
 
 
 def _accounts_from_files_and_env(args: argparse.Namespace) -> list[Any]:
@@ -125,6 +119,10 @@ def run(args: argparse.Namespace) -> int:
         from simulator.classroom.config import ClassroomError
 
         try:
+            if _is_world_class(args.classroom):
+                from .serve_world import run_class_world
+
+                return run_class_world(args)
             profile, directory, smtp_port, pop3_port, banner = _classroom(args)
         except ClassroomError as error:
             return _fail(str(error))
@@ -179,7 +177,7 @@ def run(args: argparse.Namespace) -> int:
             if args.host in ("127.0.0.1", "localhost", "::1"):
                 print(f"note: only this machine can connect ({args.host}); for the students' machines add --host 0.0.0.0", flush=True)
         if not args.quiet:
-            show = _classroom_event_text(servers.profile) if banner is not None else str
+            show = classroom_event_text(servers.profile) if banner is not None else str
             # Off the reactor thread: a paused terminal or a full pipe drops log lines, not sessions.
             servers.events.subscribe(lambda event: log.line(show(event)))
 

@@ -306,7 +306,9 @@ _FACTS = re.compile(
     re.IGNORECASE,
 )
 _SERVER_FACTS = re.compile(
-    r'^(?:mailbox \S+ (?:has (?:subject|body|header) ".*"|count \d+)|queue \S+ count \d+)$', re.IGNORECASE
+    r'^(?:mailbox \S+ (?:has (?:subject|body|header) ".*"|count \d+|has mail from \S+ over \d+ hops?|has bounce(?: for \S+)?)'
+    r"|queue \S+ count \d+)$",
+    re.IGNORECASE,
 )
 _REPLY = re.compile(r"^(?:[2-5][0-9x]{2}(?:[ -].*)?|\+OK.*|-ERR.*|\+(?: .*)?|closed)$", re.IGNORECASE)
 
@@ -339,7 +341,8 @@ def _expect_block(content: str, first_line: int, path: Path, block_line: int) ->
             if not _SERVER_FACTS.match(rest):
                 raise LessonError(
                     path, line_number,
-                    f'unknown server fact {rest!r} (mailbox X has subject|body|header "..." , mailbox X count N, queue DOMAIN count N)',
+                    f'unknown server fact {rest!r} (mailbox X has subject|body|header "..." , mailbox X count N, '
+                    "mailbox X has mail from Y over N hops, mailbox X has bounce [for Y], queue DOMAIN count N)",
                 )
             expectations.append(Expectation("server", rest, line_number))
         else:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol
 
 from mockservers.masking import MASK
-from simulator.engine.message_view import parse_headers
+from simulator.engine.message_view import bounced_recipients, envelope_sender, hop_count, parse_headers
 from simulator.engine.replies import parse_pop3_reply, parse_smtp_reply
 from simulator.engine.session import Exchange, LineKind, POP3Session, SMTPSession
 
@@ -392,6 +392,21 @@ class LessonRun:
         match = re.match(r"(?i)^queue (\S+) count (\d+)$", text)
         if match:
             return self.server_facts.queue_count(match.group(1)) == int(match.group(2))
+        match = re.match(r"(?i)^mailbox (\S+) has mail from (\S+) over (\d+) hops?$", text)
+        if match:
+            sender, hops = match.group(2).strip("<>").lower(), int(match.group(3))
+            return any(
+                envelope_sender(raw) == sender and hop_count(raw) >= hops
+                for raw in self.server_facts.mailbox_messages(match.group(1))
+            )
+        match = re.match(r"(?i)^mailbox (\S+) has bounce(?: for (\S+))?$", text)
+        if match:
+            wanted = (match.group(2) or "").strip("<>").lower()
+            for raw in self.server_facts.mailbox_messages(match.group(1)):
+                failed = bounced_recipients(raw)
+                if failed is not None and (not wanted or wanted in failed):
+                    return True
+            return False
         return False
 
     # --- the record --------------------------------------------------------------------------

@@ -43,13 +43,9 @@ def lesson_profile(lesson: Lesson, extra_dirs: Sequence[Path] = ()) -> Profile:
     from mockservers.lint import check_sources
 
     if lesson.world:
-        from mockservers.world.servers import submission_profile
+        from mockservers.world.roles import mx_profile, submission_profile
 
-        from .world_lab import lesson_domains, lesson_world
-
-        from mockservers.world.servers import mx_profile
-
-        from .world_lab import talks_to_mx
+        from .world_lab import lesson_domains, lesson_world, talks_to_mx
 
         world = lesson_world(lesson)
         domain = lesson_domains(lesson, world)[0]

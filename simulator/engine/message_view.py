@@ -207,3 +207,41 @@ def decode_part(part: Part) -> str:
         return str(payload)[:MAX_SHOWN]
     name = f" {part.filename}" if part.filename else ""
     return f"[{part.content_type}{name}: {part.size} octets]"
+
+
+def envelope_sender(raw: bytes) -> str:
+    """The `Return-Path:` a final delivery wrote (RFC 5321 4.4), without brackets, lower case;
+    "" for a bounce (`<>`) or a message that has none."""
+    value = str(parse_headers(raw).get("Return-Path", "") or "")
+    return value.strip().strip("<>").strip().lower()
+
+
+def hop_count(raw: bytes) -> int:
+    """How many `Received:` lines a message carries: one per server it passed (RFC 5321 4.4)."""
+    return len(parse_headers(raw).get_all("Received", []))
+
+
+def bounced_recipients(raw: bytes) -> list[str] | None:
+    """The recipients a delivery status notification reports as failed (RFC 3464 2.3:
+    `Final-Recipient: rfc822; x@y` with `Action: failed`), lower case; None when the message is no
+    `multipart/report; report-type=delivery-status` (RFC 6522). Bounded like the inspector."""
+    head = parse_headers(raw)
+    content_type = head.get_content_type()
+    if content_type != "multipart/report" or str(head.get_param("report-type", "")).lower() != "delivery-status":
+        return None
+    data = raw[:MAX_BYTES]
+    if too_deep(data):
+        return []
+    message = email.message_from_bytes(data, policy=policy.default)
+    failed: list[str] = []
+    for index, part in enumerate(message.walk()):
+        if index >= MAX_PARTS:
+            break
+        if part.get_content_type() != "message/delivery-status":
+            continue
+        blocks = part.get_payload()
+        for block in blocks if isinstance(blocks, list) else []:
+            recipient = str(block.get("Final-Recipient", "") or "")
+            if recipient and str(block.get("Action", "")).strip().lower() == "failed":
+                failed.append(recipient.partition(";")[2].strip().strip("<>").lower() or recipient.strip().lower())
+    return failed

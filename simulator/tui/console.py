@@ -14,6 +14,7 @@ from textual.containers import Vertical
 from textual.message import Message
 from textual.widgets import Input, Static
 
+from mockservers.masking import KnownSecrets
 from mockservers.profile import Profile
 from simulator.course.runner import LessonRun
 from simulator.engine.session import Exchange, Expect, LineKind
@@ -41,6 +42,9 @@ class Console(Vertical):
         self.lang = lang
         self.strict = strict
         self.profile: Profile | None = None
+        #: The persona's account secrets, hidden in the panes wherever the learner types them
+        #: (a password as the POP3 user name, in MAIL FROM), as the server's transcripts hide them.
+        self.known_secrets = KnownSecrets(())
         self.conversation: Conversation | None = None
         self.last_diagnostics: list[Any] = []
         self.submitted_at = 0.0  # when Enter was handled (for the latency benchmark)
@@ -69,6 +73,7 @@ class Console(Vertical):
         if protocol:
             self.protocol = protocol
         self.profile = profile
+        self.known_secrets = KnownSecrets.of_accounts(profile.accounts)
         if self.conversation is not None:
             await self.conversation.close()
         port = endpoints.port(self.protocol, self.implicit_tls)
@@ -91,9 +96,10 @@ class Console(Vertical):
             transcript.event(t("transcript_connected", self.lang, host=event.host, port=event.port))
         elif isinstance(event, Sent):
             if event.kind != LineKind.MESSAGE or len(event.shown) < 500:
-                transcript.client(event.shown, clear=event.line)
+                transcript.client(self.known_secrets.mask(event.shown), clear=event.line)
         elif isinstance(event, Replied):
-            transcript.server(list(event.exchange.reply.raw))
+            clear = list(event.exchange.reply.raw)
+            transcript.server([self.known_secrets.mask(line) for line in clear], clear=clear)
             self.post_message(self.Reply(self, event.exchange))
         elif isinstance(event, TLSStarted):
             transcript.event(t("transcript_tls", self.lang, subject=event.subject))

@@ -37,7 +37,7 @@ class HomeScreen(LocalizedKeys, Screen[None]):
             yield OptionList(id="lessons")
             yield Input(id="folder", classes="hidden")
             yield Static("", id="home-notes")
-        yield Footer()
+        yield Footer(compact=True)
 
     @property
     def lang(self) -> str:

@@ -58,7 +58,7 @@ class InspectorScreen(LocalizedKeys, Screen[None]):
                         yield Static("", id="part-view")
                     with VerticalScroll(id="raw-scroll", classes="hidden"):
                         yield Static("", id="raw-view", markup=False)
-        yield Footer()
+        yield Footer(compact=True)
 
     def on_mount(self) -> None:
         self.set_language(self.lang)

@@ -30,7 +30,7 @@ from .dialogs import HelpScreen, WatchScreen, watch_commands
 from .lab import Endpoints
 from .strings import t
 from .keys import Key, bindings
-from .widgets import ExplanationPane
+from .widgets import ExplanationPane, ProsePane
 
 #: Verbs that belong to one protocol only: typing one switches the console to that protocol.
 POP3_VERBS = core_pop3.VERB_NAMES - core_smtp.VERB_NAMES
@@ -84,7 +84,7 @@ class LessonScreen(ConsoleScreen):
     def compose(self) -> ComposeResult:
         yield Header()
         with Horizontal(id="lesson-body"):
-            with VerticalScroll(id="prose-pane"):
+            with ProsePane(id="prose-pane"):
                 yield Static("", id="step-title")
                 yield Markdown("", id="prose")
                 yield Markdown("", id="hints")  # hints quote commands as `code`: rendered, not raw backticks
@@ -93,7 +93,7 @@ class LessonScreen(ConsoleScreen):
                 with VerticalScroll(id="explain-pane"):
                     yield ExplanationPane(t("explain_waiting", self.lang), id="explain")
         yield Static("", id="status")
-        yield Footer()
+        yield Footer(compact=True)
 
     @property
     def console(self) -> Console:

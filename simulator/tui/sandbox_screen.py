@@ -56,7 +56,7 @@ class SandboxScreen(ConsoleScreen):
         with VerticalScroll(id="sandbox-explain"):
             yield ExplanationPane(t("explain_waiting", self.lang), id="explain")
         yield Static("", id="status")
-        yield Footer()
+        yield Footer(compact=True)
 
     async def on_mount(self) -> None:
         self.remember_consoles()

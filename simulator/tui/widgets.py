@@ -6,7 +6,9 @@ import time
 from typing import Any
 
 from rich.text import Text
+from textual.containers import VerticalScroll
 from textual.widgets import RichLog, Static
+from textual.widgets.markdown import MarkdownFence
 
 from simulator.engine.explain import AFTER_CONNECT, explain_reply
 from simulator.engine.session import Exchange, POP3Session, SMTPSession
@@ -20,6 +22,34 @@ SERVER_ERROR_STYLE = "bold red"
 SERVER_WAIT_STYLE = "yellow"
 EVENT_STYLE = "italic magenta"
 EXTERNAL_STYLE = "dim"
+
+
+#: Columns one Left/Right press moves the lesson's code blocks.
+FENCE_SCROLL_STEP = 8
+
+
+class ProsePane(VerticalScroll):
+    """The lesson text. Left/Right also scroll its code blocks sideways.
+
+    A code block keeps its lines whole (an SMTP line cut or wrapped is a different line), so in a
+    narrow pane it scrolls sideways; a keyboard user reaches the rest of the line with Left/Right
+    on the focused pane, as a mouse user does with the scroll bar.
+    """
+
+    def action_scroll_left(self) -> None:
+        if not self.scroll_code_blocks(-FENCE_SCROLL_STEP):
+            super().action_scroll_left()
+
+    def action_scroll_right(self) -> None:
+        if not self.scroll_code_blocks(FENCE_SCROLL_STEP):
+            super().action_scroll_right()
+
+    def scroll_code_blocks(self, columns: int) -> bool:
+        """Scroll every code block wider than the pane by `columns`; False when none is."""
+        wide = [fence for fence in self.query(MarkdownFence) if fence.max_scroll_x > 0]
+        for fence in wide:
+            fence.scroll_relative(x=columns, animate=False)
+        return bool(wide)
 
 
 class Transcript(RichLog):
@@ -61,7 +91,8 @@ class Transcript(RichLog):
 
         self._add(text(line), text(clear) if clear is not None and clear != line else None)
 
-    def server(self, lines: list[str], source: str = "") -> None:
+    def server(self, lines: list[str], source: str = "", clear: list[str] | None = None) -> None:
+        """A reply, masked; `clear` is its unmasked form (a reply may echo a secret the client typed)."""
         prefix = f"[{source}] " if source else ""
         first = lines[0] if lines else ""
         style = SERVER_STYLE
@@ -71,7 +102,10 @@ class Transcript(RichLog):
             style = SERVER_WAIT_STYLE
         for index, line in enumerate(lines):
             marker = "‹ " if index == 0 else "┆ "
-            self._add(Text.assemble((prefix, EXTERNAL_STYLE), (marker, style), (line, style)))
+            clear_line = clear[index] if clear is not None and index < len(clear) else line
+            masked = Text.assemble((prefix, EXTERNAL_STYLE), (marker, style), (line, style))
+            shown_clear = Text.assemble((prefix, EXTERNAL_STYLE), (marker, style), (clear_line, style))
+            self._add(masked, shown_clear if clear_line != line else None)
 
     def event(self, text: str) -> None:
         self._add(Text(f"— {text}", style=EVENT_STYLE))
