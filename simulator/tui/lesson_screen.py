@@ -14,7 +14,7 @@ from typing import Any
 
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical, VerticalScroll
-from textual.widgets import Footer, Header, Markdown, Static
+from textual.widgets import Header, Markdown, Static
 
 from mailprotocol import pop3 as core_pop3
 from mailprotocol import smtp as core_smtp
@@ -30,7 +30,7 @@ from .dialogs import HelpScreen, WatchScreen, watch_commands
 from .lab import Endpoints
 from .strings import t
 from .keys import Key, bindings
-from .widgets import ExplanationPane, ProsePane
+from .widgets import AppFooter, ExplanationPane, ProsePane
 
 #: Verbs that belong to one protocol only: typing one switches the console to that protocol.
 POP3_VERBS = core_pop3.VERB_NAMES - core_smtp.VERB_NAMES
@@ -93,7 +93,7 @@ class LessonScreen(ConsoleScreen):
                 with VerticalScroll(id="explain-pane"):
                     yield ExplanationPane(t("explain_waiting", self.lang), id="explain")
         yield Static("", id="status")
-        yield Footer(compact=True)
+        yield AppFooter()
 
     @property
     def console(self) -> Console:
