@@ -14,7 +14,8 @@ from simulator.tui.home_screen import HomeScreen
 from simulator.tui.lesson_screen import LessonScreen
 from simulator.tui.sandbox_screen import SandboxScreen
 from simulator.tui.tools import ReferenceScreen, ToolsScreen
-from tui_helpers import check_snapshot, make_app, open_lesson, send_line, type_text, wait_for, wait_until_drawn
+from tui_helpers import check_snapshot, make_app, open_lesson, send_line, type_text, wait_until_drawn
+from waiting import wait_for
 
 pytestmark = pytest.mark.timeout(120)
 

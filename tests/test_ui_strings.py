@@ -45,7 +45,8 @@ async def test_footer_keys_are_chinese_on_every_screen(tmp_path) -> None:
     from simulator.tui.home_screen import HomeScreen
     from simulator.tui.lesson_screen import LessonScreen
     from simulator.tui.sandbox_screen import SandboxScreen
-    from tui_helpers import make_app, wait_for
+    from tui_helpers import make_app
+    from waiting import wait_for
 
     english = {entry["en"] for key, entry in strings().items() if key not in SAME_IN_BOTH}
     app = make_app(tmp_path)
@@ -74,7 +75,8 @@ async def test_the_palette_speaks_chinese(tmp_path) -> None:
     from textual.command import CommandPalette
     from textual.widgets import Input
 
-    from tui_helpers import make_app, wait_for
+    from tui_helpers import make_app
+    from waiting import wait_for
 
     app = make_app(tmp_path)
     async with app.run_test(size=(120, 40)) as pilot:
