@@ -3,7 +3,8 @@ servers (the lesson's profile, accounts and mail), step by step, over real TCP.
 
 Solution lines are sent exactly as a learner would type them. Two directives help lessons that
 span connections: `@connect smtp|pop3` (hang up and connect again) and `@wait SECONDS`
-(greylisting, LOGIN-DELAY), which takes what the server says on its own meanwhile (a `421`).
+(greylisting, LOGIN-DELAY), which takes what the server says on its own meanwhile (a `421`), and,
+in world lessons, `@dig TYPE NAME` (a question to the world's DNS, as the learner's `dig`).
 """
 
 from __future__ import annotations
@@ -142,7 +143,10 @@ async def _replay_in_world(lesson: Lesson, data: Path, variables: dict[str, str]
             servers.store(address.rpartition("@")[2]).deliver([address], content)
         run = LessonRun(lesson, variables, server_facts=WorldFacts(servers))
         ports = world_ports(servers, lesson)
-        target = _Target({"SMTP": ports["smtp"], "POP3": ports["pop3"]}, data / "tls" / "ca.pem", world_smtp_host(servers, lesson))
+        target = _Target(
+            {"SMTP": ports["smtp"], "POP3": ports["pop3"]}, data / "tls" / "ca.pem", world_smtp_host(servers, lesson),
+            dns=(servers.world.reach_host, servers.dns.port),
+        )
         return await _replay_steps(lesson, run, target, timeout)
     finally:
         await asyncio.to_thread(world.stop)
@@ -155,6 +159,7 @@ class _Target:
     listening: dict[str, int]
     ca_cert: Path
     smtp_host: str = "127.0.0.1"  # a world lesson that talks to an MX: the domain's own address
+    dns: tuple[str, int] | None = None  # a world's DNS server, which `@dig` asks
 
 
 async def _open(run: LessonRun, target: _Target, protocol: str, timeout: float) -> _Connection:
@@ -189,6 +194,12 @@ async def _replay_steps(lesson: Lesson, run: LessonRun, servers: _Target, timeou
                 if raw.startswith("@wait"):
                     await connection.listen(float(raw.split()[1]))
                     continue
+                if raw.startswith("@dig"):
+                    problem = await _dig(servers, raw, run.variables)
+                    if problem:
+                        return _failure(run, step, problem, line_no)
+                    run.server_changed()
+                    continue
                 if run.current is None or run.current.step is not step:
                     break  # done before the end of the solution
                 if connection.closed:
@@ -211,6 +222,23 @@ async def _replay_steps(lesson: Lesson, run: LessonRun, servers: _Target, timeou
         return _failure(run, step, str(error), step.line if step else None)
     finally:
         await connection.client.close()
+
+
+async def _dig(target: _Target, directive: str, variables: dict[str, str]) -> str | None:
+    """`@dig TYPE NAME`: ask the world's DNS as the learner's `dig` would; a problem, or None."""
+    from mockservers.world.dns import lookup
+
+    from .patterns import substitute_variables
+
+    _, qtype, name = directive.split()
+    name = substitute_variables(name, variables)
+    if target.dns is None:
+        return "@dig needs a world lesson (world: in the front matter): there is no DNS server to ask"
+    try:
+        await asyncio.to_thread(lookup, target.dns, name, qtype.upper())
+    except Exception as error:  # a timeout or a refused query: say what dig would have said
+        return f"@dig {qtype} {name}: the world's DNS did not answer ({error})"
+    return None
 
 
 def _failure(run: LessonRun, step: Step | None, message: str, line: int | None) -> ReplayResult:

@@ -114,7 +114,8 @@ class LessonScreen(ConsoleScreen):
             return
         if self.lesson.world:
             self.endpoints = await asyncio.to_thread(
-                app.lab.start_world, self.lesson, f"lesson-{self.lesson.id}", on_line=self.external_line, on_event=self.server_event
+                app.lab.start_world, self.lesson, f"lesson-{self.lesson.id}", on_line=self.external_line,
+                on_event=self.server_event, on_dns=self.dns_question,
             )
         else:
             self.endpoints = await asyncio.to_thread(
@@ -264,6 +265,14 @@ class LessonScreen(ConsoleScreen):
         """What the server noticed that no line shows: a terminal's bare LF keeps DATA open."""
         if event.kind == "waiting for CRLF.CRLF":
             self.console.transcript.event(t("watch_bare_lf", self.lang, peer=event.peer))
+
+    def dns_question(self, question: Any) -> None:
+        """The world's DNS was asked a question (the learner's `dig`, a relay's MX look-up):
+        shown in the transcript, and a step waiting for `! dns asked` may be done now."""
+        self.console.transcript.event(t("transcript_dns", self.lang, qtype=question.qtype, name=question.name))
+        if self.run is not None:
+            self.run.server_changed()
+            self.call_later(self.after_progress)
 
     def _follow(self, line: Any) -> None:
         if line.peer.rpartition(":")[2].isdigit() and int(line.peer.rpartition(":")[2]) in self._own_ports:
