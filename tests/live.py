@@ -13,25 +13,6 @@ from typing import Any, Iterator
 from mockservers.profile import Profile, load_profile
 from mockservers.server import EmbeddedServers
 
-#: How long a test waits for an event before it fails (the servers answer in milliseconds).
-DEADLINE = 10.0
-
-
-def wait_until(condition: Any, timeout: float = DEADLINE, what: str = "the condition") -> Any:
-    """Poll `condition()` until it returns something true; its value, or AssertionError at the deadline.
-
-    For events the servers do not announce to a client (a connection slot freed, a record written
-    by the output thread): no fixed sleep, and no longer than the event takes.
-    """
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
-        time.sleep(0.01)
-
 
 def persona(name: str = "rfc", **policies: Any) -> Profile:
     """A bundled persona with some policies changed."""

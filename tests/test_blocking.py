@@ -8,6 +8,7 @@ import time
 import pytest
 
 from mockservers.blocking import BlockingWorkers
+from waiting import wait_until
 
 
 class QueueReactor:
@@ -31,13 +32,6 @@ class QueueReactor:
         for function, args in calls:
             function(*args)
         return len(calls)
-
-
-def wait_until(condition, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.001)
 
 
 def test_results_and_errors_come_back_through_the_reactor():

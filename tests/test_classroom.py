@@ -22,7 +22,7 @@ from simulator.classroom.grading import format_csv, grade_class
 from simulator.classroom.config import load_lesson
 from simulator.cli import main
 from simulator.course.runner import LessonRun, redacted_matches, reply_matches
-from live import wait_until
+from waiting import wait_until
 from test_classroom_helpers import Student, b64, plain, write_pack
 
 pytestmark = pytest.mark.timeout(120)

@@ -14,7 +14,8 @@ from simulator.classroom.config import class_profile, init_class
 from simulator.classroom.dashboard import ClassroomApp, StudentScreen
 from simulator.tui.app import MaillabApp, SecretScreen
 from test_classroom_helpers import Student, plain, write_pack
-from tui_helpers import open_lesson, wait_for
+from tui_helpers import open_lesson
+from waiting import wait_for
 
 pytestmark = pytest.mark.timeout(120)
 

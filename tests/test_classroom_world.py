@@ -21,7 +21,7 @@ from simulator.classroom.config import (
 from simulator.classroom.grading import format_md, grade_class
 from simulator.classroom.tracker import ClassTracker
 from simulator.cli import main
-from live import wait_until
+from waiting import wait_until
 from world_helpers import DEADLINE, RunningWorld, parse
 
 pytestmark = pytest.mark.timeout(120)

@@ -35,6 +35,7 @@ import pytest
 import mockservers.store as store_module
 from fakes import smtp as smtp_harness
 from live import LineClient, persona, serving
+from waiting import wait_until
 
 PROJECT = Path(__file__).resolve().parents[1]
 _LISTENING = re.compile(r"^(SMTP|POP3) listening on (\S+):(\d+) ")
@@ -128,9 +129,7 @@ def kill_during_load(data_dir: Path, target: int, clients: int = 8) -> tuple[lis
         deliverers = [Deliverer(ports["SMTP"], acknowledged, lock, stop) for _ in range(clients)]
         for deliverer in deliverers:
             deliverer.start()
-        deadline = time.monotonic() + 120
-        while len(acknowledged) < target and time.monotonic() < deadline:
-            time.sleep(0.005)
+        wait_until(lambda: len(acknowledged) >= target, timeout=120, what=f"{target} acknowledged messages", interval=0.005)
         process.send_signal(signal.SIGKILL)  # mid-load: deliveries are in flight right now
         process.wait(timeout=10)
         stop.set()
@@ -338,7 +337,7 @@ def test_group_commit_shares_directory_fsyncs_and_never_acknowledges_early(tmp_p
     def slow_fsync_dir(directory: Path) -> None:
         with clock:
             events.append(("sync-start", time.monotonic(), str(directory)))
-        time.sleep(0.02)  # a slow disk: many deliveries arrive during one fsync
+        time.sleep(0.02)  # the scenario, not a wait: a slow disk, so many deliveries arrive during one fsync
         real_fsync_dir(directory)
         with clock:
             events.append(("sync-end", time.monotonic(), str(directory)))

@@ -41,6 +41,7 @@ from mockservers.profile_files import bundled_personas
 from mockservers.server import MailServers
 from mockservers.smtp import SMTPSession
 from mockservers.tls import client_ssl_context, ensure_certificates
+from waiting import wait_until
 
 PROJECT = Path(__file__).resolve().parents[1]
 _LISTENING = re.compile(r"^(SMTPS?|POP3S?) listening on (\S+):(\d+) ")
@@ -61,17 +62,16 @@ def maillab_serve(data_dir: Path, log: Path, *extra: str) -> Iterator[dict[str, 
         )  # fmt: skip
     try:
         listening: dict[str, tuple[str, int]] = {}
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
+
+        def both_listening() -> bool:
             for line in log.read_text("utf-8", "replace").splitlines():
                 match = _LISTENING.match(line)
                 if match:
                     listening[match.group(1)] = (match.group(2), int(match.group(3)))
-            if "SMTP" in listening and "POP3" in listening:
-                break
             assert process.poll() is None, log.read_text()
-            time.sleep(0.05)
-        assert "SMTP" in listening, log.read_text()
+            return "SMTP" in listening and "POP3" in listening
+
+        wait_until(both_listening, timeout=20, what="the SMTP and POP3 listening lines")
         yield listening
     finally:
         process.terminate()
@@ -337,6 +337,17 @@ def _client_can_speak(version: str, tls_dir: Path) -> bool:
         thread.join(5)
 
 
+def _read_smtp_reply(raw: socket.socket) -> bytes:
+    """Read one whole SMTP reply (up to its last line, `NNN ` + CRLF), so STARTTLS is sent after it."""
+    data = b""
+    while not re.search(rb"(^|\r\n)\d{3} [^\r\n]*\r\n$", data):
+        chunk = raw.recv(4096)
+        if not chunk:
+            raise ConnectionError(f"closed before the reply ended: {data!r}")
+        data += chunk
+    return data
+
+
 def _handshake(port: int, context: ssl.SSLContext, starttls: bytes | None, protocol: str) -> str:
     """Connect (STARTTLS/STLS first when asked); the negotiated version, or raise ssl.SSLError."""
     with socket.create_connection(("127.0.0.1", port), timeout=5) as raw:
@@ -344,8 +355,7 @@ def _handshake(port: int, context: ssl.SSLContext, starttls: bytes | None, proto
             raw.recv(1024)
             if protocol == "SMTP":
                 raw.sendall(b"EHLO x.example\r\n")
-                time.sleep(0.1)
-                raw.recv(4096)
+                _read_smtp_reply(raw)
             raw.sendall(starttls)
             reply = raw.recv(1024)
             assert reply[:1] in (b"2", b"+"), reply
@@ -400,8 +410,7 @@ def test_sslv3_client_hello_gets_no_server_hello(tmp_path):
                     raw.recv(1024)
                     if name == "SMTP":
                         raw.sendall(b"EHLO x.example\r\n")
-                        time.sleep(0.1)
-                        raw.recv(4096)
+                        _read_smtp_reply(raw)
                     raw.sendall(starttls)
                     raw.recv(1024)
                 raw.sendall(_sslv3_client_hello())
@@ -417,6 +426,11 @@ def test_sslv3_client_hello_gets_no_server_hello(tmp_path):
 
 
 # --- 5. secrets stay out of transcripts and logs ---------------------------------------------------
+
+
+def _closed_transcripts(data: Path) -> int:
+    files = (data / "transcripts").rglob("*.jsonl") if (data / "transcripts").is_dir() else []
+    return sum(1 for path in files if path.read_text("utf-8", "replace").rstrip().endswith('"event": "close"}'))
 
 
 def test_secrets_never_reach_transcripts_or_the_serve_log(tmp_path):
@@ -476,7 +490,9 @@ def test_secrets_never_reach_transcripts_or_the_serve_log(tmp_path):
             c.pop3_reply()
             c.pop3("USER carol@example.com")
             assert c.pop3("PASS Sup3r-Secret!")[0].startswith("+OK")
-        time.sleep(0.5)
+        # Every session's transcript closed (the output thread writes them) and the log has its lines.
+        wait_until(lambda: _closed_transcripts(data) >= 15, what="15 closed transcripts")
+        wait_until(lambda: b"authentication failed" in log.read_bytes(), what="the serve log's failed login")
     transcripts = list((data / "transcripts").rglob("*.jsonl"))
     assert len(transcripts) >= 15
     haystacks = {path: path.read_bytes() for path in transcripts}

@@ -17,6 +17,7 @@ input, the message data of its transaction) from inside the reactor thread:
 from __future__ import annotations
 
 import contextlib
+import select
 import socket
 import threading
 import time
@@ -29,6 +30,7 @@ import mockservers.session as session_module
 from live import LineClient, persona, serving
 from mockservers.session import MAX_HELD_INPUT
 from mockservers.tls import client_ssl_context
+from waiting import wait_until
 
 WRITE_BUFFER = 65536  # Twisted's FileDescriptor.bufferSize: the producer is paused above it
 
@@ -95,7 +97,7 @@ class Prober(threading.Thread):
                     self.latencies.append(time.perf_counter() - start)
                     if not reply[0][:1] in ("2", "+", "-"):
                         self.errors.append(f"odd reply {reply}")
-                    time.sleep(0.02)
+                    time.sleep(0.02)  # pacing, not a wait: a polite client's NOOP rate while the other one misbehaves
         except Exception as error:  # noqa: BLE001 - reported by the test
             self.errors.append(repr(error))
 
@@ -145,6 +147,18 @@ def read_until_eof(sock: socket.socket, timeout: float = 10.0) -> bytes:
         data += chunk
 
 
+def read_lines(sock: socket.socket, count: int) -> bytes:
+    """Read until `count` CRLF-ended lines have arrived (replies the test waits for)."""
+    sock.settimeout(10)
+    data = b""
+    while data.count(b"\r\n") < count:
+        chunk = sock.recv(4096)
+        if not chunk:
+            raise ConnectionError(f"closed after {data!r}")
+        data += chunk
+    return data
+
+
 def push_without_reading(sock: socket.socket, payload: bytes, seconds: float) -> int:
     """Send `payload` over and over for `seconds` without ever reading; returns octets accepted."""
     sock.setblocking(False)
@@ -156,7 +170,7 @@ def push_without_reading(sock: socket.socket, payload: bytes, seconds: float) ->
         try:
             n = sock.send(view[offset:])
         except BlockingIOError:
-            time.sleep(0.01)
+            select.select([], [sock], [], max(0.0, deadline - time.monotonic()))  # until the kernel takes more
             continue
         except (BrokenPipeError, ConnectionResetError):
             break
@@ -180,7 +194,7 @@ def test_byte_at_a_time_smtp_transaction_while_others_are_served(tmp_path):
             )
             for byte in script:
                 sock.send(bytes([byte]))
-                time.sleep(0.001)
+                time.sleep(0.001)  # the attack itself: one byte per TCP segment, paced
             replies = read_until_eof(sock)
             sock.close()
         codes = [line[:4] for line in replies.split(b"\r\n") if line and line[3:4] == b" "]
@@ -221,16 +235,13 @@ def test_smtp_client_that_never_reads_is_throttled_then_timed_out(tmp_path, monk
             assert held["output"] <= WRITE_BUFFER + 4096, held
             assert held["input"] <= MAX_HELD_INPUT + 65536, held
             for _ in range(8):  # the kernel's socket buffers take what they can; the server stays bounded
-                time.sleep(0.125)
+                time.sleep(0.125)  # an observation window (1 s of samples), not a wait for an event
                 held = held_by(servers, session)
                 assert held["output"] <= WRITE_BUFFER + 4096 and held["input"] <= MAX_HELD_INPUT + 65536, held
             # What the client managed to push is bounded by socket buffers plus what the server holds.
             assert sent < 16 * 1024 * 1024, sent
             # Idle timeout (4 s without input being read), then the drain grace: the socket is aborted.
-            deadline = time.monotonic() + 15
-            while session_by_port(servers, client_port) is not None and time.monotonic() < deadline:
-                time.sleep(0.2)
-            assert session_by_port(servers, client_port) is None, "the non-reading session was never closed"
+            wait_until(lambda: session_by_port(servers, client_port) is None, timeout=15, what="the non-reading session to be closed")
             sock.close()
 
 
@@ -243,7 +254,7 @@ def test_pop3_client_that_never_reads_its_retr_replies(tmp_path):
             sock = raw_socket(port, rcvbuf=4096)
             client_port = sock.getsockname()[1]
             sock.sendall(b"USER bob@example.com\r\nPASS bob-secret\r\n")
-            time.sleep(0.3)
+            read_lines(sock, 3)  # greeting, USER, PASS: logged in before the flood
             # 5,000 RETRs (1 GB of replies) in one burst, never read.
             sent = push_without_reading(sock, b"RETR 1\r\n" * 5000, 2.0)
             session = session_by_port(servers, client_port)
@@ -252,7 +263,7 @@ def test_pop3_client_that_never_reads_its_retr_replies(tmp_path):
                 held = held_by(servers, session)
                 for key in peak:
                     peak[key] = max(peak[key], held[key])
-                time.sleep(0.1)
+                time.sleep(0.1)  # an observation window (1 s of samples), not a wait for an event
             assert held["output_blocked"] == 1, held
             # One RETR's reply may be in the buffer when the producer pauses; never many.
             assert peak["output"] <= WRITE_BUFFER + 2 * len(body) + 4096, peak
@@ -267,8 +278,10 @@ def test_backpressure_releases_when_the_client_reads(tmp_path):
     with serving(persona("rfc"), tmp_path) as servers:
         servers.servers.store.deliver(["bob@example.com"], body)
         sock = raw_socket(servers.port_of("POP3"), rcvbuf=8192)
+        client_port = sock.getsockname()[1]
         sock.sendall(b"USER bob@example.com\r\nPASS bob-secret\r\n" + b"RETR 1\r\n" * 40 + b"QUIT\r\n")
-        time.sleep(1.0)  # let the server fill its buffer and pause
+        session = wait_until(lambda: session_by_port(servers, client_port), what="the POP3 session")
+        wait_until(lambda: held_by(servers, session)["output_blocked"], what="the server to fill its buffer and pause")
         data = read_until_eof(sock)
         sock.close()
         assert data.count(b"\r\n.\r\n") == 40
@@ -312,13 +325,12 @@ def test_connection_flood_past_max_connections(tmp_path):
             for client in kept[:5]:
                 assert client.smtp("NOOP")[0].startswith("250")
             kept.pop().close()
-            deadline = time.monotonic() + 5
-            while True:
+
+            def greeted() -> bool:
                 with LineClient(port) as again:
-                    if again.smtp_reply()[0].startswith("220"):
-                        break
-                assert time.monotonic() < deadline, "a freed slot was never reused"
-                time.sleep(0.05)
+                    return again.smtp_reply()[0].startswith("220")
+
+            wait_until(greeted, timeout=5, what="a freed slot to be reused", interval=0.05)
         finally:
             for client in kept:
                 client.close()
@@ -348,10 +360,7 @@ def test_many_short_connections_leave_nothing_behind(tmp_path):
             sock = raw_socket(port)
             sock.recv(256)
             sock.close()  # no QUIT
-        deadline = time.monotonic() + 5
-        while sessions_of(servers) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert sessions_of(servers) == []
+        wait_until(lambda: sessions_of(servers) == [], timeout=5, what="every session to end")
         assert in_reactor(servers, lambda: dict(servers.servers.context.limits.connections)) == {}
 
 
@@ -389,7 +398,7 @@ def test_ten_megabyte_line_inside_data_over_the_size_limit(tmp_path):
         client_port = sock.getsockname()[1]
         assert sock.recv(512).startswith(b"220")
         sock.sendall(b"HELO x.example\r\nMAIL FROM:<alice@example.com>\r\nRCPT TO:<bob@example.com>\r\nDATA\r\n")
-        time.sleep(0.2)
+        data = read_lines(sock, 4)  # 250 250 250 354: the server reads the message now
         peak = 0
         for index in range(160):
             sock.sendall(b"B" * 65536)
@@ -397,7 +406,6 @@ def test_ten_megabyte_line_inside_data_over_the_size_limit(tmp_path):
                 held = held_by(servers, session_by_port(servers, client_port))
                 peak = max(peak, held["message"], held["input"])
         sock.sendall(b"\r\n.\r\nNOOP\r\n")
-        data = b""
         sock.settimeout(10)
         while b"\r\n250 2.0.0 Ok\r\n" not in data and data.count(b"\r\n") < 7:
             data += sock.recv(4096)
@@ -439,10 +447,7 @@ def test_smtp_half_close_gets_every_reply_then_eof(tmp_path):
         finals = [line[:3] for line in data.split(b"\r\n") if line[3:4] == b" "]
         assert finals == [b"250", b"250", b"250", b"354", b"250", b"250"], data
         assert len(servers.servers.store.messages("bob@example.com")) == 1
-        deadline = time.monotonic() + 5
-        while sessions_of(servers) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert sessions_of(servers) == []
+        wait_until(lambda: sessions_of(servers) == [], timeout=5, what="every session to end")
 
 
 def test_smtp_half_close_mid_data_stores_nothing(tmp_path):
@@ -501,6 +506,6 @@ def test_activity_resets_the_idle_timer(tmp_path):
         with LineClient(servers.port_of("SMTP")) as client:
             client.smtp_reply()
             for _ in range(4):
-                time.sleep(0.5)
+                time.sleep(0.5)  # the scenario, not a wait: half the idle timeout without a word
                 assert client.smtp("NOOP")[0].startswith("250")
             assert client.closed_by_server(3)

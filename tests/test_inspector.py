@@ -11,7 +11,8 @@ from simulator.engine import message_view
 from simulator.engine.mail_sources import find_sources
 from simulator.engine.message_view import decode_part, parse_received, view_message
 from simulator.tui.inspector_screen import InspectorScreen
-from tui_helpers import make_app, wait_for
+from tui_helpers import make_app
+from waiting import wait_for
 
 SAMPLE = Path(__file__).with_name("mail") / "gbk-mixed.eml"
 

@@ -16,6 +16,7 @@ import pytest
 from live import LineClient, persona, serving
 from simulator.engine.session import SMTPSession
 from simulator.engine.validate import build_session, expected_reply
+from waiting import wait_until
 
 HELO_REFUSED = "504 5.5.2 <laptop>: Helo command rejected: need fully-qualified hostname"
 
@@ -119,26 +120,24 @@ def test_undeclared_8bit_data(tmp_path, name, policies, body, expected_start, de
     assert (prediction[0].startswith("250") and "RFC 6152" in prediction[0]) == noted
 
 
-def _records(data_dir, deadline: float) -> list[dict]:
+def _records(data_dir) -> list[dict]:
     """The transcript records of the only session, once its close record has been written."""
     import json
-    import time
 
-    while time.monotonic() < deadline:
+    def closed() -> list[dict]:
         files = sorted((data_dir / "transcripts").rglob("*.jsonl"))
         if files:
             records = [json.loads(line) for line in files[0].read_text().splitlines() if line.strip()]
             if records and records[-1].get("event") == "close":
                 return records
-        time.sleep(0.02)
-    raise AssertionError("no closed transcript before the deadline")
+        return []
+
+    return wait_until(closed, what="the session's closed transcript")
 
 
 @pytest.mark.parametrize("port_name, greeting_start, quit_line", [("SMTPS", "220 ", "QUIT"), ("POP3S", "+OK", "QUIT")])
 def test_implicit_tls_sessions_are_marked_tls_like_starttls(tmp_path, port_name, greeting_start, quit_line):
     """RFC 8314: a session on 465/995 is in TLS from the first byte; log events and transcripts say so."""
-    import time
-
     from mockservers.tls import client_ssl_context
 
     events = []
@@ -149,7 +148,7 @@ def test_implicit_tls_sessions_are_marked_tls_like_starttls(tmp_path, port_name,
             assert client.read_line().startswith(greeting_start)
             client.send(quit_line)
             client.read_line()
-        records = _records(tmp_path, time.monotonic() + 10)
+        records = _records(tmp_path)
     kinds = [r.get("event") for r in records if r.get("dir") == "e"]
     assert kinds[:2] == ["open", "tls"]
     tls = next(r for r in records if r.get("event") == "tls")

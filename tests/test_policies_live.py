@@ -6,7 +6,8 @@ import time
 
 import pytest
 
-from live import LineClient, persona, serving, wait_until
+from live import LineClient, persona, serving
+from waiting import wait_until
 from mockservers import sasl
 from mockservers.tls import client_ssl_context
 
@@ -224,20 +225,36 @@ def test_pop3_failed_auth_limit(tmp_path):
         assert c.closed_by_server()
 
 
+class SteppedClock:
+    """The reactor's time plus seconds the test adds: greylisting's wait passes without sleeping."""
+
+    def __init__(self, reactor) -> None:
+        self.reactor = reactor
+        self.ahead = 0.0
+
+    def seconds(self) -> float:
+        return self.reactor.seconds() + self.ahead
+
+    def callLater(self, *args, **kwargs):  # noqa: N802 - timers keep real seconds
+        return self.reactor.callLater(*args, **kwargs)
+
+
 def test_greylisting_first_attempt_450_then_accepted_after_the_delay(tmp_path):
-    with serving(persona("rfc", greylist_delay=1.0), tmp_path) as servers, smtp_client(servers) as c:
-        c.smtp("EHLO x")
-        c.smtp("MAIL FROM:<alice@example.com>")
-        assert c.smtp("RCPT TO:<bob@example.com>") == [
-            "450 4.2.0 <bob@example.com>: Recipient address rejected: Greylisted, try again in 1 seconds"
-        ]
-        assert c.smtp("RCPT TO:<bob@example.com>")[0].startswith("450")
-        time.sleep(1.1)
-        assert c.smtp("RCPT TO:<bob@example.com>") == ["250 2.1.5 Ok"]
-        # another sender is a new triplet
-        c.smtp("RSET")
-        c.smtp("MAIL FROM:<mrose@example.com>")
-        assert c.smtp("RCPT TO:<bob@example.com>")[0].startswith("450")
+    with serving(persona("rfc", greylist_delay=1.0), tmp_path) as servers:
+        clock = servers.servers.context.clock = SteppedClock(servers.reactor)
+        with smtp_client(servers) as c:
+            c.smtp("EHLO x")
+            c.smtp("MAIL FROM:<alice@example.com>")
+            assert c.smtp("RCPT TO:<bob@example.com>") == [
+                "450 4.2.0 <bob@example.com>: Recipient address rejected: Greylisted, try again in 1 seconds"
+            ]
+            assert c.smtp("RCPT TO:<bob@example.com>")[0].startswith("450")
+            clock.ahead += 1.1  # the greylisting delay passes on the server's clock
+            assert c.smtp("RCPT TO:<bob@example.com>") == ["250 2.1.5 Ok"]
+            # another sender is a new triplet
+            c.smtp("RSET")
+            c.smtp("MAIL FROM:<mrose@example.com>")
+            assert c.smtp("RCPT TO:<bob@example.com>")[0].startswith("450")
 
 
 def test_tarpit_delays_every_reply(tmp_path):

@@ -14,9 +14,29 @@ from simulator.tui.home_screen import HomeScreen
 from simulator.tui.lesson_screen import LessonScreen
 from simulator.tui.sandbox_screen import SandboxScreen
 from simulator.tui.tools import ReferenceScreen, ToolsScreen
-from tui_helpers import check_snapshot, make_app, open_lesson, send_line, type_text, wait_for, wait_until_drawn
+from tui_helpers import check_snapshot, make_app, open_lesson, send_line, type_text, wait_until_drawn
+from waiting import wait_for
 
 pytestmark = pytest.mark.timeout(120)
+
+
+async def dig_in_another_terminal(server: tuple[str, int], qtype: str, name: str) -> str:
+    """The learner's `dig` in a terminal beside the app (dnspython where dig is not installed)."""
+    import asyncio
+    import shutil
+
+    host, port = server
+    if shutil.which("dig"):
+        process = await asyncio.create_subprocess_exec(
+            "dig", f"@{host}", "-p", str(port), qtype, name, "+short", "+time=5", "+tries=1",
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        )
+        output, _ = await asyncio.wait_for(process.communicate(), 20)
+        assert process.returncode == 0, output
+        return output.decode()
+    from mockservers.world.dns import lookup
+
+    return "\n".join(str(answer) for answer in await asyncio.to_thread(lookup, server, name, qtype))
 
 
 async def solve_by_typing(pilot, screen: LessonScreen) -> None:
@@ -32,6 +52,10 @@ async def solve_by_typing(pilot, screen: LessonScreen) -> None:
                     await pilot.press("ctrl+o")
                 await wait_for(pilot, lambda: screen.console.protocol == target)
                 await wait_for(pilot, lambda: screen.console.session.greeting is not None)
+                continue
+            if raw.startswith("@dig"):
+                _, qtype, name = raw.split()
+                await dig_in_another_terminal(screen.endpoints.dns, qtype, name)
                 continue
             if raw.startswith("@wait"):
                 world = screen.app.lab.world
@@ -272,7 +296,7 @@ async def test_snapshots(tmp_path, size):
         check_snapshot(app, f"tools-{width}x{height}", await wait_until_drawn(pilot, app))
 
 
-@pytest.mark.parametrize("lesson_id", ["mail-journey", "mime-by-hand", "bounce-dsn", "greylisting-queue", "spf-dkim-dmarc"])
+@pytest.mark.parametrize("lesson_id", ["mail-journey", "mime-by-hand", "bounce-dsn", "greylisting-queue", "spf-dkim-dmarc", "mx-lookup"])
 async def test_world_lessons_can_be_completed_by_typing(tmp_path, lesson_id):
     app = make_app(tmp_path)
     async with app.run_test(size=(120, 40)) as pilot:

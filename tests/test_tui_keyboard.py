@@ -16,7 +16,8 @@ from simulator.engine.session import Expect
 from simulator.tui.home_screen import HomeScreen
 from simulator.tui.lesson_screen import LessonScreen
 from simulator.tui.sandbox_screen import SandboxScreen
-from tui_helpers import make_app, wait_for
+from tui_helpers import make_app
+from waiting import wait_for
 
 pytestmark = pytest.mark.timeout(180)
 

@@ -45,7 +45,8 @@ async def test_footer_keys_are_chinese_on_every_screen(tmp_path) -> None:
     from simulator.tui.home_screen import HomeScreen
     from simulator.tui.lesson_screen import LessonScreen
     from simulator.tui.sandbox_screen import SandboxScreen
-    from tui_helpers import make_app, wait_for
+    from tui_helpers import make_app
+    from waiting import wait_for
 
     english = {entry["en"] for key, entry in strings().items() if key not in SAME_IN_BOTH}
     app = make_app(tmp_path)
@@ -67,3 +68,29 @@ async def test_footer_keys_are_chinese_on_every_screen(tmp_path) -> None:
             if key:
                 await pilot.press("escape")
                 await wait_for(pilot, lambda: isinstance(app.screen, HomeScreen))
+
+
+async def test_the_palette_speaks_chinese(tmp_path) -> None:
+    """Ctrl+P in Chinese: the prompt and every command offered are Chinese (no English system commands)."""
+    from textual.command import CommandPalette
+    from textual.widgets import Input
+
+    from tui_helpers import make_app
+    from waiting import wait_for
+
+    app = make_app(tmp_path)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.pause(0.2)
+        await pilot.press("ctrl+l")
+        await wait_for(pilot, lambda: app.lang == "zh")
+        await pilot.press("ctrl+p")
+        await wait_for(pilot, lambda: isinstance(app.screen, CommandPalette))
+        prompt = app.screen.query_one(Input)
+        assert prompt.placeholder == strings()["palette_prompt"]["zh"]
+        assert app.focused is prompt
+        from simulator.tui.app import MaillabCommands
+
+        offered = [text for text, _ in MaillabCommands(app.screen).commands()]
+        assert all(re.search(r"[\u4e00-\u9fff]", text) for text in offered), [t for t in offered if not re.search(r"[\u4e00-\u9fff]", t)]
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: not isinstance(app.screen, CommandPalette))

@@ -9,21 +9,13 @@ from typing import Any, Callable
 
 from simulator.tui.app import MaillabApp
 from simulator.tui.lesson_screen import LessonScreen
+from waiting import wait_for
 
 SNAPSHOTS = Path(__file__).with_name("snapshots")
 
 
 def make_app(tmp_path: Path, lang: str = "en", **options: Any) -> MaillabApp:
     return MaillabApp(data_dir=tmp_path / "data", lang=lang, **options)
-
-
-async def wait_for(pilot: Any, condition: Callable[[], bool], timeout: float = 10.0) -> None:
-    """Let the app run until `condition()` holds (network replies arrive asynchronously)."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not condition():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError("timed out waiting for the TUI")
-        await pilot.pause(0.05)
 
 
 async def type_text(pilot: Any, text: str) -> None:

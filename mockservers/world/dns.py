@@ -11,7 +11,10 @@ in worker threads with synchronous libraries, ask it with dnspython (`lookup_txt
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+import threading
+from collections import deque
+from collections.abc import Callable
+from typing import Any, Iterable, NamedTuple
 
 from twisted.internet import defer
 from twisted.names import authority, dns, server
@@ -84,6 +87,45 @@ def build_authorities(world: World, dkim_public: dict[str, str]) -> list[Zone]:
     return zones + [Zone(parent, []) for parent in parents]
 
 
+#: Questions the world's DNS remembers (a lesson asks whether the learner's `dig` arrived).
+ASKED_KEPT = 1000
+
+
+class Question(NamedTuple):
+    """One question the world's DNS was asked: record type and name, as dig shows them."""
+
+    qtype: str
+    name: str
+
+
+class RecordingFactory(server.DNSServerFactory):
+    """twisted.names' server, remembering each question (bounded) and telling who listens.
+
+    A lesson step "look up sina.lab's MX with dig" is checked by the question reaching the
+    server, not by trusting the learner; the world's own relays ask too.
+    """
+
+    def __init__(self, authorities: list[Any]) -> None:
+        super().__init__(authorities=authorities)
+        self._asked: deque[Question] = deque(maxlen=ASKED_KEPT)
+        self._asked_lock = threading.Lock()  # asked in the reactor thread, read by the app's
+        self.listeners: list[Callable[[Question], None]] = []
+
+    def was_asked(self, question: Question) -> bool:
+        with self._asked_lock:
+            return question in self._asked
+
+    def handleQuery(self, message: Any, protocol: Any, address: Any) -> Any:  # noqa: N802 - twisted's name
+        if message.queries:
+            query = message.queries[0]
+            question = Question(dns.QUERY_TYPES.get(query.type, str(query.type)), str(query.name).rstrip(".").lower())
+            with self._asked_lock:
+                self._asked.append(question)
+            for listener in list(self.listeners):
+                listener(question)
+        return super().handleQuery(message, protocol, address)
+
+
 class WorldDNS:
     """The authoritative server on UDP and TCP of one port."""
 
@@ -92,7 +134,7 @@ class WorldDNS:
         self.host = world.host
         self.reach_host = world.reach_host
         self.requested_port = world.dns_port
-        self.factory = server.DNSServerFactory(authorities=build_authorities(world, dkim_public))
+        self.factory = RecordingFactory(build_authorities(world, dkim_public))
         self.port = 0
         self._listeners: list[Any] = []
 
@@ -118,6 +160,15 @@ class WorldDNS:
     def stop(self) -> defer.Deferred:
         listeners, self._listeners = self._listeners, []
         return defer.gatherResults([defer.maybeDeferred(p.stopListening) for p in listeners], consumeErrors=True)
+
+    def was_asked(self, qtype: str, name: str) -> bool:
+        """Has anyone asked this server for `qtype` records of `name` (since it started)?"""
+        return self.factory.was_asked(Question(qtype.upper(), name.rstrip(".").lower()))
+
+    def subscribe(self, listener: Callable[[Question], None]) -> Callable[[], None]:
+        """Call `listener` (in the reactor thread) with every question; returns the unsubscribe."""
+        self.factory.listeners.append(listener)
+        return lambda: self.factory.listeners.remove(listener) if listener in self.factory.listeners else None
 
     def resolver(self) -> Any:
         """An asynchronous resolver that asks only this server (what the relays use)."""

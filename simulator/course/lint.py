@@ -16,7 +16,7 @@ from simulator.defaults import DEFAULT_REPLAY_JOBS
 from .catalog import Catalog, load_catalog
 from .model import Lesson
 from .order import check_order
-from .parser import LessonError
+from .parser import DNS_QUESTION_TYPES, LessonError
 from .patterns import PatternError, check_solution_line, compile_pattern
 from .setup import lesson_profile, lesson_variables
 
@@ -61,11 +61,19 @@ def check_lesson(lesson: Lesson, catalog: Catalog, extra_dirs: Sequence[Path] = 
                         substitute_variables(expectation.text, variables)
                     except PatternError as error:
                         problems.append(_problem(lesson.path, expectation.line, str(error)))
+                    if expectation.kind == "server" and expectation.text.lower().startswith("dns asked") and not lesson.world:
+                        problems.append(_problem(lesson.path, expectation.line, "`! dns asked` needs a world lesson (`world:` in the front matter)"))
         for offset, line in enumerate(step.solution):
             if line.startswith("@"):
                 words = line.split()
-                if words[0] not in ("@connect", "@wait") or len(words) != 2:
-                    problems.append(_problem(lesson.path, (step.solution_line or step.line) + 1 + offset, f"unknown directive {line!r} (@connect smtp|pop3, @wait SECONDS)"))
+                where = (step.solution_line or step.line) + 1 + offset
+                if words[0] == "@dig":
+                    if len(words) != 3 or words[1].upper() not in DNS_QUESTION_TYPES:
+                        problems.append(_problem(lesson.path, where, f"@dig needs a record type ({', '.join(DNS_QUESTION_TYPES)}) and a name: {line!r}"))
+                    elif not lesson.world:
+                        problems.append(_problem(lesson.path, where, "@dig asks a world's DNS: only in a lesson with `world:` in its front matter"))
+                elif words[0] not in ("@connect", "@wait") or len(words) != 2:
+                    problems.append(_problem(lesson.path, where, f"unknown directive {line!r} (@connect smtp|pop3, @wait SECONDS, @dig TYPE NAME)"))
                 continue
             try:
                 check_solution_line(line, variables)

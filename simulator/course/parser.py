@@ -305,9 +305,12 @@ _FACTS = re.compile(
     r"retrieved \d+|accepted \d+|data|closed)$",
     re.IGNORECASE,
 )
+#: Record types `! dns asked` and `@dig` know: those the world's DNS serves.
+DNS_QUESTION_TYPES = ("MX", "A", "AAAA", "TXT", "NS", "SOA")
+
 _SERVER_FACTS = re.compile(
     r'^(?:mailbox \S+ (?:has (?:subject|body|header) ".*"|count \d+|has mail from \S+ over \d+ hops?|has bounce(?: for \S+)?)'
-    r"|queue \S+ count \d+)$",
+    r"|queue \S+ count \d+|dns asked (?:" + "|".join(DNS_QUESTION_TYPES) + r") \S+)$",
     re.IGNORECASE,
 )
 _REPLY = re.compile(r"^(?:[2-5][0-9x]{2}(?:[ -].*)?|\+OK.*|-ERR.*|\+(?: .*)?|closed)$", re.IGNORECASE)
@@ -342,7 +345,8 @@ def _expect_block(content: str, first_line: int, path: Path, block_line: int) ->
                 raise LessonError(
                     path, line_number,
                     f'unknown server fact {rest!r} (mailbox X has subject|body|header "..." , mailbox X count N, '
-                    "mailbox X has mail from Y over N hops, mailbox X has bounce [for Y], queue DOMAIN count N)",
+                    "mailbox X has mail from Y over N hops, mailbox X has bounce [for Y], queue DOMAIN count N, "
+                    f"dns asked {'|'.join(DNS_QUESTION_TYPES)} NAME)",
                 )
             expectations.append(Expectation("server", rest, line_number))
         else:

@@ -3,7 +3,8 @@ servers (the lesson's profile, accounts and mail), step by step, over real TCP.
 
 Solution lines are sent exactly as a learner would type them. Two directives help lessons that
 span connections: `@connect smtp|pop3` (hang up and connect again) and `@wait SECONDS`
-(greylisting, LOGIN-DELAY), which takes what the server says on its own meanwhile (a `421`).
+(greylisting, LOGIN-DELAY), which takes what the server says on its own meanwhile (a `421`), and,
+in world lessons, `@dig TYPE NAME` (a question to the world's DNS, as the learner's `dig`).
 """
 
 from __future__ import annotations
@@ -33,6 +34,9 @@ class ReplayResult:
     failed_step: Step | None
     message: str
     line: int | None
+    #: (line sent, the reply's lines) of the whole replay, for tests that check what a lesson
+    #: prints against what the server really answered (sizes, texts).
+    exchanges: tuple[tuple[str, tuple[str, ...]], ...] = ()
 
     @property
     def ok(self) -> bool:
@@ -142,7 +146,10 @@ async def _replay_in_world(lesson: Lesson, data: Path, variables: dict[str, str]
             servers.store(address.rpartition("@")[2]).deliver([address], content)
         run = LessonRun(lesson, variables, server_facts=WorldFacts(servers))
         ports = world_ports(servers, lesson)
-        target = _Target({"SMTP": ports["smtp"], "POP3": ports["pop3"]}, data / "tls" / "ca.pem", world_smtp_host(servers, lesson))
+        target = _Target(
+            {"SMTP": ports["smtp"], "POP3": ports["pop3"]}, data / "tls" / "ca.pem", world_smtp_host(servers, lesson),
+            dns=(servers.world.reach_host, servers.dns.port),
+        )
         return await _replay_steps(lesson, run, target, timeout)
     finally:
         await asyncio.to_thread(world.stop)
@@ -155,6 +162,7 @@ class _Target:
     listening: dict[str, int]
     ca_cert: Path
     smtp_host: str = "127.0.0.1"  # a world lesson that talks to an MX: the domain's own address
+    dns: tuple[str, int] | None = None  # a world's DNS server, which `@dig` asks
 
 
 async def _open(run: LessonRun, target: _Target, protocol: str, timeout: float) -> _Connection:
@@ -189,6 +197,12 @@ async def _replay_steps(lesson: Lesson, run: LessonRun, servers: _Target, timeou
                 if raw.startswith("@wait"):
                     await connection.listen(float(raw.split()[1]))
                     continue
+                if raw.startswith("@dig"):
+                    problem = await _dig(servers, raw, run.variables)
+                    if problem:
+                        return _failure(run, step, problem, line_no)
+                    run.server_changed()
+                    continue
                 if run.current is None or run.current.step is not step:
                     break  # done before the end of the solution
                 if connection.closed:
@@ -205,7 +219,7 @@ async def _replay_steps(lesson: Lesson, run: LessonRun, servers: _Target, timeou
                     await connection.read_until_answered(timeout)  # a BDAT chunk is answered after its last octet
             if run.current is not None and run.current.step is step:
                 return _failure(run, step, _why(run, step), step.line)
-        return ReplayResult(lesson, tuple(run.completed_steps()), None, "", None)
+        return ReplayResult(lesson, tuple(run.completed_steps()), None, "", None, _exchanges(run))
     except ClientError as error:
         step = run.current.step if run.current else None
         return _failure(run, step, str(error), step.line if step else None)
@@ -213,9 +227,34 @@ async def _replay_steps(lesson: Lesson, run: LessonRun, servers: _Target, timeou
         await connection.client.close()
 
 
+async def _dig(target: _Target, directive: str, variables: dict[str, str]) -> str | None:
+    """`@dig TYPE NAME`: ask the world's DNS as the learner's `dig` would; a problem, or None."""
+    from mockservers.world.dns import lookup
+
+    from .patterns import substitute_variables
+
+    _, qtype, name = directive.split()
+    name = substitute_variables(name, variables)
+    if target.dns is None:
+        return "@dig needs a world lesson (world: in the front matter): there is no DNS server to ask"
+    try:
+        await asyncio.to_thread(lookup, target.dns, name, qtype.upper())
+    except Exception as error:  # a timeout or a refused query: say what dig would have said
+        return f"@dig {qtype} {name}: the world's DNS did not answer ({error})"
+    return None
+
+
 def _failure(run: LessonRun, step: Step | None, message: str, line: int | None) -> ReplayResult:
     prefix = f"step {step.id!r}: " if step else ""
-    return ReplayResult(run.lesson, tuple(run.completed_steps()), step, prefix + message, line)
+    return ReplayResult(run.lesson, tuple(run.completed_steps()), step, prefix + message, line, _exchanges(run))
+
+
+def _exchanges(run: LessonRun) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    return tuple(
+        (event.sent, tuple(getattr(event.reply, "raw", ())))
+        for event in run.events
+        if event.sent is not None and event.reply is not None and event.reply != "closed"
+    )
 
 
 def _why(run: LessonRun, step: Step) -> str:

@@ -183,6 +183,11 @@ class LessonRun:
         self.log("tls")
         self._evaluate()
 
+    def server_changed(self) -> None:
+        """Something only the server side shows has happened (a DNS question arrived, mail was
+        relayed): check the current step's `! server` facts again, with no line sent."""
+        self._evaluate()
+
     def closed(self) -> None:
         self.session.closed = True
         self.events.append(Event(None, "closed", reply="closed", time=self.clock()))
@@ -389,6 +394,10 @@ class LessonRun:
         match = re.match(r"(?i)^mailbox (\S+) count (\d+)$", text)
         if match:
             return len(self.server_facts.mailbox_messages(match.group(1))) == int(match.group(2))
+        match = re.match(r"(?i)^dns asked (\S+) (\S+)$", text)
+        if match:
+            asked = getattr(self.server_facts, "dns_asked", None)
+            return asked is not None and asked(match.group(1).upper(), match.group(2))
         match = re.match(r"(?i)^queue (\S+) count (\d+)$", text)
         if match:
             return self.server_facts.queue_count(match.group(1)) == int(match.group(2))

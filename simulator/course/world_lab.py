@@ -61,6 +61,7 @@ class WorldFacts:
     def __init__(self, servers: Any = None, *, stores: dict[str, Any] | None = None) -> None:
         """A running world's stores, or `stores` (domain -> MailStore) read from its data
         directory when nothing runs (classroom grading of a world class)."""
+        self.servers = servers
         self.stores = stores if stores is not None else {name: servers.store(name) for name in servers.domains}
 
     def _store(self, address: str) -> Any:
@@ -78,6 +79,11 @@ class WorldFacts:
     def queue_count(self, domain: str) -> int:
         """Messages waiting for `domain` in every domain's queue."""
         return sum(store.queued_count(domain) for store in self.stores.values())
+
+    def dns_asked(self, qtype: str, name: str) -> bool:
+        """Did the world's DNS get this question (the learner's `dig`)? False when nothing runs."""
+        dns = getattr(self.servers, "dns", None)
+        return dns is not None and dns.was_asked(qtype, name)
 
 
 def world_data_dir(root: Path, lesson: Lesson) -> Path:

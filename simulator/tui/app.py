@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from textual.app import App, ComposeResult
-from textual.command import DiscoveryHit, Hit, Hits, Provider
+from textual.command import CommandPalette, DiscoveryHit, Hit, Hits, Provider
 from textual.containers import Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Input, Static
@@ -23,9 +23,11 @@ from .lab import Lab
 from .strings import t
 from .keys import Key, LocalizedKeys, bindings
 
-#: Keys that work on every screen, added to each screen's own (ctrl+p, the palette, and ctrl+c,
-#: copy in an input, come from Textual's App and keep their meaning).
+#: Keys that work on every screen, added to each screen's own (ctrl+c, copy in an input, comes
+#: from Textual's App and keeps its meaning; ctrl+p is declared here so its footer text is in the
+#: app's language).
 APP_KEYS = [
+    Key("ctrl+p", "command_palette", "key_palette", priority=True),
     Key("ctrl+q", "quit", "key_quit", priority=True),
     Key("f1", "help", "key_help"),
     Key("f3", "tools", "key_tools"),
@@ -60,6 +62,7 @@ class MaillabCommands(Provider):
             (t("help_title", lang), app.action_help),
             (t("key_language", lang), app.action_toggle_language),
             (t("key_theme", lang), app.action_toggle_theme),
+            (t("key_quit", lang), app.action_quit),
         ]
         return found
 
@@ -109,7 +112,10 @@ class SecretScreen(ModalScreen[str | None]):
 class MaillabApp(LocalizedKeys, App[None]):
     CSS_PATH = "maillab.tcss"
     BINDINGS = bindings(APP_KEYS)
-    COMMANDS = App.COMMANDS | {MaillabCommands}
+    #: Only maillab's commands, all in the app's language (Textual's system commands are English).
+    COMMANDS = {MaillabCommands}
+    #: Textual would add its own Ctrl+P binding, described in English; APP_KEYS has a localized one.
+    ENABLE_COMMAND_PALETTE = False
 
     def __init__(
         self,
@@ -192,6 +198,11 @@ class MaillabApp(LocalizedKeys, App[None]):
             if hasattr(screen, "leave"):
                 await screen.leave()
             self.pop_screen()
+
+    def action_command_palette(self) -> None:
+        """Textual's palette, its prompt in the app's language."""
+        if not CommandPalette.is_open(self):
+            self.push_screen(CommandPalette(placeholder=t("palette_prompt", self.lang), id="--command-palette"))
 
     def action_help(self) -> None:
         self.push_screen(HelpScreen(self.lang))

@@ -33,15 +33,20 @@ class HelpScreen(ModalScreen[None]):
 def watch_commands(endpoints: Endpoints, ca_path: str | None) -> list[str]:
     """Ready-to-copy commands that reach the same servers from a real terminal."""
     host, smtp, pop3 = endpoints.host, endpoints.smtp, endpoints.pop3
+    smtp_host = endpoints.host_for("smtp")  # a world lesson's MX has an address of its own
     ca = f" -CAfile {ca_path}" if ca_path else ""
-    return [
-        f"telnet {host} {smtp}",
-        f"nc -C {host} {smtp}",
-        f"openssl s_client -starttls smtp -crlf -quiet{ca} -connect {host}:{smtp}",
+    commands = [
+        f"telnet {smtp_host} {smtp}",
+        f"nc -C {smtp_host} {smtp}",
+        f"openssl s_client -starttls smtp -crlf -quiet{ca} -connect {smtp_host}:{smtp}",
         f"telnet {host} {pop3}",
         f"openssl s_client -starttls pop3 -crlf -quiet{ca} -connect {host}:{pop3}",
-        f"swaks --server {host}:{smtp} --to <address>",
+        f"swaks --server {smtp_host}:{smtp} --to <address>",
     ]
+    if endpoints.dns is not None:
+        dns_host, dns_port = endpoints.dns
+        commands.append(f"dig @{dns_host} -p {dns_port} MX {endpoints.dns_example or '<domain>'}")
+    return commands
 
 
 class WatchScreen(ModalScreen[None]):

@@ -9,11 +9,12 @@ from typing import Any
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
-from textual.widgets import Button, Footer, Header, Input, OptionList, Static
+from textual.widgets import Button, Header, Input, OptionList, Static
 from textual.widgets.option_list import Option
 
 from .strings import t
 from .keys import Key, LocalizedKeys, bindings
+from .widgets import AppFooter
 
 HOME_KEYS = [
     Key("f5", "sandbox", "key_sandbox"),
@@ -37,7 +38,7 @@ class HomeScreen(LocalizedKeys, Screen[None]):
             yield OptionList(id="lessons")
             yield Input(id="folder", classes="hidden")
             yield Static("", id="home-notes")
-        yield Footer(compact=True)
+        yield AppFooter()
 
     @property
     def lang(self) -> str:

@@ -11,7 +11,7 @@ from typing import Any
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import Screen
-from textual.widgets import Footer, Header, OptionList, Static, Tree
+from textual.widgets import Header, OptionList, Static, Tree
 from textual.widgets.option_list import Option
 
 from simulator.engine.mail_sources import MailSource, MessageEntry, find_sources, mailboxes, messages, read
@@ -19,6 +19,7 @@ from simulator.engine.message_view import MessageView, Part, decode_part, view_m
 
 from .strings import t
 from .keys import Key, LocalizedKeys, bindings
+from .widgets import AppFooter
 
 INSPECTOR_KEYS = [
     Key("escape", "back", "key_back"),
@@ -58,7 +59,7 @@ class InspectorScreen(LocalizedKeys, Screen[None]):
                         yield Static("", id="part-view")
                     with VerticalScroll(id="raw-scroll", classes="hidden"):
                         yield Static("", id="raw-view", markup=False)
-        yield Footer(compact=True)
+        yield AppFooter()
 
     def on_mount(self) -> None:
         self.set_language(self.lang)

@@ -27,6 +27,8 @@ class Endpoints:
     smtps: int | None = None
     pop3s: int | None = None
     smtp_host: str | None = None  # a world lesson that talks to an MX: the domain's own address
+    dns: tuple[str, int] | None = None  # a world's DNS server (host, port), for `dig`
+    dns_example: str = ""  # the domain a lesson's `dig` asks about (the recipient's)
 
     def host_for(self, protocol: str) -> str:
         return self.smtp_host if protocol != "pop3" and self.smtp_host else self.host
@@ -117,6 +119,7 @@ class Lab:
         fresh: bool = True,
         on_line: Callable[[Any], None] | None = None,
         on_event: Callable[[Any], None] | None = None,
+        on_dns: Callable[[Any], None] | None = None,
     ) -> Endpoints:
         """A fresh world for a world lesson (docs/world.md): SMTP to its smtp_domain, POP3 to its pop3_domain."""
         self.stop()
@@ -140,10 +143,14 @@ class Lab:
         if on_event is not None:
             for domain in {d.name for d in lesson_domains(lesson, servers.world)}:
                 self._unsubscribe.append(servers.domains[domain].events.subscribe(self._handoff(on_event)))
+        if on_dns is not None and servers.dns is not None:
+            self._unsubscribe.append(servers.dns.subscribe(self._handoff(on_dns)))
         ports = world_ports(servers, lesson)
         return Endpoints(
             "127.0.0.1", ports["smtp"], ports["pop3"], data / "tls" / "ca.pem", embedded=True,
             smtp_host=world_smtp_host(servers, lesson),
+            dns=(servers.world.host, servers.dns.port) if servers.dns is not None else None,
+            dns_example=lesson_domains(lesson, servers.world)[1].name,
         )
 
     @property

@@ -14,7 +14,7 @@ from typing import Any
 
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical, VerticalScroll
-from textual.widgets import Footer, Header, Markdown, Static
+from textual.widgets import Header, Markdown, Static
 
 from mailprotocol import pop3 as core_pop3
 from mailprotocol import smtp as core_smtp
@@ -30,7 +30,7 @@ from .dialogs import HelpScreen, WatchScreen, watch_commands
 from .lab import Endpoints
 from .strings import t
 from .keys import Key, bindings
-from .widgets import ExplanationPane, ProsePane
+from .widgets import AppFooter, ExplanationPane, ProsePane
 
 #: Verbs that belong to one protocol only: typing one switches the console to that protocol.
 POP3_VERBS = core_pop3.VERB_NAMES - core_smtp.VERB_NAMES
@@ -93,7 +93,7 @@ class LessonScreen(ConsoleScreen):
                 with VerticalScroll(id="explain-pane"):
                     yield ExplanationPane(t("explain_waiting", self.lang), id="explain")
         yield Static("", id="status")
-        yield Footer(compact=True)
+        yield AppFooter()
 
     @property
     def console(self) -> Console:
@@ -114,7 +114,8 @@ class LessonScreen(ConsoleScreen):
             return
         if self.lesson.world:
             self.endpoints = await asyncio.to_thread(
-                app.lab.start_world, self.lesson, f"lesson-{self.lesson.id}", on_line=self.external_line, on_event=self.server_event
+                app.lab.start_world, self.lesson, f"lesson-{self.lesson.id}", on_line=self.external_line,
+                on_event=self.server_event, on_dns=self.dns_question,
             )
         else:
             self.endpoints = await asyncio.to_thread(
@@ -264,6 +265,14 @@ class LessonScreen(ConsoleScreen):
         """What the server noticed that no line shows: a terminal's bare LF keeps DATA open."""
         if event.kind == "waiting for CRLF.CRLF":
             self.console.transcript.event(t("watch_bare_lf", self.lang, peer=event.peer))
+
+    def dns_question(self, question: Any) -> None:
+        """The world's DNS was asked a question (the learner's `dig`, a relay's MX look-up):
+        shown in the transcript, and a step waiting for `! dns asked` may be done now."""
+        self.console.transcript.event(t("transcript_dns", self.lang, qtype=question.qtype, name=question.name))
+        if self.run is not None:
+            self.run.server_changed()
+            self.call_later(self.after_progress)
 
     def _follow(self, line: Any) -> None:
         if line.peer.rpartition(":")[2].isdigit() and int(line.peer.rpartition(":")[2]) in self._own_ports:

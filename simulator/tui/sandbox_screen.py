@@ -8,7 +8,7 @@ from typing import Any
 
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical, VerticalScroll
-from textual.widgets import Footer, Header, Select, Static
+from textual.widgets import Header, Select, Static
 
 from mockservers.masking import MASK
 from mockservers.profile import load_profile
@@ -19,7 +19,7 @@ from .console_screen import CONSOLE_KEYS, ConsoleScreen
 from .dialogs import WatchScreen, watch_commands
 from .strings import t
 from .keys import Key, bindings
-from .widgets import ExplanationPane
+from .widgets import AppFooter, ExplanationPane
 
 SANDBOX_KEYS = [
     Key("f6", "watch", "key_watch"),
@@ -56,7 +56,7 @@ class SandboxScreen(ConsoleScreen):
         with VerticalScroll(id="sandbox-explain"):
             yield ExplanationPane(t("explain_waiting", self.lang), id="explain")
         yield Static("", id="status")
-        yield Footer(compact=True)
+        yield AppFooter()
 
     async def on_mount(self) -> None:
         self.remember_consoles()

@@ -7,7 +7,8 @@ from typing import Any
 
 from rich.text import Text
 from textual.containers import VerticalScroll
-from textual.widgets import RichLog, Static
+from textual.app import ComposeResult
+from textual.widgets import Footer, RichLog, Static
 from textual.widgets.markdown import MarkdownFence
 
 from simulator.engine.explain import AFTER_CONNECT, explain_reply
@@ -22,6 +23,28 @@ SERVER_ERROR_STYLE = "bold red"
 SERVER_WAIT_STYLE = "yellow"
 EVENT_STYLE = "italic magenta"
 EXTERNAL_STYLE = "dim"
+
+
+#: The key of the command palette, kept in view at the right end of every footer.
+PALETTE_KEY = "ctrl+p"
+
+
+class AppFooter(Footer):
+    """Textual's compact footer, with the palette key docked at its right end.
+
+    The app declares Ctrl+P itself (so its text follows the app's language); Textual's own palette
+    key, which it would dock there, is switched off. Docked, the one key that reaches every
+    command stays visible however many keys a narrow terminal cuts.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(compact=True)
+
+    def compose(self) -> ComposeResult:
+        for widget in super().compose():
+            if getattr(widget, "key", None) == PALETTE_KEY:
+                widget.add_class("palette-key")
+            yield widget
 
 
 #: Columns one Left/Right press moves the lesson's code blocks.

@@ -56,7 +56,8 @@ def cold_start(runs: int) -> list[float]:
 
 async def enter_to_explanation(commands: int) -> list[float]:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from tui_helpers import make_app, open_lesson, type_text, wait_for
+    from tui_helpers import make_app, open_lesson, type_text
+    from waiting import wait_for
 
     latencies: list[float] = []
     internal: list[float] = []

@@ -28,6 +28,7 @@ from typing import Sequence
 import pytest
 
 from mockservers.store import to_wire
+from waiting import wait_until
 
 PROJECT = Path(__file__).resolve().parents[2]
 _VENV_MAILLAB = PROJECT / ".venv" / "bin" / "maillab"
@@ -149,27 +150,26 @@ class MaillabServer:
         """Every transcript record of this server, concatenated (JSON lines), once at least
         `closed_sessions` transcripts end with their close record (a writer thread writes them)."""
         directory = self.data_dir / "transcripts"
-        deadline = time.monotonic() + timeout
-        while True:
+
+        def enough_closed() -> tuple[str] | None:
             files = sorted(directory.rglob("*.jsonl")) if directory.is_dir() else []
             texts = [p.read_text("utf-8", "replace") for p in files]
             closed = sum(1 for text in texts if text.rstrip().endswith('"event": "close"}'))
-            if closed >= closed_sessions:
-                return "".join(texts)
-            if time.monotonic() > deadline:
-                raise AssertionError(f"{closed} of {closed_sessions} transcripts closed after {timeout} s")
-            time.sleep(0.02)
+            return ("".join(texts),) if closed >= closed_sessions else None  # a tuple: "" is an answer too
+
+        return wait_until(enough_closed, timeout, f"{closed_sessions} closed transcripts", 0.02)[0]
 
     def wait_for_output(self, pattern: str, timeout: float = 5.0) -> str:
         """Wait until a stdout line (an event line) matches `pattern`; return it."""
         regex = re.compile(pattern)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            for line in list(self.output):
-                if regex.search(line):
-                    return line
-            time.sleep(0.02)
-        raise AssertionError(f"no server output line matched {pattern!r}; output was:\n" + "\n".join(self.output))
+
+        def matching() -> str | None:
+            return next((line for line in list(self.output) if regex.search(line)), None)
+
+        try:
+            return wait_until(matching, timeout, f"a server output line matching {pattern!r}", 0.02)
+        except AssertionError as error:
+            raise AssertionError(f"{error}; output was:\n" + "\n".join(self.output)) from None
 
     # --- lifecycle ---------------------------------------------------------------------------
 

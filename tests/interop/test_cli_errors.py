@@ -83,7 +83,11 @@ def test_sigterm_with_clients_connected_exits_0(maillab_server) -> None:
         smtp.sendall(b"EHLO client.test\r\nMAIL FROM:<alice@example.com>\r\nRCPT TO:<bob@example.com>\r\nDATA\r\n")
         pop3.sendall(b"USER bob@example.com\r\nPASS bob-secret\r\n")
         server.wait_for_output(r"POP3 \S+ \S+ authenticated: bob@example\.com")
-        time.sleep(0.2)
+        received = bytearray()
+        while b"\r\n354 " not in received:  # the SMTP session is mid-message now (recv has the 5 s timeout)
+            chunk = smtp.recv(4096)
+            assert chunk, bytes(received)
+            received += chunk
         started = time.monotonic()
         assert server.stop(signal.SIGTERM) == 0
         assert time.monotonic() - started < STOP_TIMEOUT
