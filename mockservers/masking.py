@@ -60,6 +60,9 @@ def mask_account(spec: str) -> str:
 
 #: Secrets shorter than this are not searched for inside other text (they would hide common words).
 MIN_KNOWN_SECRET = 4
+#: KnownSecrets remembers the result for texts up to this long, at most this many (then starts over).
+_MEMO_TEXT = 200
+_MEMO_ENTRIES = 4096
 # A word that may be base64 (AUTH LOGIN answers, PLAIN tokens) is decoded and searched too: a run
 # of at least 6 base64 characters (more when every secret is long, see KnownSecrets.__init__).
 
@@ -111,6 +114,9 @@ class KnownSecrets:
         # than octets), so it is not decoded at all.
         shortest = min((len(secret) for secret in found), default=0)
         self._base64_word = re.compile(r"[A-Za-z0-9+/]{%d,}={0,2}" % max(6, -(-shortest * 4 // 3)))
+        # Lines recently masked and their result: a server says "250 2.0.0 Ok" and reads "DATA"
+        # thousands of times, and the answer for a text never changes.
+        self._recent: dict[str, str] = {}
 
     @classmethod
     def of_accounts(cls, accounts: Iterable[Any]) -> "KnownSecrets":
@@ -124,6 +130,16 @@ class KnownSecrets:
         pattern = self._pattern
         if pattern is None:
             return text
+        masked = self._recent.get(text)
+        if masked is None:
+            masked = self._mask(pattern, text)
+            if len(text) <= _MEMO_TEXT:
+                if len(self._recent) >= _MEMO_ENTRIES:
+                    self._recent.clear()
+                self._recent[text] = masked
+        return masked
+
+    def _mask(self, pattern: re.Pattern[str], text: str) -> str:
         text = pattern.sub(MASK, text)
 
         def decoded(match: re.Match[str]) -> str:

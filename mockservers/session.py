@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from twisted.internet import defer, interfaces, protocol, task
+from twisted.internet import defer, interfaces, protocol, task, tcp
 from twisted.internet.interfaces import IWriteDescriptor
 from twisted.logger import Logger
 from twisted.protocols.policies import TimeoutMixin
@@ -44,6 +44,10 @@ MAX_HELD_INPUT = 256 * 1024
 #: Octets of replies written in one turn that `send_now` hands to the kernel at once; more (a
 #: long RETR, a flood of pipelined commands) leave on the reactor's next turn as Twisted does.
 SEND_NOW_LIMIT = 16 * 1024
+
+#: Replies `write` sends straight to the socket in one turn; a client that pipelines more (a flood
+#: of commands in one read) has them gathered by the transport and sent together, as before.
+DIRECT_WRITES = 4
 
 #: Seconds a closing TLS session waits for the client's close_notify before hanging up anyway.
 TLS_CLOSE_GRACE = 1.0
@@ -199,6 +203,10 @@ class LineSession(protocol.Protocol, TimeoutMixin):
     _raw_handler: Callable[[bytes, int], int] | None = None
     _unsent = 0  # octets of replies written since the last send_now
     _sending = False  # inside send_now (doWrite may resume this producer, which processes input)
+    _socket: Any = None  # a plain TCP transport's socket, for `write` to send on directly
+    _buffered = False  # the transport has been given output: every later write goes through it
+    _direct_writes = 0  # replies sent straight to the socket since the last send_now
+    _direct_octets = 0
 
     def __init__(self, context: ServerContext) -> None:
         self.context = context
@@ -266,6 +274,8 @@ class LineSession(protocol.Protocol, TimeoutMixin):
             # Replies are always written whole, so Nagle's algorithm only ever holds back the last
             # segment of a long answer (a RETR of 100 KB) until the client's delayed ACK.
             no_delay(True)
+        if isinstance(self.transport, tcp.Connection):  # not a TLS wrapper, not a test's fake
+            self._socket = self.transport.getHandle()
         peer = self.transport.getPeer()
         self.peer = f"{getattr(peer, 'host', '?')}:{getattr(peer, 'port', '?')}"
         self.client_ip = getattr(peer, "host", "?")
@@ -534,7 +544,37 @@ class LineSession(protocol.Protocol, TimeoutMixin):
     # --- output ------------------------------------------------------------------------------
 
     def write(self, data: bytes) -> None:
-        """Queue `data` for the client; `send_now` hands it to the kernel when the turn's work is done."""
+        """Send `data` to the client: straight to the socket when nothing waits before it, else queued
+        for `send_now`, which hands it to the kernel when the turn's work is done.
+
+        The plain TCP transport registers the socket with epoll for writing before every send and
+        removes it after (two system calls per reply, ~10 % of the reactor under classroom_load).
+        While the transport holds nothing, a reply can go out with one `send` on the socket
+        (ISystemHandle.getHandle) instead. The first time anything is left over (the socket is
+        full, an error, more than DIRECT_WRITES replies or SEND_NOW_LIMIT octets in one turn,
+        TLS, closing), it and everything after it go through the transport as before, so the
+        order of the bytes, flow control and error handling stay Twisted's.
+        """
+        sock = self._socket
+        if (
+            sock is not None
+            and not self._buffered
+            and self._direct_writes < DIRECT_WRITES
+            and self._direct_octets + len(data) <= SEND_NOW_LIMIT
+            and not self.tls_active
+            and not self.transport.TLS
+            and not self.transport.disconnecting
+        ):
+            try:
+                sent = sock.send(data)
+            except OSError:  # full (EAGAIN) or broken: the transport buffers it and sees the error
+                sent = 0
+            self._direct_writes += 1
+            self._direct_octets += sent
+            if sent == len(data):
+                return
+            data = data[sent:]
+        self._buffered = True  # from now on the transport's buffer may hold something: use it
         self.transport.write(data)
         self._unsent += len(data)
 
@@ -550,6 +590,7 @@ class LineSession(protocol.Protocol, TimeoutMixin):
         TLS (its layer buffers on its own) nor once the connection is closing (doWrite would then
         finish the close outside the reactor's bookkeeping).
         """
+        self._direct_writes = self._direct_octets = 0  # a new turn
         unsent, self._unsent = self._unsent, 0
         if not unsent or unsent > SEND_NOW_LIMIT or self._sending or self._output_blocked:
             return

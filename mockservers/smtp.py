@@ -8,9 +8,8 @@ queue counts for ETRN/ATRN, delivery to the store, events. Reply texts come from
 
 from __future__ import annotations
 
+import os
 import re
-
-import hashlib
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -442,24 +441,25 @@ class SMTPSession(LineSession):
             self.reply(reply_key)
             return defer.succeed(None)
         check = self.context.message_check
+        queue_id = new_queue_id()
         if check is None:
-            d = self.context.run_blocking(self._store, envelope, self.trace_headers(envelope) + content)
+            d = self.context.run_blocking(self._store, envelope, self.trace_headers(envelope, queue_id) + content)
         else:
             # A world's MX checks the sender (SPF, DKIM, DMARC) off the reactor: it asks DNS.
             arrival = Arrival(self.client_ip, self.helo or "", envelope.sender, tuple(envelope.recipients), content)
             d = self.context.run_blocking(check, arrival)
-            d.addCallback(self._checked, envelope, content)
-        d.addCallbacks(self._stored, self._store_failed, callbackArgs=(envelope, len(content), reply_key))
+            d.addCallback(self._checked, envelope, content, queue_id)
+        d.addCallbacks(self._stored, self._store_failed, callbackArgs=(envelope, len(content), queue_id, reply_key))
         return d
 
-    def _checked(self, verdict: Verdict, envelope: Envelope, content: bytes) -> Any:
+    def _checked(self, verdict: Verdict, envelope: Envelope, content: bytes, queue_id: str) -> Any:
         """Store with the check's headers, or refuse with the persona's reply for that failure."""
         if verdict.reject is not None:
             key, values = verdict.reject
             self.event("message refused", verdict.reason or key)
             self.reply(key, **values)
             raise _AlreadyAnswered()
-        message = self.trace_headers(envelope) + verdict.headers + content
+        message = self.trace_headers(envelope, queue_id) + verdict.headers + content
         return self.context.run_blocking(self._store, envelope, message)
 
     def _store(self, envelope: Envelope, message: bytes) -> str:
@@ -472,9 +472,7 @@ class SMTPSession(LineSession):
             message_id = message_id or relay_id
         return message_id
 
-    def _stored(self, message_id: str, envelope: Envelope, size: int, reply_key: str = "data_ok") -> None:
-        digest = hashlib.sha1(message_id.encode()).hexdigest()
-        queue_id = digest[:10].upper()
+    def _stored(self, message_id: str, envelope: Envelope, size: int, queue_id: str, reply_key: str = "data_ok") -> None:
         self.event(
             "message accepted",
             f"{envelope.sender or '<>'} -> {', '.join(envelope.recipients)} ({size} octets, id {queue_id})",
@@ -483,7 +481,7 @@ class SMTPSession(LineSession):
             size=size,
             id=message_id,
         )
-        self.reply(reply_key, id=message_id, queue_id=queue_id, number=int(digest[:8], 16), size=size)
+        self.reply(reply_key, id=message_id, queue_id=queue_id, number=int(queue_id[:8], 16), size=size)
 
     def _store_failed(self, failure: Any, *_: Any) -> None:
         if failure.check(_AlreadyAnswered):
@@ -502,21 +500,35 @@ class SMTPSession(LineSession):
         self.reply("storage_full" if full else "storage_failed")
         return None
 
-    def trace_headers(self, envelope: Envelope) -> bytes:
-        """Return-Path and Received, as a real MTA adds them: learners see them in RETR."""
-        with_ = "ESMTP" if self.esmtp else "SMTP"
-        if self.tls_active:
-            with_ += "S"
-        if self.authenticated_as:
-            with_ += "A"
+    def trace_headers(self, envelope: Envelope, queue_id: str) -> bytes:
+        """Return-Path and Received, as Postfix adds them: learners see them in RETR.
+
+        `from HELO (NAME [IP])`: NAME is the client's host name, `unknown` when it has none
+        (maillab does no reverse look-ups; loopback is `localhost`, as /etc/hosts names it);
+        `id` is the queue id of the 250 reply; `for <rcpt>` only when there is one recipient
+        (Postfix's smtpd, which names no one when a copy goes to several).
+        """
+        # RFC 3848 registers S (TLS) and A (AUTH) only after ESMTP: a HELO session is plain SMTP.
+        with_ = "SMTP"
+        if self.esmtp:
+            with_ = "ESMTP" + ("S" if self.tls_active else "") + ("A" if self.authenticated_as else "")
         date = self.common_values()["date"]
-        first = envelope.recipients[0]
-        received = (
-            f"Received: from {self.helo or 'unknown'} ({self.client_ip})\r\n"
-            f"\tby {self.profile.hostname} (maillab {self.profile.name}) with {with_}\r\n"
-            f"\tfor <{first}>; {date}\r\n"
-        )
+        name = "localhost" if self.client_ip in LOOPBACK_NAMES else "unknown"
+        literal = f"IPv6:{self.client_ip}" if ":" in self.client_ip else self.client_ip  # RFC 5321 4.1.3
+        by = f"\tby {self.profile.hostname} (maillab {self.profile.name}) with {with_} id {queue_id}"
+        if len(envelope.recipients) == 1:
+            by += f"\r\n\tfor <{envelope.recipients[0]}>"
+        received = f"Received: from {self.helo or 'unknown'} ({name} [{literal}])\r\n{by}; {date}\r\n"
         return f"Return-Path: <{envelope.sender}>\r\n{received}".encode("utf-8")
+
+#: Addresses /etc/hosts names `localhost`: the client name a real server writes for them.
+LOOPBACK_NAMES = frozenset({"127.0.0.1", "::1"})
+
+
+def new_queue_id() -> str:
+    """A queue id like Postfix's short ones: 10 hex digits, in the Received line and the 250 reply."""
+    return os.urandom(5).hex().upper()
+
 
 class SMTPFactory(protocol.Factory):
     """Builds SMTP sessions that share one server context."""

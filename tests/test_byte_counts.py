@@ -259,3 +259,30 @@ def test_a_chinese_fixture_subject_is_encoded_by_computation():
     header = mail[0][1].split(b"\r\n\r\n", 1)[0]
     assert header.isascii()
     assert f"Subject: {encoded_word('欢迎使用 POP3')}".encode() in header
+
+
+def printed_retr_sizes(path: Path) -> list[tuple[str, str]]:
+    """(`RETR n`, `+OK N octets`) pairs a lesson prints in its text blocks."""
+    found = []
+    for _, _, lines in text_blocks(path.read_text(encoding="utf-8")):
+        for command, reply in zip(lines, lines[1:]):
+            if re.fullmatch(r"RETR \d+", command.strip()) and re.fullmatch(r"\+OK \d+ octets", reply.strip()):
+                found.append((command.strip(), reply.strip()))
+    return found
+
+
+@pytest.mark.parametrize(
+    "path", [p for p in LESSON_FILES if printed_retr_sizes(p) and "mail:" not in p.read_text(encoding="utf-8").split("\n---", 1)[0]],
+    ids=lambda p: p.name,
+)
+def test_retr_sizes_a_lesson_prints_are_what_its_replay_is_answered(path):
+    """A message the lesson itself sends gets a Received line from the server, so its size is only
+    known by sending it: replay the lesson's solution and compare with the server's own answer."""
+    from simulator.course.parser import parse_lesson_text
+    from simulator.course.replay import replay_sync
+
+    result = replay_sync(parse_lesson_text(path.read_text(encoding="utf-8"), path))
+    assert result.ok, result.message
+    answered = {sent: reply[0] for sent, reply in result.exchanges if sent.startswith("RETR") and reply}
+    for command, printed in printed_retr_sizes(path):
+        assert answered.get(command) == printed, (command, printed, answered)

@@ -59,3 +59,22 @@ def test_not_over_tls(tmp_path):
     session = smtp(tmp_path, transport=transport, implicit_tls=True)
     assert session.send("EHLO student")
     assert transport.flushes == []
+
+
+def test_over_a_real_socket_replies_go_straight_out_and_a_flood_still_arrives_in_order(tmp_path):
+    """Interactive replies are sent on the socket itself (the transport is never given output);
+    a pipelined flood and a message read after it fall back to the transport, in order."""
+    from tests.live import LineClient, persona, serving
+    from tests.test_hardening_sockets import in_reactor, session_by_port
+
+    with serving(persona("rfc"), tmp_path) as servers, LineClient(servers.port_of("SMTP"), timeout=10) as client:
+        assert client.smtp_reply()[0].startswith("220")
+        assert client.smtp("EHLO student")[-1].startswith("250")
+        assert client.smtp("NOOP")[0].startswith("250")
+        session = session_by_port(servers, client.sock.getsockname()[1])
+        assert in_reactor(servers, lambda: session._buffered) is False  # nothing went through the transport
+        client.send(b"".join(b"VRFY u%d\r\n" % n for n in range(1500)) + b"NOOP\r\n")
+        replies = [client.smtp_reply()[0] for _ in range(1501)]
+        assert all(reply.startswith("252") for reply in replies[:-1]) and replies[-1].startswith("250")
+        assert in_reactor(servers, lambda: session._buffered) is True  # the flood went through the transport
+        assert client.smtp("QUIT")[0].startswith("221")

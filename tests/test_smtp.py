@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 
 import pytest
 
@@ -36,7 +37,31 @@ def test_seed_qq_session_reply_for_reply(tmp_path):
     assert len(messages) == 1
     content = h.store.read("friend@qq.com", messages[0].uid)
     assert content.endswith(b"to: hello\r\nfrom: nian\r\nsubject: this is a test telnet smtp mail\r\n\r\nhello,telnet\r\n")
-    assert content.startswith(b"Return-Path: <learner@qq.com>\r\nReceived: from sis (127.0.0.1)")
+    assert re.match(
+        rb"Return-Path: <learner@qq\.com>\r\n"
+        rb"Received: from sis \(localhost \[127\.0\.0\.1\]\)\r\n"
+        rb"\tby smtp\.qq\.com \(maillab qq\) with SMTP id [0-9A-F]{10}\r\n"  # HELO: RFC 3848's S and A follow only ESMTP
+        rb"\tfor <friend@qq\.com>; .+\r\nto: hello",
+        content,
+    ), content[:300]
+
+
+def test_received_names_the_recipient_only_when_there_is_one_and_carries_the_queue_id(tmp_path):
+    """Postfix's trace line (PROTOCOL-FACTS: RFC 5321 4.4 with `id` and `for` only for one recipient)."""
+    h = smtp(tmp_path, "rfc")
+    h.send("EHLO client.example")
+    h.send("MAIL FROM:<alice@example.com>")
+    h.send("RCPT TO:<bob@example.com>")
+    h.send("RCPT TO:<tim@example.com>")
+    h.send("DATA")
+    reply = h.raw(b"Subject: two\r\n\r\nhi\r\n.\r\n")[0]
+    queue_id = reply.rsplit(" ", 1)[1]
+    assert re.fullmatch(r"[0-9A-F]{10}", queue_id), reply
+    for address in ("bob@example.com", "tim@example.com"):
+        content = h.store.read(address, h.store.messages(address)[0].uid)
+        received = content.split(b"\r\nSubject:")[0].split(b"Received: ", 1)[1]
+        assert f"with ESMTP id {queue_id}; ".encode() in received, received
+        assert b"for <" not in received
 
 
 def test_seed_sina_session_auth_without_helo_and_no_brackets(tmp_path):

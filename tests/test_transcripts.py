@@ -306,3 +306,13 @@ def test_known_secrets_of_a_large_class() -> None:
         assert known.mask(f"PASS {secret}") == "PASS ***"
         assert known.mask(_b64(f"{chr(0)}user{chr(0)}{secret}")) == "***"
     assert known.mask("0001-pw-0000 0001-pw-07919") == "0001-pw-0000 ***"
+
+
+def test_known_secrets_remember_recent_lines_with_the_same_answer() -> None:
+    known = KnownSecrets(["abcd-efgh"])
+    for _ in range(3):  # the second and third time come from memory
+        assert known.mask("250 2.0.0 Ok") == "250 2.0.0 Ok"
+        assert known.mask("USER abcd-efgh") == "USER ***"
+        assert known.mask(_b64("abcd-efgh")) == "***"
+    long_line = "x" * 5000 + "abcd-efgh"
+    assert known.mask(long_line) == "x" * 5000 + "***"  # long texts are not kept, still masked

@@ -34,6 +34,9 @@ class ReplayResult:
     failed_step: Step | None
     message: str
     line: int | None
+    #: (line sent, the reply's lines) of the whole replay, for tests that check what a lesson
+    #: prints against what the server really answered (sizes, texts).
+    exchanges: tuple[tuple[str, tuple[str, ...]], ...] = ()
 
     @property
     def ok(self) -> bool:
@@ -216,7 +219,7 @@ async def _replay_steps(lesson: Lesson, run: LessonRun, servers: _Target, timeou
                     await connection.read_until_answered(timeout)  # a BDAT chunk is answered after its last octet
             if run.current is not None and run.current.step is step:
                 return _failure(run, step, _why(run, step), step.line)
-        return ReplayResult(lesson, tuple(run.completed_steps()), None, "", None)
+        return ReplayResult(lesson, tuple(run.completed_steps()), None, "", None, _exchanges(run))
     except ClientError as error:
         step = run.current.step if run.current else None
         return _failure(run, step, str(error), step.line if step else None)
@@ -243,7 +246,15 @@ async def _dig(target: _Target, directive: str, variables: dict[str, str]) -> st
 
 def _failure(run: LessonRun, step: Step | None, message: str, line: int | None) -> ReplayResult:
     prefix = f"step {step.id!r}: " if step else ""
-    return ReplayResult(run.lesson, tuple(run.completed_steps()), step, prefix + message, line)
+    return ReplayResult(run.lesson, tuple(run.completed_steps()), step, prefix + message, line, _exchanges(run))
+
+
+def _exchanges(run: LessonRun) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    return tuple(
+        (event.sent, tuple(getattr(event.reply, "raw", ())))
+        for event in run.events
+        if event.sent is not None and event.reply is not None and event.reply != "closed"
+    )
 
 
 def _why(run: LessonRun, step: Step) -> str:

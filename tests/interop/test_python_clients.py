@@ -74,7 +74,7 @@ def test_smtplib_starttls_login_send_then_poplib_retr_exact_body(maillab_server)
     stored = server.mailbox("bob@example.com")
     assert len(stored) == 1
     assert stored[0].endswith(body), "the message body must be stored exactly as sent (dot-stuffing undone)"
-    assert stored[0].startswith(b"Return-Path: <alice@example.com>\r\nReceived: from client.test (127.0.0.1)")
+    assert stored[0].startswith(b"Return-Path: <alice@example.com>\r\nReceived: from client.test (localhost [127.0.0.1])")
     assert b"with ESMTPSA" in stored[0]
 
     pop = poplib.POP3("127.0.0.1", server.pop3_port, timeout=TIMEOUT)
@@ -457,7 +457,7 @@ def test_ipv6_loopback_starttls_verifies_for_colon_colon_1(maillab_server) -> No
         smtp.login("alice@example.com", "alice-secret")
         smtp.sendmail("alice@example.com", ["bob@example.com"], b"Subject: v6\r\n\r\nover ::1\r\n")
     stored = server.mailbox("bob@example.com")
-    assert len(stored) == 1 and b"(::1)" in stored[0] and stored[0].endswith(b"\r\nover ::1\r\n")
+    assert len(stored) == 1 and b"(localhost [IPv6:::1])" in stored[0] and stored[0].endswith(b"\r\nover ::1\r\n")
 
 
 # --- STARTTLS / STLS command injection and concurrency -----------------------------------------
