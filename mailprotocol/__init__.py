@@ -6,5 +6,8 @@ the effects it returns (start TLS, lock a maildrop, remove messages); the valida
 text included. A persona (`mockservers.profile.Profile`) is read, never changed.
 
 Modules: `decision` (replies, effects, the decision record), `sasl` (one AUTH exchange step by
-step), `credentials` (who may log in with what), `pop3` (verb table, states, decisions).
+step), `codec` (base64, AUTH PLAIN, CRAM-MD5, APOP, xtext), `credentials` (who may log in with
+what), `addresses` and `parameters` (MAIL/RCPT grammar), `persona_rules` (persona policies),
+`faults` (instructors' fault scripts), `smtp` and `pop3` (verb tables, states, decisions).
+It imports nothing from `mockservers` or `simulator` (tests/test_import_graph.py).
 """

@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
-from mockservers.sasl import apop_digest
+from .codec import apop_digest
 
 from . import credentials, sasl
 from .decision import (

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from mockservers import sasl as codec
+from . import codec
 
 #: SASL mechanisms the mock servers can run (others are advertised by some personas but refused).
 IMPLEMENTED_MECHANISMS = ("PLAIN", "LOGIN", "CRAM-MD5")

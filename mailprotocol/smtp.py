@@ -5,8 +5,8 @@ DSN, CHUNKING, ETRN): the verb table, the session state and every command decisi
 (`mockservers.smtp`) streams message data, stores mail and carries out the effects; the validator
 runs the same decisions on a shadow state. Replies that wait on the server's memory or disk come
 from the follow-ups: `greylisted`, `queue_answer`, `chunk_done`, `too_many_failures`.
-The grammar of paths and parameters is `mockservers.addresses` / `parameters`, the persona rules
-`mockservers.persona_rules`: pure modules both sides already share.
+The grammar of paths and parameters is `addresses` / `parameters`, the persona rules
+`persona_rules`: modules of this package.
 """
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ import re
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Mapping
 
-from mockservers.addresses import AddressSyntaxError, MissingBrackets, parse_path, split_keyword, valid_helo_argument
-from mockservers.parameters import mail_parameter_problem, rcpt_parameter_problem
-from mockservers.persona_rules import helo_refused_at, missing_brackets_key
+from .addresses import AddressSyntaxError, MissingBrackets, parse_path, split_keyword, valid_helo_argument
+from .parameters import mail_parameter_problem, rcpt_parameter_problem
+from .persona_rules import helo_refused_at, missing_brackets_key
 
 from . import credentials, sasl
 from .decision import AUTH_FAILED, CLOSE, START_SASL, START_TLS, Decision, Effect, Reply, argument_of as _argument_of

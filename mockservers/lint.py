@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Iterator, Mapping
 
 from . import schema
-from .faults import SMTP_COMMANDS, POP3_COMMANDS, FaultError, rule_from_table
+from mailprotocol.faults import SMTP_COMMANDS, POP3_COMMANDS, FaultError, rule_from_table
 from .profile_files import ProfileError, ProfileSources, locate, load_sources, resolve_profile_path
 
 #: Placeholders a reply text may use.

@@ -289,7 +289,7 @@ def _lines(value: Any) -> tuple[str, ...]:
 
 def build_profile(sources: ProfileSources) -> Profile:
     """Turn checked TOML tables into a Profile (lint has already refused bad input)."""
-    from .faults import rule_from_table
+    from mailprotocol.faults import rule_from_table
 
     raw = sources.merged()
     source = sources.path

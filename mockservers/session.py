@@ -25,7 +25,7 @@ from twisted.protocols.policies import TimeoutMixin
 from zope.interface import implementer
 
 from .blocking import BlockingWorkers
-from .faults import FaultAction, FaultScript
+from mailprotocol.faults import FaultAction, FaultScript
 from .limits import ServerLimits
 from .masking import KnownSecrets
 from .output import OutputQueue, safe_text

@@ -21,8 +21,8 @@ from mailprotocol.decision import AUTH_FAILED, START_TLS, Decision, Effect
 from . import auth
 from .arrival import Arrival, Verdict
 from .masking import mask_line
-from .parameters import unstuff
-from .persona_rules import end_of_data_reply
+from mailprotocol.parameters import unstuff
+from mailprotocol.persona_rules import end_of_data_reply
 from .rendering import render_smtp
 from .session import LineSession, ServerContext, log
 from .store import QuotaExceeded, StoreError

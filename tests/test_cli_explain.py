@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from mockservers import sasl
+from mailprotocol import codec as sasl
 
 REPO = Path(__file__).resolve().parent.parent
 SCRIPT = REPO / ".venv" / "bin" / "maillab"

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from mockservers import sasl
+from mailprotocol import codec as sasl
 from simulator.course.lint import lint_lessons
 from simulator.course.parser import parse_lesson_text
 from simulator.course.patterns import PatternError, RuntimeValues, compile_pattern, render_solution

@@ -27,7 +27,7 @@ from typing import Any, Iterator
 
 import pytest
 
-from mockservers import sasl
+from mailprotocol import codec as sasl
 from mockservers.profile import Profile, load_profile
 from mockservers.profile_files import bundled_personas
 from mockservers.server import EmbeddedServers

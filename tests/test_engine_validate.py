@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from mockservers import sasl
+from mailprotocol import codec as sasl
 from mockservers.profile import load_profile
 from simulator.engine.diagnostics import Diagnostic, diagnostic_ids, load_diagnostics
 from simulator.engine.session import POP3Session, SMTPSession, replay
@@ -458,7 +458,7 @@ def test_policy_dependent_diagnostics() -> None:
 
 
 def test_fault_scripts_are_predicted() -> None:
-    from mockservers.faults import rule_from_spec
+    from mailprotocol.faults import rule_from_spec
 
     base = load_profile("rfc")
     second_rcpt = base.with_faults([rule_from_spec("RCPT#2 452 4.5.3 Too many recipients", 0)])

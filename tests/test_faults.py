@@ -8,7 +8,7 @@ import time
 import pytest
 
 from live import LineClient, persona, serving
-from mockservers.faults import FaultError, FaultScript, rule_from_spec, rule_from_table
+from mailprotocol.faults import FaultError, FaultScript, rule_from_spec, rule_from_table
 
 
 def with_faults(*specs: str, seed: int | None = None, tables=(), name: str = "rfc"):
@@ -202,7 +202,7 @@ def test_account_and_client_filters(tmp_path):
         {"command": "MAIL", "account": "bob@example.com", "reply": "550 5.7.1 bob may not send"},
         {"command": "NOOP", "client": "10.0.0.0/8", "reply": "250 2.0.0 from the lab network"},
     ]
-    from mockservers import sasl
+    from mailprotocol import codec as sasl
 
     with serving(with_faults(tables=tables), tmp_path) as servers, client(servers) as c:
         assert c.smtp("NOOP") == ["250 2.0.0 Ok"]

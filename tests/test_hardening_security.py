@@ -35,7 +35,7 @@ import pytest
 
 from fakes import Harness, smtp as smtp_harness
 from live import LineClient, persona, serving
-from mockservers import sasl
+from mailprotocol import codec as sasl
 from mockservers.profile import load_profile
 from mockservers.profile_files import bundled_personas
 from mockservers.server import MailServers

@@ -22,3 +22,14 @@ def test_the_graph_sees_lazy_and_relative_imports() -> None:
 
 def test_a_cycle_is_found() -> None:
     assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+
+
+def test_the_core_imports_only_itself() -> None:
+    """mailprotocol is the pure core: servers and the engine import it, never the other way."""
+    graph = import_graph()
+    outside = {
+        (module, target)
+        for module, targets in graph.items() if module.split(".")[0] == "mailprotocol"
+        for target in targets if target.split(".")[0] != "mailprotocol"
+    }  # fmt: skip
+    assert outside == set(), f"mailprotocol imports outside the core: {sorted(outside)}"

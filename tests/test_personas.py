@@ -20,7 +20,7 @@ from mockservers import schema
 from mockservers.lint import lint_profile
 from mockservers.profile import load_profile
 from mockservers.profile_files import bundled_personas
-from mockservers.sasl import b64encode_text as b64
+from mailprotocol.codec import b64encode_text as b64
 from mockservers.store import MailStore
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -8,7 +8,7 @@ import pytest
 
 from live import LineClient, persona, serving
 from waiting import wait_until
-from mockservers import sasl
+from mailprotocol import codec as sasl
 from mockservers.tls import client_ssl_context
 
 PLAIN_ALICE = "AUTH PLAIN " + sasl.plain_payload("alice@example.com", "alice-secret")

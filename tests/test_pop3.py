@@ -7,7 +7,7 @@ import re
 import pytest
 
 from fakes import pop3
-from mockservers import sasl
+from mailprotocol import codec as sasl
 from mockservers.store import MailStore
 
 MESSAGE_1 = b"Subject: first\r\n\r\nline one\r\n.starts with a dot\r\nline three\r\n"

@@ -10,7 +10,7 @@ import re
 import pytest
 
 from fakes import smtp
-from mockservers import sasl
+from mailprotocol import codec as sasl
 from mockservers.profile import load_profile
 
 SEED_QQ = [
@@ -534,7 +534,7 @@ from hypothesis import given, settings, strategies as st
 )
 def test_any_tcp_split_of_data_gives_the_same_message(tmp_path_factory, body, cuts):
     """However the bytes are split into segments, the stored message is the same."""
-    from mockservers.parameters import unstuff
+    from mailprotocol.parameters import unstuff
 
     content = b"".join(body)
     stuffed = (b"\r\n" + content).replace(b"\r\n.", b"\r\n..")[2:]  # what a client must send

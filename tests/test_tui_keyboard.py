@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 from textual.widgets import Input, OptionList, Select
 
-from mockservers import sasl
+from mailprotocol import codec as sasl
 from simulator.course.patterns import RuntimeValues, render_solution
 from simulator.engine.session import Expect
 from simulator.tui.home_screen import HomeScreen

@@ -711,7 +711,7 @@ works too.)
 
 def _telnet_smtp(host: str, box: Mailbox, student: Student, to: str) -> str:
     """An SMTP session to copy: AUTH LOGIN with the base64 lines, one message to `to`."""
-    from mockservers import sasl
+    from mailprotocol import codec as sasl
 
     b64_user = sasl.b64encode_text(box.address)
     b64_secret = sasl.b64encode_text(student.secret)

@@ -137,7 +137,7 @@ def run(args: argparse.Namespace) -> int:
         except ValueError as error:
             return _fail(str(error))
         directory = data_dir(args.data)
-    from mockservers.faults import FaultError, rule_from_spec
+    from mailprotocol.faults import FaultError, rule_from_spec
 
     try:
         rules = [rule_from_spec(spec, index) for index, spec in enumerate(args.fault)]

@@ -23,8 +23,8 @@ from dataclasses import dataclass
 from email.header import Header
 from typing import Callable, Mapping
 
-from mockservers import sasl
-from mockservers.addresses import is_domain, is_mailbox
+from mailprotocol import codec as sasl
+from mailprotocol.addresses import is_domain, is_mailbox
 
 _PLACEHOLDER = re.compile(r"\{([a-z0-9]+)(?::([^{}]*))?\}")
 _VARIABLE = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)")

@@ -5,7 +5,7 @@ tests run without a terminal or a reactor.
 
 Modules, one job each:
     knowledge  load the TOML knowledge files, look things up, pick the language
-    helpers    base64 / SASL / APOP calculators (re-exports mockservers.sasl)
+    helpers    base64 / SASL / APOP calculators (re-exports mailprotocol.codec)
     replies    parse SMTP replies and POP3 responses
     commands   parse SMTP and POP3 command lines
     auth       follow one SASL exchange from the client's side

@@ -13,7 +13,7 @@ import re
 import time
 from typing import Any, Iterable
 
-from mockservers.faults import FaultAction, FaultScript
+from mailprotocol.faults import FaultAction, FaultScript
 from mockservers.profile import Profile
 
 from .diagnostics import Diagnostic, Severity, make

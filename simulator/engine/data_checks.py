@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from mockservers.persona_rules import declared_8bit, end_of_data_reply
+from mailprotocol.persona_rules import declared_8bit, end_of_data_reply
 
 from .knowledge import message
 from .replies import looks_like_command

@@ -1,7 +1,7 @@
-"""Codec helpers for learners' calculators: the ones in mockservers.sasl, plus what they lack.
+"""Codec helpers for learners' calculators: the ones in mailprotocol.codec, plus what they lack.
 
 The server and the engine must agree byte for byte, so the shared encoders are imported from
-`mockservers.sasl` (pure Python, no Twisted) and re-exported here; this module only adds the
+`mailprotocol.codec` (pure Python, no Twisted) and re-exported here; this module only adds the
 client-side conveniences the explainer and the session model need.
 """
 
@@ -11,7 +11,7 @@ import re
 import unicodedata
 from dataclasses import dataclass
 
-from mockservers.sasl import (
+from mailprotocol.codec import (
     LOGIN_PASSWORD_PROMPT,
     LOGIN_USERNAME_PROMPT,
     SASLError,

@@ -17,9 +17,9 @@ from mailprotocol import pop3 as core
 from mailprotocol import sasl as core_sasl
 from mailprotocol.decision import LOGIN, REMOVE_MESSAGES, SEND_MESSAGE, Decision, Reply
 from mailprotocol.sasl import IMPLEMENTED_MECHANISMS
-from mockservers.faults import SMTP_COMMANDS
+from mailprotocol.faults import SMTP_COMMANDS
 from mockservers.profile import Profile
-from mockservers.sasl import apop_digest
+from mailprotocol.codec import apop_digest
 
 from mailprotocol import credentials
 

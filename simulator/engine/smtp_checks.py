@@ -18,12 +18,12 @@ from mailprotocol import sasl as core_sasl
 from mailprotocol import smtp as core
 from mailprotocol.decision import Decision, Reply
 from mailprotocol.sasl import IMPLEMENTED_MECHANISMS
-from mockservers.addresses import MAX_LOCAL_PART, MAX_PATH, AddressSyntaxError, PathArgument, is_domain, is_mailbox, parse_path, split_keyword
-from mockservers.parameters import mail_parameter_problem, rcpt_parameter_problem
-from mockservers.persona_rules import end_of_data_reply, helo_refused_at, is_fqdn_helo
+from mailprotocol.addresses import MAX_LOCAL_PART, MAX_PATH, AddressSyntaxError, PathArgument, is_domain, is_mailbox, parse_path, split_keyword
+from mailprotocol.parameters import mail_parameter_problem, rcpt_parameter_problem
+from mailprotocol.persona_rules import end_of_data_reply, helo_refused_at, is_fqdn_helo
 from mockservers.profile import Profile
 from mockservers.rendering import render_smtp
-from mockservers.sasl import b64encode_text
+from mailprotocol.codec import b64encode_text
 
 from .checks import LineCheck, common_values, describe_decoded, has_control_characters, looks_like_base64_text, nearest_verb
 from .data_checks import check_data_line, estimated_size

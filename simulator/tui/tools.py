@@ -10,7 +10,7 @@ from textual.screen import ModalScreen
 from textual.widgets import Button, Input, OptionList, Static, TabbedContent, TabPane
 from textual.widgets.option_list import Option
 
-from mockservers import sasl
+from mailprotocol import codec as sasl
 from simulator.engine import knowledge
 
 from .strings import t

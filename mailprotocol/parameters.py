@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from . import sasl
+from . import codec
 
 _NOTIFY = {"SUCCESS", "FAILURE", "DELAY"}
 
@@ -37,10 +37,10 @@ def mail_parameter_problem(
     if key == "RET" and "DSN" in extensions:
         return None if value is not None and value.upper() in ("FULL", "HDRS") else ("bad_parameter", {"parameter": "RET"})
     if key == "ENVID" and "DSN" in extensions:
-        ok = value is not None and 0 < len(value) <= 100 and sasl.is_xtext(value)
+        ok = value is not None and 0 < len(value) <= 100 and codec.is_xtext(value)
         return None if ok else ("bad_parameter", {"parameter": "ENVID"})
     if key == "AUTH" and "AUTH" in extensions:
-        if value is None or not sasl.is_xtext(value):
+        if value is None or not codec.is_xtext(value):
             return "bad_parameter", {"parameter": "AUTH"}
         return None
     return "unsupported_option", {"option": option}
@@ -56,7 +56,7 @@ def rcpt_parameter_problem(key: str, value: str | None, extensions: frozenset[st
         return None
     if key == "ORCPT" and "DSN" in extensions:
         addr_type, sep, xtext = (value or "").partition(";")
-        if not sep or not re.fullmatch(r"[A-Za-z0-9\-]+", addr_type) or not xtext or not sasl.is_xtext(xtext):
+        if not sep or not re.fullmatch(r"[A-Za-z0-9\-]+", addr_type) or not xtext or not codec.is_xtext(xtext):
             return "bad_parameter", {"parameter": "ORCPT"}
         return None
     return "unsupported_option", {"option": option}

@@ -1,6 +1,6 @@
 """Decisions a persona's policies make, in one place for the server and for the validator.
 
-The SMTP session (`smtp.py`) acts on these answers and the engine's checks (`simulator/engine`)
+The SMTP session (`mockservers/smtp.py`) acts on these answers and the engine's checks (`simulator/engine`)
 predict the same answers, so a learner is warned exactly when this persona will refuse. Each rule
 names the real server's setting or the RFC it copies (docs/sources.md).
 """

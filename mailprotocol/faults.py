@@ -17,7 +17,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-from mailprotocol import pop3, smtp
+from . import pop3, smtp
 
 #: Pseudo-commands: the greeting and the end of message data ("." or BDAT ... LAST).
 CONNECT = "CONNECT"
