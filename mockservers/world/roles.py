@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from ..faults import rule_from_table
+from mailprotocol.faults import rule_from_table
 from ..profile import Profile, load_profile
 from .worldfile import Domain, World
 
