@@ -30,7 +30,7 @@ def check_login(persona: "Profile", user: str, check: Callable[[str], bool]) -> 
     """A login (full address or unambiguous local part) against the persona's accounts."""
     account = persona.find_account(user)
     if persona.quirks.accept_any_secret:  # the MailHog bug, for spot-the-bug personas
-        return Verdict(True, account=account, address=account.address if account else user.strip().lower())
+        return Verdict(True, account=account, address=login_address(persona, user) or "")
     if account is not None and check(account.secret):
         return Verdict(True, account=account, address=account.address)
     if account is None:
@@ -38,3 +38,13 @@ def check_login(persona: "Profile", user: str, check: Callable[[str], bool]) -> 
     if account.password and check(account.password):
         return Verdict(False, "web-password", account)
     return Verdict(False, "wrong-secret", account)
+
+
+def login_address(persona: "Profile", user: str | None) -> str | None:
+    """The mailbox a successful login as `user` opens (None when no login as `user` can succeed)."""
+    if not user:
+        return None
+    account = persona.find_account(user)
+    if account is not None:
+        return account.address
+    return user.strip().lower() if persona.quirks.accept_any_secret else None

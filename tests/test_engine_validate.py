@@ -567,6 +567,11 @@ def test_every_id_the_validator_uses_has_an_entry() -> None:
     used = set(re.findall(r'\.add\(\s*"([a-z0-9-]+)"', source))
     used |= set(re.findall(r'(?:diagnostic|"error", "[a-z_]+", )"((?:auth|address)-[a-z0-9-]+)"', source))
     used |= set(re.findall(r'return "((?:auth|address)-[a-z0-9-]+)"', source))
+    used |= set(re.findall(r'^\s+"[A-Za-z0-9 _-]+": \("([a-z0-9-]+)", ', source, re.MULTILINE))  # reason tables
+    used |= set(re.findall(r'\.refuse\(\s*"([a-z0-9-]+)"', source))
+    # `auth-{problem}` / `auth-{reason}`: every SASL problem and login refusal the core can name
+    core = (REPO / "mailprotocol" / "sasl.py").read_text(encoding="utf-8") + (REPO / "mailprotocol" / "credentials.py").read_text(encoding="utf-8")
+    used |= {f"auth-{name}" for name in re.findall(r'(?:problem=|_malformed\(|Verdict\(False, |return )"([a-z0-9-]+)"', core)}
     for template in re.findall(r'\.add\(\s*f"([a-z0-9{}._()-]+)"', source):
         if "{low}" in template:
             used |= {template.replace("{low}", verb) for verb in ("mail", "rcpt")}

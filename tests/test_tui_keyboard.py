@@ -380,3 +380,51 @@ async def test_a_password_typed_in_the_wrong_field_is_hidden_in_the_panes_too(tm
         await wait_for(pilot, lambda: f"USER {secret}" in "\n".join(pop3.transcript.plain_lines))
         await pilot.press("f8")
         await wait_for(pilot, lambda: secret not in "\n".join(pop3.transcript.plain_lines))
+
+
+async def test_client_settings_lesson_with_the_real_python_clients_and_what_f6_shows(tmp_path):
+    """The learner's journey: F6 for the ports and the CA, then smtplib.SMTP_SSL and
+    poplib.POP3_SSL in another terminal (threads here); each step completes by itself."""
+    import asyncio
+    import poplib
+    import re
+    import smtplib
+    import ssl
+
+    from simulator.tui.dialogs import WatchScreen
+
+    app = make_app(tmp_path)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await wait_quiet(pilot)
+        screen = await open_by_palette(pilot, app, "client-settings")
+        await pilot.press("f6")
+        await wait_for(pilot, lambda: isinstance(app.screen, WatchScreen))
+        shown = str(app.screen.query_one("#watch-commands").render())
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: app.screen is screen)
+        implicit = re.findall(r"openssl s_client -crlf -quiet -CAfile (\S+) -connect 127\.0\.0\.1:(\d+)", shown)
+        assert len(implicit) == 2, shown  # SMTPS first, POP3S second, as the lesson says
+        (ca_file, smtps), (_, pop3s) = implicit
+
+        def send() -> None:
+            context = ssl.create_default_context(cafile=ca_file)
+            with smtplib.SMTP_SSL("127.0.0.1", int(smtps), context=context, timeout=20) as smtp:
+                smtp.login("alice@qq.lab", "abcdefghijklmnop")
+                smtp.sendmail("alice@qq.lab", ["carol@163.lab"], b"From: alice@qq.lab\r\nTo: carol@163.lab\r\nSubject: settings\r\n\r\nHi Carol\r\n")
+
+        await asyncio.to_thread(send)
+        await wait_for(pilot, lambda: screen.run.current is not None and screen.run.current.step.id == "fetch", timeout=30)
+
+        def fetch() -> bytes:
+            context = ssl.create_default_context(cafile=ca_file)
+            pop = poplib.POP3_SSL("127.0.0.1", int(pop3s), context=context, timeout=20)
+            try:
+                pop.user("carol@163.lab")
+                pop.pass_("carol-authcode")
+                return b"\r\n".join(pop.retr(1)[1])
+            finally:
+                pop.quit()
+
+        message = await asyncio.to_thread(fetch)
+        assert b"with ESMTPSA id " in message and b"Subject: settings" in message
+        await wait_for(pilot, lambda: screen.run.finished, timeout=30)

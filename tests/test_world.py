@@ -403,7 +403,7 @@ def test_real_client_settings_smtp_ssl_465_and_pop3_ssl_995_with_an_authorizatio
 
     for lab in running(load_world(), tmp_path):
         context = ssl.create_default_context(cafile=str(tmp_path / "data" / "tls" / "ca.pem"))
-        context.check_hostname = False  # the lab's certificate names smtp.qq.lab, we dial 127.0.0.1
+        assert context.check_hostname  # the lab's certificate names 127.0.0.1 too: verified, not switched off
         with smtplib.SMTP_SSL("127.0.0.1", lab.servers.port_of("qq.lab", "SMTPS"), context=context, timeout=20) as smtp:
             smtp.login("alice@qq.lab", "abcdefghijklmnop")  # the authorization code, not a web password
             smtp.sendmail("alice@qq.lab", ["carol@163.lab"], b"From: alice@qq.lab\r\nTo: carol@163.lab\r\nSubject: over TLS\r\n\r\nhi\r\n")

@@ -92,6 +92,10 @@ class WorldServers:
             from ..tls import ensure_certificates
 
             names = [name for d in self.world.domains for name in (d.smtp_host, d.pop3_host, d.mx_host)]
+            # ...and the addresses a learner's client dials (127.0.0.1, each MX's own), so that
+            # `smtplib.SMTP_SSL("127.0.0.1", ...)` verifies the certificate instead of turning
+            # the check off (the lab has no names in the system's resolver).
+            names += [self.world.reach_host, *(d.address for d in self.world.domains)]
             ensure_certificates(self.data_dir, names)
             # MTA to MTA TLS is opportunistic (RFC 3207 4.1 leaves verification to policy): encrypt, don't verify.
             tls_context = ssl.CertificateOptions()

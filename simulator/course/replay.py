@@ -196,6 +196,7 @@ async def _replay_steps(lesson: Lesson, run: LessonRun, servers: _Target, timeou
                     continue
                 if raw.startswith("@wait"):
                     await connection.listen(float(raw.split()[1]))
+                    run.server_changed()  # what the wait was for (a relay, a delivery) may have happened
                     continue
                 if raw.startswith("@dig"):
                     problem = await _dig(servers, raw, run.variables)

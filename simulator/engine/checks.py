@@ -11,14 +11,9 @@ from __future__ import annotations
 import email.utils
 import re
 import time
-from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable
+from typing import Any, Iterable
 
-from mailprotocol import credentials
-from mailprotocol import sasl as core_sasl
-from mailprotocol.sasl import IMPLEMENTED_MECHANISMS  # noqa: F401  (re-exported for the checks)
 from mockservers.faults import FaultAction, FaultScript
-from mockservers.accounts import Account
 from mockservers.profile import Profile
 
 from .diagnostics import Diagnostic, Severity, make
@@ -57,6 +52,9 @@ class LineCheck:
     def render(self, key: str, values: dict[str, Any]) -> list[str]:
         raise NotImplementedError
 
+    def prediction(self) -> Any:
+        raise NotImplementedError
+
     def code_of(self, reply: list[str] | tuple[str, ...]) -> str:
         raise NotImplementedError
 
@@ -79,6 +77,9 @@ class LineCheck:
             lines = tuple(reply)
         elif key is not None:
             lines = tuple(self.render(key, reply_values or {}))
+        elif severity == "error":
+            prediction = self.prediction()  # the core's reply to the line: the mistake's reply
+            lines = tuple(prediction.shown()) if prediction is not None else ()
         code = self.code_of(lines) if lines else None
         if severity == "error" and lines and not is_refusal(code):
             severity = "warning"  # this persona answers the mistake with a success reply
@@ -181,61 +182,7 @@ def _path_of(argument: str) -> str:
     return argument.partition(":")[2].strip().split(" ")[0].lower()
 
 
-# --- AUTH: the server's decoding of one client line ---------------------------------------------
-
-
-@dataclass
-class SaslOutcome:
-    """What the server does with one line of an AUTH exchange (or the initial response)."""
-
-    kind: str  # "challenge", "credentials", "error"
-    key: str = ""  # profile reply key for "challenge" and "error"
-    diagnostic: str = ""  # diagnostic id explaining an "error"
-    values: dict[str, Any] = field(default_factory=dict)
-    user: str | None = None
-    check: Callable[[str], bool] | None = None
-    decoded: bytes | None = None
-
-
-def _outcome(step: core_sasl.Step) -> SaslOutcome:
-    """The core's step, with the diagnostic id a teacher explains it with."""
-    values = {name: value for name, value in step.values.items() if value is not None}
-    diagnostic = f"auth-{step.problem}" if step.problem else ""
-    return SaslOutcome(step.kind, step.key, diagnostic, values, step.user or None, step.check, step.decoded)
-
-
-def sasl_respond(mechanism: str, line: str, *, username: str | None, challenge: str | None) -> SaslOutcome:
-    """The server's decision (`mailprotocol.sasl.respond`) for one line of an exchange."""
-    exchange = core_sasl.Exchange(mechanism, username, (challenge or "").encode("utf-8"))
-    return _outcome(core_sasl.respond(exchange, line))
-
-
-def sasl_start(mechanism: str, initial: str | None, challenge: str | None) -> SaslOutcome:
-    """The server's decision (`mailprotocol.sasl.start`) for `AUTH mechanism [initial-response]`."""
-    return _outcome(core_sasl.start(mechanism, initial, (challenge or "").encode("utf-8")))
-
-
-@dataclass(frozen=True)
-class LoginVerdict:
-    ok: bool
-    diagnostic: str = ""  # "auth-unknown-user", "auth-web-password", "auth-wrong-secret"
-    account: Account | None = None
-
-
-def check_login(profile: Profile, user: str, check: Callable[[str], bool]) -> LoginVerdict:
-    """The server's verdict (`mailprotocol.credentials`), with the diagnostic id that explains it."""
-    verdict = credentials.check_login(profile, user, check)
-    return LoginVerdict(verdict.ok, f"auth-{verdict.reason}" if verdict.reason else "", verdict.account)
-
-
-def logged_in_address(profile: Profile, user: str | None) -> str | None:
-    """The address the server keeps after a login as `user` (None when it cannot know)."""
-    if not user:
-        return None
-    account = profile.find_account(user)
-    if account is not None:
-        return account.address
-    return user.strip().lower() if profile.quirks.accept_any_secret else None
+# --- AUTH lines -----------------------------------------------------------------------------------
 
 
 def describe_decoded(decoded: bytes | None) -> str:

@@ -21,10 +21,12 @@ from mockservers.faults import SMTP_COMMANDS
 from mockservers.profile import Profile
 from mockservers.sasl import apop_digest
 
-from .checks import LineCheck, check_login, common_values, logged_in_address, nearest_verb, sasl_respond, sasl_start
+from mailprotocol import credentials
+
+from .checks import LineCheck, common_values, nearest_verb
 from .diagnostics import secret_kind
 from .prediction import HOLE, Prediction
-from .smtp_checks import explain_sasl_outcome
+from .smtp_checks import explain_sasl_step
 
 def shadow_state(session: Any, profile: Profile) -> core.POP3State:
     """The server's state as the client can know it, for the core to decide on."""
@@ -39,7 +41,7 @@ def shadow_state(session: Any, profile: Profile) -> core.POP3State:
         count = session.message_count if session.message_count is not None else count_from_login(session, profile)
         messages = tuple(core.Message(session.sizes.get(n), session.uids.get(n)) for n in range(1, (count or 0) + 1))
         maildrop = core.Maildrop(messages, count, frozenset(session.deleted), frozenset(session.retrieved))
-        address = logged_in_address(profile, session.authenticated_user)
+        address = credentials.login_address(profile, session.authenticated_user)
     return core.POP3State(
         phase=core.TRANSACTION if session.logged_in else core.AUTHORIZATION,
         tls=bool(session.tls_active),
@@ -103,7 +105,7 @@ class POP3Check(LineCheck):
     def account_now(self) -> str | None:
         if not self.session.logged_in:
             return None
-        return logged_in_address(self.profile, self.session.authenticated_user)
+        return credentials.login_address(self.profile, self.session.authenticated_user)
 
     def server_verb(self, text: str) -> tuple[str, str] | None:
         if len(text.encode("utf-8", "surrogateescape")) + 2 > self.policies.max_pop3_line:
@@ -160,22 +162,52 @@ class POP3Check(LineCheck):
         if action is not None and self.apply_fault(action, parsed.verb):
             return
         self.decision = core.dispatch(self.state, self.profile, parsed)
-        reason = self.decision.reason
-        if reason == "already-logged-in":
-            self.refuse("pop3-already-logged-in", verb=parsed.verb)
+        verb, argument, reason = parsed.verb, parsed.argument, self.decision.reason
+        if reason not in ("needs-login", "already-logged-in"):
+            for word in argument.split() if verb != "PASS" else [argument]:
+                if len(word) > core.MAX_ARGUMENT:
+                    self.add("pop3-argument-too-long", "warning", limit=core.MAX_ARGUMENT)
+                    break
+        if verb == "APOP" and reason not in _APOP_GRAMMAR and self.apop_unknown(argument):
             return
-        if reason == "needs-login":
-            self.refuse("pop3-needs-login", suggestion="USER " + self.example_user(), verb=parsed.verb)
+        entry = _REFUSALS.get(f"{verb} {reason}") or _REFUSALS.get(reason)
+        if entry is not None:
+            self.explain_refusal(verb, argument, *entry)
+        else:
+            getattr(self, f"teach_{verb}", lambda argument: None)(argument)
+
+    def explain_refusal(self, verb: str, argument: str, diagnostic_id: str, suggestion: str | None) -> None:
+        """The core refused the line (table `_REFUSALS`): which mistake, and a fix to try."""
+        parts = argument.split()
+        count = self.decision.state.maildrop.count if self.decision and self.decision.state.maildrop else None
+        values: dict[str, Any] = {"verb": verb, "user": argument, "argument": argument or "-", "count": count,
+                                  "mechanism": parts[0] if parts else "", "offered": self.profile.pop3_sasl_mechanisms(self.tls) or "-"}
+        if diagnostic_id == "message-number-too-high":
+            values["number"] = number = int(parts[0])
+            diagnostic_id = "message-number-too-high" if number >= 1 else "message-number-zero"
+        elif diagnostic_id == "message-deleted":
+            values["number"] = int(parts[0])
+        elif diagnostic_id == "pass-without-user" and self.session.user is not None:
+            diagnostic_id, suggestion, values["user"] = "pass-unknown-user", None, self.session.user
+        elif diagnostic_id == "user-unknown" and not self.prediction().lines[0].startswith("-ERR"):  # type: ignore[union-attr]
+            self.add("user-unknown-hidden", "warning", user=argument)  # the persona does not tell (RFC 1939 7)
             return
-        for word in parsed.argument.split() if parsed.verb != "PASS" else [parsed.argument]:
-            if len(word) > core.MAX_ARGUMENT:
-                self.add("pop3-argument-too-long", "warning", limit=core.MAX_ARGUMENT)
-                break
-        if reason == "needs-tls":
-            stls = self.profile.pop3_has("STLS", False)
-            self.refuse("pop3-needs-tls", suggestion="STLS" if stls else None)
-            return
-        getattr(self, f"explain_{parsed.verb}")(parsed.argument, self.decision)
+        elif diagnostic_id == "pop3-needs-tls" and not self.profile.pop3_has("STLS", False):
+            suggestion = None
+        elif diagnostic_id == "apop-digest-length":
+            values["length"] = len(parts[1])
+            stamp = self.session.apop_timestamp
+            suggestion = f"APOP {parts[0]} {apop_digest(stamp, parts[1])}" if stamp else None
+        elif diagnostic_id == "pop3-auth-mechanism":
+            usable = [m for m in values["offered"] if m in IMPLEMENTED_MECHANISMS]
+            suggestion = f"AUTH {usable[0]}" if usable else "USER {example}"
+        elif diagnostic_id == "top-syntax":
+            values["first"] = parts[0] if parts and parts[0].isdigit() else "1"
+        elif diagnostic_id.startswith("auth-"):  # a login the server refuses: why (the web password QQ refuses ...)
+            account = self.profile.find_account(self.state.user or (parts[0] if parts else ""))
+            values["user"] = self.state.user if verb == "PASS" else (parts[0] if parts else "")
+            values["kind"] = secret_kind(account.secret_kind, self.lang) if account is not None else ""
+        self.refuse(diagnostic_id, suggestion=suggestion.format(example=self.example_user(), **values) if suggestion else None, **values)
 
     def example_user(self) -> str:
         return self.profile.accounts[0].address if self.profile.accounts else "user@example.com"
@@ -199,90 +231,39 @@ class POP3Check(LineCheck):
         else:
             self.refuse("unknown-verb-no-guess", verb=verb_token)
 
-    # --- AUTHORIZATION -----------------------------------------------------------------------------
+    # --- what a teacher adds when the core accepts ---------------------------------------------------
 
-    def explain_USER(self, argument: str, decision: core.POP3Decision) -> None:  # noqa: N802
-        if decision.reason == "missing-name":
-            self.refuse("user-missing-name", suggestion="USER " + self.example_user())
-        elif decision.reason == "unknown-user":
-            prediction = self.prediction()
-            if prediction and prediction.lines[0].startswith("-ERR"):
-                self.refuse("user-unknown", user=argument)
-            else:
-                self.add("user-unknown-hidden", "warning", user=argument)
-        elif not self.tls:
+    def teach_USER(self, argument: str) -> None:  # noqa: N802
+        if not self.tls:
             self.add("pop3-cleartext", "info")
 
-    def explain_PASS(self, argument: str, decision: core.POP3Decision) -> None:  # noqa: N802
-        if decision.reason == "pass-without-user":
-            if self.session.user is not None:
-                self.refuse("pass-unknown-user", user=self.session.user)
-            else:
-                self.refuse("pass-without-user", suggestion="USER " + self.example_user())
-        elif decision.reason == "missing-secret":
-            self.refuse("pass-missing")
-        else:
-            self.login_verdict(self.state.user or "", lambda secret: secret == argument)
+    def teach_PASS(self, argument: str) -> None:  # noqa: N802
+        if self.decision is not None and self.decision.has(LOGIN) and self.policies.login_delay:
+            self.add("pop3-login-delay", "info", seconds=f"{self.policies.login_delay:g}")
 
-    def login_verdict(self, user: str, check: Any) -> None:
-        """Why a login fails (the web password QQ refuses, a wrong secret ...), or what comes next."""
-        decision = self.decision
-        assert decision is not None
-        if decision.has(LOGIN):
-            if self.policies.login_delay:
-                self.add("pop3-login-delay", "info", seconds=f"{self.policies.login_delay:g}")
-            return
-        verdict = check_login(self.profile, user, check)
-        if verdict.diagnostic == "auth-web-password" and verdict.account is not None:
-            self.refuse("auth-web-password", user=user, kind=secret_kind(verdict.account.secret_kind, self.lang))
-        else:
-            self.refuse(verdict.diagnostic, user=user)
+    def apop_unknown(self, argument: str) -> bool:
+        """Advice on a well-formed APOP; True when its outcome cannot be known (no timestamp seen)."""
+        name, digest = argument.split()
+        if digest != digest.lower():
+            self.add("apop-digest-uppercase", "warning", suggestion=f"APOP {name} {digest.lower()}")
+        if self.session.apop_timestamp is None:
+            self.decision = None  # the greeting's timestamp was not seen: the outcome is unknown
+            self.add("apop-no-timestamp-seen", "info")
+        return self.decision is None
 
-    def explain_APOP(self, argument: str, decision: core.POP3Decision) -> None:  # noqa: N802
-        reason = decision.reason
-        parts = argument.split()
-        timestamp = self.session.apop_timestamp
-        if reason == "apop-unavailable":
-            self.refuse("apop-unavailable", suggestion="USER " + self.example_user())
-        elif reason == "apop-syntax":
-            self.refuse("apop-syntax", suggestion=f"APOP {self.example_user()} <32 hex digits>")
-        elif reason == "apop-digest-length":
-            suggestion = f"APOP {parts[0]} {apop_digest(timestamp, parts[1])}" if timestamp else None
-            self.refuse("apop-digest-length", suggestion=suggestion, length=len(parts[1]))
-        elif reason == "apop-digest-not-hex":
-            self.refuse("apop-digest-not-hex")
-        else:
-            name, digest = parts
-            if digest != digest.lower():
-                self.add("apop-digest-uppercase", "warning", suggestion=f"APOP {name} {digest.lower()}")
-            if timestamp is None:
-                self.decision = None  # the greeting's timestamp was not seen: the outcome is unknown
-                self.add("apop-no-timestamp-seen", "info")
-                return
-            self.login_verdict(name, lambda secret: apop_digest(timestamp, secret) == digest.lower())
+    teach_APOP = teach_PASS
 
-    def explain_AUTH(self, argument: str, decision: core.POP3Decision) -> None:  # noqa: N802
-        mechanisms = self.profile.pop3_sasl_mechanisms(self.tls)
+    def teach_AUTH(self, argument: str) -> None:  # noqa: N802
         if not argument:
-            self.add("pop3-auth-list", "info", offered=mechanisms or "-")
+            self.add("pop3-auth-list", "info", offered=self.profile.pop3_sasl_mechanisms(self.tls) or "-")
             return
         parts = argument.split()
-        mechanism = parts[0].upper()
-        if decision.reason == "mechanism-not-offered":
-            usable = [m for m in mechanisms if m in IMPLEMENTED_MECHANISMS]
-            self.refuse(
-                "pop3-auth-mechanism",
-                suggestion=f"AUTH {usable[0]}" if usable else "USER " + self.example_user(),
-                mechanism=parts[0], offered=mechanisms or "-",
-            )
-            return
         initial = parts[1] if len(parts) > 1 else None
-        outcome = sasl_start(mechanism, initial, None)
-        if outcome.kind != "challenge" or initial is not None:
-            self.sasl_outcome(outcome, mechanism, initial or "")
+        step = core_sasl.start(parts[0].upper(), initial, b"")
+        if step.kind != "challenge" or initial is not None:
+            self.sasl_step(step, parts[0].upper(), initial or "")
 
     def auth_line(self) -> None:
-        exchange = self.session.auth
         line = self.line
         octets = len(line.encode("utf-8", "surrogateescape"))
         limit = core.line_limit(self.state, self.profile)
@@ -291,86 +272,70 @@ class POP3Check(LineCheck):
             self.refuse("line-too-long", length=octets + 2, limit=limit)
             return
         self.decision = core.auth_line(self.state, self.profile, line)
-        outcome = sasl_respond(exchange.mechanism, line, username=exchange.username or None, challenge=exchange.challenge)
-        self.sasl_outcome(outcome, exchange.mechanism, line)
+        self.sasl_step(core_sasl.respond(self.state.exchange, line), self.session.auth.mechanism, line)  # type: ignore[arg-type]
 
-    def sasl_outcome(self, outcome: Any, mechanism: str, line: str) -> None:
-        explain_sasl_outcome(self, outcome, mechanism, line, fail_key="auth_failed")
-        if self.decision is not None and self.decision.has(LOGIN) and self.policies.login_delay:
-            self.add("pop3-login-delay", "info", seconds=f"{self.policies.login_delay:g}")
+    def sasl_step(self, step: core_sasl.Step, mechanism: str, line: str) -> None:
+        explain_sasl_step(self, step, mechanism, line)
+        self.teach_PASS(line)
 
-    def explain_STLS(self, argument: str, decision: core.POP3Decision) -> None:  # noqa: N802
-        if decision.reason == "tls-already":
-            self.refuse("stls-already")
-        elif decision.reason == "no-argument-expected":
-            self.refuse("no-argument-expected", suggestion="STLS", verb="STLS")
-        elif decision.reason == "stls-not-offered":
-            self.refuse("stls-not-offered")
-        else:
-            self.add("starttls-telnet", "info")
+    def teach_STLS(self, argument: str) -> None:  # noqa: N802
+        self.add("starttls-telnet", "info")
 
-    def explain_CAPA(self, argument: str, decision: core.POP3Decision) -> None:  # noqa: N802
-        pass
+    def teach_number(self, argument: str) -> bool:
+        count = self.decision.state.maildrop.count if self.decision and self.decision.state.maildrop else None
+        if count is None and argument:
+            self.add("message-count-unknown", "info", suggestion="STAT")
+        return True
 
-    # --- TRANSACTION -------------------------------------------------------------------------------
-
-    def explain_number(self, argument: str, decision: core.POP3Decision) -> bool:
-        """Explain a refused message number; True when the number was usable."""
-        count = decision.state.maildrop.count if decision.state.maildrop else None
-        reason = decision.reason
-        if reason == "number-invalid":
-            self.refuse("message-number-invalid", argument=argument or "-")
-        elif reason == "number-out-of-range":
-            number = int(argument)
-            if number < 1:
-                self.refuse("message-number-zero")
-            else:
-                self.refuse("message-number-too-high", number=number, count=count)
-        elif reason == "message-deleted":
-            self.refuse("message-deleted", suggestion="RSET", number=int(argument))
-        else:
-            if count is None:
-                self.add("message-count-unknown", "info", suggestion="STAT")
-            return True
-        return False
-
-    def explain_STAT(self, argument: str, decision: core.POP3Decision) -> None:  # noqa: N802
-        if decision.reason == "no-argument-expected":
-            self.refuse("no-argument-expected", suggestion="STAT", verb="STAT")
-
-    def explain_LIST(self, argument: str, decision: core.POP3Decision) -> None:  # noqa: N802
+    def teach_LIST(self, argument: str) -> None:  # noqa: N802
         if argument:
-            self.explain_number(argument, decision)
+            self.teach_number(argument)
 
-    explain_UIDL = explain_LIST
+    teach_UIDL = teach_LIST
+    teach_RETR = teach_TOP = teach_number
 
-    def explain_RETR(self, argument: str, decision: core.POP3Decision) -> None:  # noqa: N802
-        self.explain_number(argument, decision)
+    def teach_DELE(self, argument: str) -> None:  # noqa: N802
+        self.teach_number(argument)
+        self.add("dele-marks-only", "info")
 
-    def explain_DELE(self, argument: str, decision: core.POP3Decision) -> None:  # noqa: N802
-        if self.explain_number(argument, decision):
-            self.add("dele-marks-only", "info")
-
-    def explain_TOP(self, argument: str, decision: core.POP3Decision) -> None:  # noqa: N802
-        if decision.reason == "top-syntax":
-            parts = argument.split()
-            first = parts[0] if parts and parts[0].isdigit() else "1"
-            self.refuse("top-syntax", suggestion=f"TOP {first} 10")
-        else:
-            self.explain_number(argument.split()[0], decision)
-
-    def explain_NOOP(self, argument: str, decision: core.POP3Decision) -> None:  # noqa: N802
+    def teach_NOOP(self, argument: str, verb: str = "NOOP") -> None:  # noqa: N802
         if argument:
-            self.add("no-argument-ignored", "warning", suggestion="NOOP", verb="NOOP")
+            self.add("no-argument-ignored", "warning", suggestion=verb, verb=verb)
 
-    def explain_RSET(self, argument: str, decision: core.POP3Decision) -> None:  # noqa: N802
-        if argument:
-            self.add("no-argument-ignored", "warning", suggestion="RSET", verb="RSET")
+    def teach_RSET(self, argument: str) -> None:  # noqa: N802
+        self.teach_NOOP(argument, "RSET")
 
-    def explain_QUIT(self, argument: str, decision: core.POP3Decision) -> None:  # noqa: N802
-        removal = decision.effect(REMOVE_MESSAGES)
+    def teach_QUIT(self, argument: str) -> None:  # noqa: N802
+        removal = self.decision.effect(REMOVE_MESSAGES) if self.decision is not None else None
         if removal is not None and removal["numbers"]:
             self.add("quit-applies-deletions", "info", count=len(removal["numbers"]))
+
+
+#: The core's reason for refusing a command ("VERB reason" first, then "reason") -> (diagnostic, fix).
+_REFUSALS: dict[str, tuple[str, str | None]] = {
+    "already-logged-in": ("pop3-already-logged-in", None),
+    "needs-login": ("pop3-needs-login", "USER {example}"),
+    "needs-tls": ("pop3-needs-tls", "STLS"),
+    "missing-name": ("user-missing-name", "USER {example}"),
+    "USER unknown-user": ("user-unknown", None),
+    "pass-without-user": ("pass-without-user", "USER {example}"),
+    "missing-secret": ("pass-missing", None),
+    **{f"{verb} {reason}": (f"auth-{reason}", None) for verb in ("PASS", "APOP")
+       for reason in ("unknown-user", "wrong-secret", "web-password")},
+    "apop-unavailable": ("apop-unavailable", "USER {example}"),
+    "apop-syntax": ("apop-syntax", "APOP {example} <32 hex digits>"),
+    "apop-digest-length": ("apop-digest-length", None),
+    "apop-digest-not-hex": ("apop-digest-not-hex", None),
+    "mechanism-not-offered": ("pop3-auth-mechanism", None),
+    "tls-already": ("stls-already", None),
+    "no-argument-expected": ("no-argument-expected", "{verb}"),
+    "stls-not-offered": ("stls-not-offered", None),
+    "number-invalid": ("message-number-invalid", None),
+    "number-out-of-range": ("message-number-too-high", None),
+    "message-deleted": ("message-deleted", "RSET"),
+    "top-syntax": ("top-syntax", "TOP {first} 10"),
+}
+_APOP_GRAMMAR = {"apop-unavailable", "apop-syntax", "apop-digest-length", "apop-digest-not-hex", "needs-login", "already-logged-in", "needs-tls"}
 
 
 def count_from_login(session: Any, profile: Profile) -> int | None:

@@ -10,44 +10,22 @@ it; warnings and notes are advice the server would never give.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from typing import Any
 
-from mockservers.addresses import (
-    MAX_LOCAL_PART,
-    MAX_PATH,
-    AddressSyntaxError,
-    PathArgument,
-    is_domain,
-    is_mailbox,
-    parse_path,
-    split_keyword,
-    valid_helo_argument,
-)
+from mailprotocol import credentials
 from mailprotocol import pop3 as core_pop3
 from mailprotocol import sasl as core_sasl
 from mailprotocol import smtp as core
 from mailprotocol.decision import Decision, Reply
+from mailprotocol.sasl import IMPLEMENTED_MECHANISMS
+from mockservers.addresses import MAX_LOCAL_PART, MAX_PATH, AddressSyntaxError, PathArgument, is_domain, is_mailbox, parse_path, split_keyword
 from mockservers.parameters import mail_parameter_problem, rcpt_parameter_problem
-from mockservers.persona_rules import end_of_data_reply, helo_refused_at, is_fqdn_helo, missing_brackets_key
+from mockservers.persona_rules import end_of_data_reply, helo_refused_at, is_fqdn_helo
+from mockservers.profile import Profile
 from mockservers.rendering import render_smtp
 from mockservers.sasl import b64encode_text
 
-from mockservers.profile import Profile
-
-from .checks import (
-    IMPLEMENTED_MECHANISMS,
-    LineCheck,
-    check_login,
-    common_values,
-    describe_decoded,
-    has_control_characters,
-    logged_in_address,
-    looks_like_base64_text,
-    nearest_verb,
-    sasl_respond,
-    sasl_start,
-)
+from .checks import LineCheck, common_values, describe_decoded, has_control_characters, looks_like_base64_text, nearest_verb
 from .data_checks import check_data_line, estimated_size
 from .diagnostics import secret_kind
 from .prediction import HOLE, Prediction
@@ -212,72 +190,56 @@ class SMTPCheck(LineCheck):
         argument = argument.strip()
         octets = len(line.encode("utf-8", "surrogateescape"))
         limit = self.policies.max_command_line + core.length_allowance(self.state, self.profile, verb, argument)
-        if octets + 2 > limit:
+        if octets + 2 > limit:  # the session's framing discards the line before the core sees it
             self.add("line-too-long", "error", "line_too_long", length=octets + 2, limit=limit)
             return
-        if "\0" in line:
-            self.add("nul-character", "error", "bad_characters")
+        if self.reason == "bad-characters":
+            self.add("nul-character", "error")
             return
         if line != line.lstrip() and text:
             self.add("leading-space", "warning", suggestion=line.strip())
-        if not (verb.isalpha() and verb in core.VERB_NAMES) or verb in self.profile.quirks.smtp_unimplemented:
+        if self.reason in ("unknown-command", "too-many-unknown"):
             self.unknown(verb_token, argument)
             return
         if action is not None and self.apply_fault(action, verb):
             return
-        if not self.greeted and not core.VERB_TABLE[verb].before_helo:
-            if self.policies.require_helo:
-                self.add("need-helo", "error", "need_helo", suggestion=f"EHLO {EXAMPLE_HELO}", verb=verb)
-            else:
-                self.add("need-helo", "warning", verb=verb)
-        getattr(self, f"check_{verb}")(argument)
+        if self.reason != "needs-helo" and not self.greeted and not core.VERB_TABLE[verb].before_helo:
+            self.add("need-helo", "warning", verb=verb)
+        self.explain(verb, argument)
         self.non_ascii(verb, argument)
 
     def unknown(self, verb_token: str, argument: str) -> None:
+        """Which mistake made the verb unknown: glued, no separator, a POP3 verb, a typo."""
         verb = verb_token.upper()
         if not verb_token:
-            self.add("empty-line", "error", "unknown_command")
+            self.add("empty-line", "error")
             return
         if verb in self.profile.quirks.smtp_unimplemented and verb in core.VERB_NAMES:
-            self.add("command-not-offered", "error", "unknown_command", verb=verb)
+            self.add("command-not-offered", "error", verb=verb)
             self.count_unknown()
             return
         glued = re.match(r"^(MAIL|RCPT)[^A-Za-z]*(FROM|TO)\s*(:.*)?$", verb_token, re.IGNORECASE)
         letters = re.match(r"[A-Za-z]*", verb_token).group(0).upper()  # type: ignore[union-attr]
         if glued:
             fixed = f"{glued.group(1).upper()} {glued.group(2).upper()}{glued.group(3) or ':'}"
-            self.add("verb-glued", "error", "unknown_command", suggestion=_join(fixed, argument), verb=verb_token)
+            self.add("verb-glued", "error", suggestion=_join(fixed, argument), verb=verb_token)
         elif letters in core.VERB_NAMES and letters != verb:
             rest = verb_token[len(letters):].strip(" \t.,;:")
             self.add(
-                "verb-separator", "error", "unknown_command",
+                "verb-separator", "error",
                 suggestion=_join(letters, (rest + " " + argument).strip()), verb=verb_token,
             )
         elif letters in core_pop3.VERB_NAMES - core.VERB_NAMES:
-            self.add("pop3-command-in-smtp", "error", "unknown_command", verb=letters)
+            self.add("pop3-command-in-smtp", "error", verb=letters)
         else:
-            candidates = [v for v in core.SUGGESTION_ORDER if self.offered(v)]
+            offered = set(core.available_commands(self.state, self.profile)) | {"AUTH"}
+            candidates = [v for v in core.SUGGESTION_ORDER if v in offered and v not in self.profile.quirks.smtp_unimplemented]
             near = nearest_verb(letters or verb, candidates)
             if near is not None:
-                self.add("unknown-verb", "error", "unknown_command", suggestion=_join(near, argument), verb=verb_token, nearest=near)
+                self.add("unknown-verb", "error", suggestion=_join(near, argument), verb=verb_token, nearest=near)
             else:
-                self.add("unknown-verb-no-guess", "error", "unknown_command", verb=verb_token)
+                self.add("unknown-verb-no-guess", "error", verb=verb_token)
         self.count_unknown()
-
-    def offered(self, verb: str) -> bool:
-        """The server implements the verb and this persona offers it."""
-        if verb in self.profile.quirks.smtp_unimplemented:
-            return False
-        extensions = self.profile.smtp_extensions(self.tls)
-        if verb == "BDAT":
-            return "CHUNKING" in extensions
-        if verb == "STARTTLS":
-            return "STARTTLS" in self.profile.smtp_extensions(False) and not self.tls
-        if verb == "ETRN":
-            return "ETRN" in extensions
-        if verb == "ATRN":
-            return bool(self.policies.atrn)
-        return verb != "TURN"
 
     def count_unknown(self) -> None:
         """A persona that hangs up after N unknown commands: the core's second reply says so."""
@@ -290,145 +252,110 @@ class SMTPCheck(LineCheck):
             return
         self.add("non-ascii-command", "warning", verb=verb)
 
-    # --- greeting --------------------------------------------------------------------------------
+    # --- the core's refusals, explained ----------------------------------------------------------
 
-    def check_HELO(self, argument: str) -> None:  # noqa: N802
+    def explain(self, verb: str, argument: str) -> None:
+        """Name the mistake behind the core's refusal (table `_REFUSALS`), then add advice."""
+        reason = self.reason
+        entry = _REFUSALS.get(f"{verb} {reason}") or _REFUSALS.get(reason)
+        if entry is not None:
+            diagnostic_id, suggestion = entry
+            mechanisms = self.profile.smtp_auth_mechanisms(self.tls)
+            usable = [m for m in mechanisms if m in IMPLEMENTED_MECHANISMS] or mechanisms or ["PLAIN"]
+            values = {
+                "verb": verb, "name": argument.split()[0] if argument else EXAMPLE_HELO, "helo": self.session.helo_domain,
+                "sender": self.sender_example(), "usable": usable[0], "offered": mechanisms,
+                "account": self.account_now(), "topic": argument, "address": argument.strip("<>").strip(),
+                "limit": self.policies.max_auth_failures if reason == "auth-failures-refused" else self.policies.max_recipients,
+            }
+            if diagnostic_id == "auth-not-offered" and not self.tls and self.profile.smtp_auth_mechanisms(True):
+                diagnostic_id, suggestion = "auth-needs-tls", "STARTTLS"
+            if diagnostic_id == "need-auth" and not mechanisms:
+                suggestion = "STARTTLS" if "STARTTLS" in self.extensions else None
+            values["mechanism"] = argument.split()[0] if reason == "mechanism-not-offered" else (argument.split() or [""])[0].upper()
+            reply = self.decision.replies[0].values if self.decision is not None and self.decision.replies else {}
+            values.update({k: v for k, v in reply.items() if k in ("address", "user") and v is not None})
+            if reason == "relay-denied":
+                values["domain"] = values["address"].rpartition("@")[2]
+            self.add(diagnostic_id, "error", suggestion=suggestion.format(**values) if suggestion else None, **values)
+        teach = getattr(self, f"teach_{verb}", None)
+        if teach is not None:
+            teach(argument)
+
+    def teach_HELO(self, argument: str) -> None:  # noqa: N802
         self.helo("HELO", argument)
 
-    def check_EHLO(self, argument: str) -> None:  # noqa: N802
+    def teach_EHLO(self, argument: str) -> None:  # noqa: N802
         self.helo("EHLO", argument)
 
     def helo(self, verb: str, argument: str) -> None:
-        if not valid_helo_argument(argument):
-            key = "helo_syntax" if verb == "HELO" else "ehlo_syntax"
-            name = argument.split()[0] if argument else EXAMPLE_HELO
-            self.add("helo-syntax", "error", key, suggestion=f"{verb} {name}", verb=verb)
+        if self.reason in ("hello-syntax", "helo-not-fqdn"):
             return
-        literal = argument.startswith("[") and argument.endswith("]")
-        valid = is_domain(argument.rstrip(".")) if not literal else is_domain(argument)
-        fqdn = is_fqdn_helo(argument)
         suggestion = f"{verb} {EXAMPLE_HELO}"
-        if helo_refused_at(self.policies, argument, "helo"):
-            self.add("helo-not-fqdn", "error", "helo_not_fqdn", suggestion=suggestion, reply_values={"domain": argument}, name=argument)
-        elif helo_refused_at(self.policies, argument, "rcpt"):
+        literal = argument.startswith("[") and argument.endswith("]")
+        if helo_refused_at(self.policies, argument, "rcpt"):
             # smtpd_delay_reject: accepted now, refused at every RCPT TO of this session.
             self.add("helo-not-fqdn-delayed", "warning", suggestion=suggestion, name=argument)
-        elif not valid:
+        elif not is_domain(argument if literal else argument.rstrip(".")):
             self.add("helo-bad-domain", "warning", suggestion=suggestion, name=argument)
-        elif not fqdn:
+        elif not is_fqdn_helo(argument):
             self.add("helo-not-fqdn", "warning", suggestion=suggestion, name=argument)
         if verb == "HELO" and len(self.profile.smtp_capabilities) > 0:
             self.add("helo-no-extensions", "info", suggestion=f"EHLO {argument}")
         if self.session.mail_from is not None:
             self.add("helo-resets-transaction", "info", verb=verb)
 
-    # --- simple commands ---------------------------------------------------------------------------
-
-    def no_argument(self, verb: str, argument: str) -> bool:
-        if argument:
-            self.add("no-argument-expected", "error", "no_arguments", suggestion=verb, reply_values={"verb": verb}, verb=verb)
-            return True
-        return False
-
-    def check_NOOP(self, argument: str) -> None:  # noqa: N802
-        pass
-
-    def check_RSET(self, argument: str) -> None:  # noqa: N802
-        self.no_argument("RSET", argument)
-
-    def check_QUIT(self, argument: str) -> None:  # noqa: N802
-        if self.no_argument("QUIT", argument):
-            return
-        if self.session.mail_from is not None:
+    def teach_QUIT(self, argument: str) -> None:  # noqa: N802
+        if not self.reason and self.session.mail_from is not None:
             self.add("quit-abandons-message", "info")
 
-    def check_HELP(self, argument: str) -> None:  # noqa: N802
-        if not argument:
-            return
-        topic = argument.split()[0].upper()
-        available = core.available_commands(self.state, self.profile)
-        if topic not in available:
-            self.add("help-unknown-topic", "error", "help_unknown", reply_values={"topic": argument}, topic=argument)
-
-    def check_TURN(self, argument: str) -> None:  # noqa: N802
-        self.add("turn-obsolete", "error", "turn_refused")
-
-    def check_VRFY(self, argument: str) -> None:  # noqa: N802
-        self.verify("VRFY", argument)
-
-    def check_EXPN(self, argument: str) -> None:  # noqa: N802
-        self.verify("EXPN", argument)
-
-    def verify(self, verb: str, argument: str) -> None:
-        reason = self.reason
-        kind = verb.lower()
-        if reason == "verify-disabled":
-            self.add("vrfy-disabled", "error", f"{kind}_disabled", verb=verb)
-        elif reason == "verify-syntax":
-            self.add("vrfy-syntax", "error", f"{kind}_syntax", suggestion=f"{verb} user@example.com", verb=verb)
-        elif reason == "verify-unknown":
-            address = argument.strip("<>").strip()
-            self.add("vrfy-unknown", "error", f"{kind}_unknown", address=address)
-        elif self.decision is not None and self.decision.replies[0].key == f"{kind}_cannot":
+    def teach_VRFY(self, argument: str, verb: str = "VRFY") -> None:  # noqa: N802
+        if self.decision is not None and self.decision.replies and self.decision.replies[0].key == f"{verb.lower()}_cannot":
             self.add("vrfy-cannot", "info", verb=verb)
 
-    # --- STARTTLS --------------------------------------------------------------------------------
+    def teach_EXPN(self, argument: str) -> None:  # noqa: N802
+        self.teach_VRFY(argument, "EXPN")
 
-    def check_STARTTLS(self, argument: str) -> None:  # noqa: N802
-        reason = self.reason
-        if reason == "tls-already":
-            self.add("starttls-already", "error", "tls_already")
-        elif reason == "not-advertised":
-            self.add("command-not-offered", "error", "unknown_command", verb="STARTTLS")
-        elif reason == "no-argument-expected":
-            self.add("starttls-syntax", "error", "starttls_syntax", suggestion="STARTTLS")
-        elif not self.decided:
+    def teach_STARTTLS(self, argument: str) -> None:  # noqa: N802
+        if not self.decided:
             self.add("starttls-telnet", "info")
+
+    def teach_ATRN(self, argument: str) -> None:  # noqa: N802
+        if not self.reason:
+            self.add("atrn-no-mail", "error")  # the lab's queue holds nothing for an ATRN client
+
+    def teach_DATA(self, argument: str) -> None:  # noqa: N802
+        if not self.decided:
+            self.add("data-start", "info")
+
+    def teach_BDAT(self, argument: str) -> None:  # noqa: N802
+        chunk = self.decision.effect(core.READ_CHUNK) if self.decision is not None else None
+        if chunk is None:
+            return
+        entry = _CHUNK_REFUSALS.get(chunk["error"])
+        if entry is not None:
+            self.add(entry[0], "error", suggestion=entry[1], reply=self.prediction().shown())  # type: ignore[union-attr]
+        self.add("bdat-chunk", "info", size=argument.split()[0])
 
     # --- AUTH ------------------------------------------------------------------------------------
 
-    def check_AUTH(self, argument: str) -> None:  # noqa: N802
-        reason = self.reason
-        mechanisms = self.profile.smtp_auth_mechanisms(self.tls)
-        parts = argument.split()
-        if reason == "auth-not-enabled":
-            if not self.tls and self.profile.smtp_auth_mechanisms(True):
-                self.add("auth-needs-tls", "error", "auth_not_enabled", suggestion="STARTTLS")
-            else:
-                self.add("auth-not-offered", "error", "auth_not_enabled")
-        elif reason == "needs-tls":
-            self.add("auth-needs-tls", "error", "tls_required", suggestion="STARTTLS")
-        elif reason == "auth-failures-refused":
-            self.add("auth-refused-after-failures", "error", "auth_failures_refused", limit=self.policies.max_auth_failures)
-        elif reason == "auth-already":
-            self.add("auth-already", "error", "auth_already")
-        elif reason == "auth-in-transaction":
-            self.add("auth-in-transaction", "error", "auth_in_transaction", suggestion="RSET")
-        elif reason == "auth-syntax":
-            self.add("auth-syntax", "error", "auth_syntax", suggestion=f"AUTH {mechanisms[0]}", offered=mechanisms)
-        elif reason == "mechanism-not-offered":
-            usable = [m for m in mechanisms if m in IMPLEMENTED_MECHANISMS] or mechanisms
-            self.add("auth-mechanism-not-offered", "error", "auth_unknown_mechanism",
-                     suggestion=f"AUTH {usable[0]}", mechanism=parts[0], offered=mechanisms)
-        elif reason == "mechanism-needs-tls":
-            self.add("auth-mechanism-needs-tls", "error", "auth_encryption_required", suggestion="STARTTLS", mechanism=parts[0].upper())
-        elif parts and not self.decided:
-            self.auth_started(parts, mechanisms)
-
-    def auth_started(self, parts: list[str], mechanisms: list[str]) -> None:
+    def teach_AUTH(self, argument: str) -> None:  # noqa: N802
         """`AUTH mechanism [initial-response]` that the server takes up: explain what comes of it."""
+        parts = argument.split()
+        if not parts or (self.reason and self.reason not in _SASL_REASONS and not self.reason.startswith("auth-")) or self.reason in _AUTH_GATES:
+            return
         mechanism = parts[0].upper()
         if not self.session.esmtp:
             self.add("auth-after-helo", "warning")
         if self.reason == "auth-mechanism-unsupported":
+            mechanisms = self.profile.smtp_auth_mechanisms(self.tls)
             usable = [m for m in mechanisms if m in IMPLEMENTED_MECHANISMS]
-            self.add("auth-mechanism-unsupported", "error", "auth_unknown_mechanism",
-                     suggestion=f"AUTH {usable[0]}" if usable else None, mechanism=mechanism)
+            self.add("auth-mechanism-unsupported", "error", suggestion=f"AUTH {usable[0]}" if usable else None, mechanism=mechanism)
             return
         initial = parts[1] if len(parts) > 1 else None
-        outcome = sasl_start(mechanism, initial, None)
-        if outcome.kind != "challenge" or initial is not None:
-            self.sasl_outcome(outcome, mechanism, initial or "")
+        step = core_sasl.start(mechanism, initial, b"")
+        if step.kind != "challenge" or initial is not None:
+            explain_sasl_step(self, step, mechanism, initial or "")
         if not self.tls and mechanism in ("PLAIN", "LOGIN") and not self.decided:
             self.add("auth-cleartext", "info")
 
@@ -441,105 +368,39 @@ class SMTPCheck(LineCheck):
             self.add("line-too-long", "error", "auth_line_too_long", length=octets + 2, limit=self.policies.max_auth_line)
             return
         self.decision = core.auth_line(self.state, self.profile, line)
-        mechanism = exchange.mechanism
-        if mechanism not in IMPLEMENTED_MECHANISMS:
-            return
-        outcome = sasl_respond(mechanism, line, username=exchange.username or None, challenge=exchange.challenge)
-        self.sasl_outcome(outcome, mechanism, line)
-
-    def sasl_outcome(self, outcome: Any, mechanism: str, line: str) -> None:
-        """Turn the server's decision on an AUTH line into diagnostics (shared shape with POP3)."""
-        explain_sasl_outcome(self, outcome, mechanism, line, fail_key="auth_failed")
+        if exchange.mechanism in IMPLEMENTED_MECHANISMS:
+            explain_sasl_step(self, core_sasl.respond(self.state.exchange, line), exchange.mechanism, line)  # type: ignore[arg-type]
 
     # --- the transaction -------------------------------------------------------------------------
 
-    def check_MAIL(self, argument: str) -> None:  # noqa: N802
-        session = self.session
-        policies = self.policies
-        if session.mail_from is not None:
-            self.add("nested-mail", "error", "nested_mail", suggestion="RSET")
-        elif policies.require_auth_for_mail and not session.authenticated:
-            mechanisms = self.profile.smtp_auth_mechanisms(self.tls)
-            suggestion = f"AUTH {mechanisms[0]}" if mechanisms else ("STARTTLS" if "STARTTLS" in self.extensions else None)
-            self.add("need-auth", "error", "auth_required", suggestion=suggestion)
+    def teach_MAIL(self, argument: str) -> None:  # noqa: N802
         path = self.path("MAIL", "FROM", argument, allow_null=True)
-        if path is None:
+        if path is None or self.decided:
             return
-        if not self.mail_parameters(path):
-            return
-        if path.non_ascii and "SMTPUTF8" not in path.params:
-            self.utf8_not_declared("MAIL", argument)
-            return
-        account = self.account_now()
-        if policies.sender_must_match_auth and account is not None and path.address.lower() != account:
-            self.add("sender-not-owned", "error", "sender_not_owned",
-                     suggestion=f"MAIL FROM:<{account}>",
-                     reply_values={"address": path.address, "user": account}, address=path.address, user=account)
-            return
-        if path.address == "" and not self.decided:
+        if path.address == "":
             self.add("null-sender", "info")
-        if path.params and not session.esmtp and not self.decided:
+        if path.params and not self.session.esmtp:
             self.add("parameters-after-helo", "warning")
 
-    def check_RCPT(self, argument: str) -> None:  # noqa: N802
-        session = self.session
+    def teach_RCPT(self, argument: str) -> None:  # noqa: N802
         envelope = self.state.envelope
-        if envelope is None:
-            # RFC 5321 3.3: RCPT without a previous MAIL MUST get 503, whatever its syntax.
-            self.add("rcpt-before-mail", "error", "need_mail", suggestion=f"MAIL FROM:<{self.sender_example()}>")
         split = split_keyword(argument, "TO", strict=self.strict())
-        if split is None:
-            self.path("RCPT", "TO", argument, allow_null=False)
-            return
-        if re.fullmatch(r"<postmaster>", split[0].strip(), re.IGNORECASE):
+        if split is not None and re.fullmatch(r"<postmaster>", split[0].strip(), re.IGNORECASE):
             # RFC 5321 4.1.1.3 / 4.5.1: `RCPT TO:<Postmaster>` without a domain MUST be accepted.
             if envelope is not None:
                 self.add("rcpt-postmaster", "info")
             return
         path = self.path("RCPT", "TO", argument, allow_null=False)
-        if path is None or envelope is None:
-            return
-        extensions = self.extensions
-        for key, value in path.params.items():
-            problem = rcpt_parameter_problem(key, value, extensions)
-            if problem is not None:
-                self.parameter_problem(problem, key, value, "RCPT")
-                return
-        if path.non_ascii and "SMTPUTF8" not in envelope.params:
-            self.utf8_not_declared("RCPT", argument)
-            return
-        if len(envelope.recipients) >= self.policies.max_recipients:
-            self.add("too-many-recipients", "error", "too_many_recipients",
-                     reply_values={"address": path.address}, limit=self.policies.max_recipients)
-            return
-        helo = session.helo_domain
-        if helo_refused_at(self.policies, helo, "rcpt"):
-            self.add("rcpt-helo-not-fqdn", "error", "helo_not_fqdn", suggestion=f"EHLO {EXAMPLE_HELO}",
-                     reply_values={"domain": helo}, name=helo)
+        if path is None or envelope is None or self.decided and self.reason:
             return
         address = path.address
         local = self.profile.is_local_domain(path.domain)
-        if local and address.rpartition("@")[0].lower() == "postmaster":
-            # RFC 5321 4.5.1: every domain a server delivers for has a postmaster mailbox.
-            self.add("rcpt-postmaster", "info")
-            return
-        if local and self.profile.find_account(address) is None:
-            self.add("rcpt-unknown-user", "error", "unknown_user", reply_values={"address": address}, address=address)
-            return
-        relay = self.policies.relay
-        if not local and not (
-            relay == "open"
-            or path.domain in self.profile.relay_domains
-            or (relay == "authenticated" and session.authenticated)
-        ):
-            self.add("rcpt-relay-denied", "error", "relay_denied", reply_values={"address": address}, address=address, domain=path.domain)
-            return
-        if self.policies.greylist_delay:
-            self.add("greylisted", "error", "greylisted",
-                     reply_values={"address": address, "seconds": round(self.policies.greylist_delay)},
-                     seconds=round(self.policies.greylist_delay))
-            return
-        if self.recipient_key(address) in envelope.recipients:
+        if self.prediction() and self.decision.effect(core.GREYLIST) is not None and self.policies.greylist_delay:  # type: ignore[union-attr]
+            seconds = round(self.policies.greylist_delay)
+            self.add("greylisted", "error", reply=self.prediction().shown(), seconds=seconds)  # type: ignore[union-attr]
+        elif local and address.rpartition("@")[0].lower() == "postmaster":
+            self.add("rcpt-postmaster", "info")  # RFC 5321 4.5.1: every domain has a postmaster
+        elif self.recipient_key(address) in envelope.recipients:
             self.add("rcpt-duplicate", "info", address=address)
         elif not local:
             self.add("rcpt-relay", "info", domain=path.domain)
@@ -551,11 +412,9 @@ class SMTPCheck(LineCheck):
         return self.profile.accounts[0].address if self.profile.accounts else "you@example.com"
 
     def path(self, verb: str, keyword: str, argument: str, *, allow_null: bool) -> PathArgument | None:
-        """`MAIL FROM:` / `RCPT TO:` grammar, strict or lenient as the persona is."""
+        """`MAIL FROM:` / `RCPT TO:` as the learner typed it: which grammar mistake, and the fixed line."""
         strict = self.strict()
         low = verb.lower()
-        syntax_key = "mail_syntax" if verb == "MAIL" else "rcpt_syntax"
-        address_key = "bad_sender_syntax" if verb == "MAIL" else "bad_recipient_syntax"
         example = _SYNTAX_WITH_EXAMPLE[verb].format(address=self.guess_address(argument) or "user@example.com")
         before = re.match(rf"^{keyword}(\s+):", argument, re.IGNORECASE)
         after = re.match(rf"^{keyword}\s*:(\s+)", argument, re.IGNORECASE)
@@ -563,11 +422,9 @@ class SMTPCheck(LineCheck):
         fixed = self.fixed_line(verb, keyword, argument)
         if split is None:
             if not re.match(rf"^{keyword}\s*:", argument, re.IGNORECASE):
-                self.add(f"{low}-missing-keyword", "error", syntax_key, suggestion=example, keyword=f"{keyword}:")
-            elif before:
-                self.add(f"{low}-space-before-colon", "error", syntax_key, suggestion=fixed, keyword=keyword)
+                self.add(f"{low}-missing-keyword", "error", suggestion=example, keyword=f"{keyword}:")
             else:
-                self.add(f"{low}-space-after-colon", "error", syntax_key, suggestion=fixed, keyword=keyword)
+                self.add(f"{low}-space-{'before' if before else 'after'}-colon", "error", suggestion=fixed, keyword=keyword)
             return None
         if not strict and before:
             self.add(f"{low}-space-before-colon", "warning", suggestion=fixed, keyword=keyword)
@@ -575,14 +432,18 @@ class SMTPCheck(LineCheck):
             self.add(f"{low}-space-after-colon", "warning", suggestion=fixed, keyword=keyword)
         rest = split[0]
         try:
-            path = parse_path(rest, strict=strict, allow_null=allow_null)
+            path = parse_path(rest, strict=strict, allow_null=allow_null, allow_postmaster=not allow_null)
         except AddressSyntaxError as problem:
-            self.address_problem(verb, rest, str(problem), address_key, example, fixed)
+            self.address_problem(verb, rest, str(problem), example, fixed)
             return None
         if not path.bracketed:
             self.add(f"{low}-missing-brackets", "info", suggestion=fixed, keyword=keyword)
         if path.source_route:
             self.add("source-route", "warning")
+        if self.reason == "parameter":
+            self.parameter_problem(verb, path)
+        elif self.reason == "utf8-not-declared":
+            self.utf8_not_declared(verb, argument)
         return path
 
     def guess_address(self, argument: str) -> str | None:
@@ -603,28 +464,26 @@ class SMTPCheck(LineCheck):
             address = "user@example.com"
         return f"{verb} {keyword}:<{address}>" + (f" {tail}" if tail else "")
 
-    def address_problem(self, verb: str, rest: str, reason: str, key: str, example: str, fixed: str) -> None:
+    def address_problem(self, verb: str, rest: str, reason: str, example: str, fixed: str) -> None:
+        """Which address mistake the server's grammar refused (`reason` is its own words)."""
         low = verb.lower()
-        values = {"reason": reason}
-        if not rest.strip() or rest.strip() == "<>":
-            self.add(f"{low}-empty-address", "error", key, suggestion=example, reply_values=values)
+        if not rest.strip() or rest.strip() == "<>" or reason.startswith(("empty address", "no address")):
+            self.add(f"{low}-empty-address", "error", suggestion=example)
         elif rest.startswith("<") and ">" not in rest:
-            self.add("address-unclosed-bracket", "error", key, suggestion=fixed, reply_values=values)
+            self.add("address-unclosed-bracket", "error", suggestion=fixed)
         elif not rest.startswith("<") and self.strict():
-            self.add(f"{low}-missing-brackets", "error", missing_brackets_key(verb), suggestion=fixed, reply_values=values, keyword="FROM" if verb == "MAIL" else "TO")
+            self.add(f"{low}-missing-brackets", "error", suggestion=fixed, keyword="FROM" if verb == "MAIL" else "TO")
         elif reason.startswith("parameters must be separated"):
-            self.add("parameters-not-separated", "error", key, suggestion=fixed.replace(">", "> ", 1) if "> " not in fixed else fixed, reply_values=values)
-        elif reason.startswith("malformed parameter") or reason.startswith("parameter "):
-            self.add("parameter-malformed", "error", key, reply_values=values, reason=reason)
-        elif reason.startswith("empty address") or reason.startswith("no address"):
-            self.add(f"{low}-empty-address", "error", key, suggestion=example, reply_values=values)
+            self.add("parameters-not-separated", "error", suggestion=fixed.replace(">", "> ", 1) if "> " not in fixed else fixed)
+        elif reason.startswith(("malformed parameter", "parameter ")):
+            self.add("parameter-malformed", "error", reason=reason)
         elif reason.startswith("path longer"):
-            self.add("path-too-long", "error", key, reply_values=values, limit=MAX_PATH)
+            self.add("path-too-long", "error", limit=MAX_PATH)
         elif reason.startswith("malformed source route"):
-            self.add("source-route-malformed", "error", key, reply_values=values)
+            self.add("source-route-malformed", "error")
         else:
             inner = rest[1:].partition(">")[0] if rest.startswith("<") else rest.partition(" ")[0]
-            self.add(self.mailbox_problem(inner), "error", key, reply_values=values, address=inner)
+            self.add(self.mailbox_problem(inner), "error", address=inner)
 
     @staticmethod
     def mailbox_problem(address: str) -> str:
@@ -639,95 +498,86 @@ class SMTPCheck(LineCheck):
             return "address-bad-local-part"
         return "address-invalid"
 
-    def mail_parameters(self, path: PathArgument) -> bool:
-        extensions = self.extensions
-        for key, value in path.params.items():
-            problem = mail_parameter_problem(key, value, extensions, self.policies.max_message_size)
-            if problem is not None:
-                self.parameter_problem(problem, key, value, "MAIL")
-                return False
-        return True
-
-    def parameter_problem(self, problem: tuple[str, dict[str, Any]], key: str, value: str | None, verb: str) -> None:
-        reply_key, values = problem
+    def parameter_problem(self, verb: str, path: PathArgument) -> None:
+        """Which MAIL/RCPT parameter the core refused, and why (its reply names the parameter)."""
+        reply_key = self.decision.replies[0].key if self.decision is not None else ""
+        values = self.decision.replies[0].values if self.decision is not None else {}
+        key, value = "", None
+        for key, value in path.params.items():  # the first the server's own check refuses
+            if (mail_parameter_problem(key, value, self.extensions, self.policies.max_message_size) if verb == "MAIL"
+                    else rcpt_parameter_problem(key, value, self.extensions)) is not None:
+                break
         option = f"{key}={value}" if value is not None else key
         if reply_key == "size_exceeded_declared":
-            self.add("param-size-exceeded", "error", reply_key, reply_values=dict(values),
-                     size=value, limit=self.policies.max_message_size)
+            self.add("param-size-exceeded", "error", size=value, limit=self.policies.max_message_size)
         elif reply_key == "bad_parameter":
-            parameter = values.get("parameter", key)
-            self.add(f"param-{parameter.lower()}-syntax", "error", reply_key, reply_values=dict(values), option=option)
+            self.add(f"param-{values.get('parameter', key).lower()}-syntax", "error", option=option)
         elif key == "BODY" and (value or "").upper() == "BINARYMIME":
-            self.add("param-body-binarymime", "error", reply_key, reply_values=dict(values), option=option)
+            self.add("param-body-binarymime", "error", option=option)
+        elif _EXTENSION_OF.get(key) not in (None, *self.extensions):
+            self.add("param-not-advertised", "error", option=option, extension=_EXTENSION_OF[key], verb=verb)
         else:
-            extension = _EXTENSION_OF.get(key)
-            if extension is not None and extension not in self.extensions:
-                self.add("param-not-advertised", "error", reply_key, reply_values=dict(values),
-                         option=option, extension=extension, verb=verb)
-            else:
-                self.add("param-unknown", "error", reply_key, reply_values=dict(values), option=option, verb=verb)
+            self.add("param-unknown", "error", option=option, verb=verb)
 
     def utf8_not_declared(self, verb: str, argument: str) -> None:
-        if "SMTPUTF8" in self.extensions:
-            suggestion = None
-            if verb == "MAIL":
-                suggestion = self.fixed_line("MAIL", "FROM", argument) + " SMTPUTF8"
-            self.add("utf8-not-declared", "error", "utf8_not_declared", suggestion=suggestion)
+        if "SMTPUTF8" not in self.extensions:
+            self.add("utf8-not-supported", "error")
         else:
-            self.add("utf8-not-supported", "error", "utf8_not_declared")
+            suggestion = self.fixed_line("MAIL", "FROM", argument) + " SMTPUTF8" if verb == "MAIL" else None
+            self.add("utf8-not-declared", "error", suggestion=suggestion)
 
-    def check_DATA(self, argument: str) -> None:  # noqa: N802
-        reason = self.reason
-        if reason == "no-argument-expected":
-            self.add("no-argument-expected", "error", "no_arguments", suggestion="DATA", verb="DATA")
-        elif reason == "needs-mail":
-            self.add("data-before-mail", "error", "need_mail", suggestion=f"MAIL FROM:<{self.sender_example()}>")
-        elif reason == "no-valid-recipients":
-            self.add("data-no-valid-recipients", "error", "no_valid_recipients")
-        elif reason == "needs-rcpt":
-            self.add("data-before-rcpt", "error", "need_rcpt", suggestion="RCPT TO:<user@example.com>")
-        elif reason == "data-after-bdat":
-            self.add("data-after-bdat", "error", "data_after_bdat")
-        elif not self.decided:
-            self.add("data-start", "info")
 
-    def check_BDAT(self, argument: str) -> None:  # noqa: N802
-        if self.reason == "not-advertised":
-            self.add("command-not-offered", "error", "unknown_command", verb="BDAT")
-            return
-        if self.reason == "bdat-syntax":
-            self.add("bdat-syntax", "error", "bdat_syntax", suggestion="BDAT 100 LAST")
-            return
-        chunk = self.decision.effect(core.READ_CHUNK) if self.decision is not None else None
-        error = chunk["error"] if chunk is not None else None
-        if error == "need_mail":
-            self.add("bdat-before-mail", "error", "need_mail")
-        elif error == "no_valid_recipients":
-            self.add("data-no-valid-recipients", "error", "no_valid_recipients")
-        elif error == "need_rcpt":
-            self.add("bdat-before-rcpt", "error", "need_rcpt")
-        elif error == "bdat_after_failure":
-            self.add("bdat-after-failure", "error", "bdat_after_failure", suggestion="RSET")
-        self.add("bdat-chunk", "info", size=argument.split()[0])
-
-    # --- ETRN / ATRN -------------------------------------------------------------------------------
-
-    def check_ETRN(self, argument: str) -> None:  # noqa: N802
-        reason = self.reason
-        if reason == "not-advertised":
-            self.add("command-not-offered", "error", "unknown_command", verb="ETRN")
-        elif reason == "transaction-in-progress":
-            self.add("etrn-in-transaction", "error", "transaction_in_progress", suggestion="RSET")
-        elif reason == "etrn-syntax":
-            self.add("etrn-syntax", "error", "etrn_syntax", suggestion="ETRN example.com")
-
-    def check_ATRN(self, argument: str) -> None:  # noqa: N802
-        if self.reason == "atrn-refused":
-            self.add("atrn-refused", "error", "atrn_refused")
-        elif self.reason == "needs-auth":
-            self.add("atrn-needs-auth", "error", "atrn_auth_required")
-        else:
-            self.add("atrn-no-mail", "error", "atrn_no_mail")
+#: The core's reason for refusing a line ("VERB reason" first, then "reason") -> (diagnostic, fix).
+#: The reply is the core's; the diagnostic says which mistake it is and how to fix it.
+_REFUSALS: dict[str, tuple[str, str | None]] = {
+    "needs-helo": ("need-helo", f"EHLO {EXAMPLE_HELO}"),
+    "no-argument-expected": ("no-argument-expected", "{verb}"),
+    "STARTTLS no-argument-expected": ("starttls-syntax", "STARTTLS"),
+    "hello-syntax": ("helo-syntax", "{verb} {name}"),
+    "helo-not-fqdn": ("helo-not-fqdn", f"{{verb}} {EXAMPLE_HELO}"),
+    "RCPT helo-not-fqdn": ("rcpt-helo-not-fqdn", f"EHLO {EXAMPLE_HELO}"),
+    "help-unknown": ("help-unknown-topic", None),
+    "turn-refused": ("turn-obsolete", None),
+    "verify-disabled": ("vrfy-disabled", None),
+    "verify-syntax": ("vrfy-syntax", "{verb} user@example.com"),
+    "verify-unknown": ("vrfy-unknown", None),
+    "tls-already": ("starttls-already", None),
+    "not-advertised": ("command-not-offered", None),
+    "auth-not-enabled": ("auth-not-offered", None),
+    "needs-tls": ("auth-needs-tls", "STARTTLS"),
+    "auth-failures-refused": ("auth-refused-after-failures", None),
+    "auth-already": ("auth-already", None),
+    "auth-in-transaction": ("auth-in-transaction", "RSET"),
+    "auth-syntax": ("auth-syntax", "AUTH {usable}"),
+    "mechanism-not-offered": ("auth-mechanism-not-offered", "AUTH {usable}"),
+    "mechanism-needs-tls": ("auth-mechanism-needs-tls", "STARTTLS"),
+    "nested-mail": ("nested-mail", "RSET"),
+    "MAIL needs-auth": ("need-auth", "AUTH {usable}"),
+    "MAIL needs-tls": ("need-auth", "AUTH {usable}"),
+    "sender-not-owned": ("sender-not-owned", "MAIL FROM:<{account}>"),
+    "RCPT needs-mail": ("rcpt-before-mail", "MAIL FROM:<{sender}>"),
+    "too-many-recipients": ("too-many-recipients", None),
+    "unknown-user": ("rcpt-unknown-user", None),
+    "relay-denied": ("rcpt-relay-denied", None),
+    "DATA needs-mail": ("data-before-mail", "MAIL FROM:<{sender}>"),
+    "needs-rcpt": ("data-before-rcpt", "RCPT TO:<user@example.com>"),
+    "no-valid-recipients": ("data-no-valid-recipients", None),
+    "data-after-bdat": ("data-after-bdat", None),
+    "bdat-syntax": ("bdat-syntax", "BDAT 100 LAST"),
+    "transaction-in-progress": ("etrn-in-transaction", "RSET"),
+    "etrn-syntax": ("etrn-syntax", "ETRN example.com"),
+    "atrn-refused": ("atrn-refused", None),
+    "ATRN needs-auth": ("atrn-needs-auth", None),
+}
+#: What a BDAT chunk is refused for (decided at BDAT, answered after the chunk).
+_CHUNK_REFUSALS = {
+    "need_mail": ("bdat-before-mail", None), "need_rcpt": ("bdat-before-rcpt", None),
+    "no_valid_recipients": ("data-no-valid-recipients", None), "bdat_after_failure": ("bdat-after-failure", "RSET"),
+}
+#: AUTH refused before any mechanism is looked at: nothing about the SASL exchange to explain.
+_AUTH_GATES = {"needs-helo", "needs-tls", "auth-not-enabled", "auth-failures-refused", "auth-already",
+               "auth-in-transaction", "auth-syntax", "mechanism-not-offered", "mechanism-needs-tls"}
+_SASL_REASONS = {"unknown-user", "wrong-secret", "web-password"}
 
 
 def recipient_key(profile: Profile, address: str) -> str:
@@ -775,7 +625,7 @@ def shadow_state(session: Any, profile: Profile) -> core.SMTPState:
         exchange_state = core_sasl.Exchange(auth.mechanism, auth.username or None, (auth.challenge or "").encode("utf-8"))
     account = None
     if session.authenticated:
-        account = logged_in_address(profile, session.authenticated_user) or ((session.authenticated_user or "").strip().lower() or None)
+        account = credentials.login_address(profile, session.authenticated_user) or ((session.authenticated_user or "").strip().lower() or None)
     return core.SMTPState(
         tls=tls,
         helo=session.helo_domain,
@@ -801,64 +651,37 @@ def _join(verb: str, argument: str) -> str:
 # --- AUTH lines, both protocols -----------------------------------------------------------------
 
 
-def explain_sasl_outcome(
-    check: LineCheck,
-    outcome: Any,
-    mechanism: str,
-    line: str,
-    *,
-    fail_key: str,
-) -> None:
-    """Diagnostics for one AUTH line (or initial response) after the server's decision."""
+def explain_sasl_step(check: LineCheck, step: core_sasl.Step, mechanism: str, line: str) -> None:
+    """Diagnostics for one AUTH line (or initial response) after the core's SASL step (both protocols)."""
     profile = check.profile
-    decoded_text = describe_decoded(outcome.decoded)
+    decoded_text = describe_decoded(step.decoded)
     if check.session.auth is not None and looks_like_command(line):
         check.add("auth-command-typed", "warning")
-    if outcome.kind == "error":
-        values = dict(outcome.values)
-        diagnostic = outcome.diagnostic
-        if diagnostic == "auth-cancel":
-            check.add("auth-cancel", "info", outcome.key)
-            return
-        if diagnostic == "auth-not-base64":
-            stripped = line.strip()
-            suggestion = b64encode_text(stripped) if stripped else None
-            if mechanism == "PLAIN" and "@" in stripped:
-                suggestion = None
-            check.add("auth-not-base64", "error", outcome.key, suggestion=suggestion, typed=stripped)
-            return
-        if diagnostic == "auth-plain-no-nul":
-            count = (outcome.decoded or b"").count(b"\0")
-            check.add(diagnostic, "error", outcome.key, reply_values=values, decoded=decoded_text, count=count)
-            return
-        if diagnostic == "auth-mechanism-unsupported":
-            check.add(diagnostic, "error", outcome.key, reply_values=values, mechanism=mechanism)
-            return
-        check.add(diagnostic, "error", outcome.key, reply_values=values, decoded=decoded_text)
+    if step.kind == "error":
+        stripped = line.strip()
+        suggestion = b64encode_text(stripped) if stripped and not (mechanism == "PLAIN" and "@" in stripped) else None
+        prediction = check.prediction()  # the core's reply (a cancel's 501 too, though it is no mistake)
+        check.add(f"auth-{step.problem}" if step.problem else "auth-error", "info" if step.problem == "cancel" else "error",
+                  reply=prediction.shown() if prediction else None, suggestion=suggestion if step.problem == "not-base64" else None, typed=stripped, mechanism=mechanism,
+                  decoded=decoded_text, count=(step.decoded or b"").count(b"\0"))
         return
-    if outcome.decoded is not None and has_control_characters(outcome.decoded) and mechanism != "PLAIN":
+    if step.decoded is not None and has_control_characters(step.decoded) and mechanism != "PLAIN":
         check.add("auth-decodes-to-odd", "warning", decoded=decoded_text)
-    elif outcome.decoded is not None and looks_like_base64_text(outcome.decoded.decode("utf-8", "replace")):
+    elif step.decoded is not None and looks_like_base64_text(step.decoded.decode("utf-8", "replace")):
         check.add("auth-double-base64", "warning", decoded=decoded_text)
-    if outcome.kind == "challenge":
-        if outcome.user is not None:  # AUTH LOGIN user name accepted; the password comes next
-            if profile.find_account(outcome.user) is None and not profile.quirks.accept_any_secret:
-                check.add("auth-unknown-user-later", "warning", user=outcome.user)
+    if step.kind == "challenge":
+        if step.user:  # LOGIN's user name accepted; the password comes next
+            if profile.find_account(step.user) is None and not profile.quirks.accept_any_secret:
+                check.add("auth-unknown-user-later", "warning", user=step.user)
             else:
                 check.add("auth-decoded", "info", decoded=decoded_text)
         return
-    user = outcome.user or ""
+    user = step.user
     session = check.session
-    if mechanism == "LOGIN" and outcome.decoded is not None:
-        typed = outcome.decoded.decode("utf-8", "replace")
-        if session.auth is not None and typed == (session.auth.username or None):
+    if mechanism == "LOGIN" and step.decoded is not None and session.auth is not None:
+        if step.decoded.decode("utf-8", "replace") == (session.auth.username or None):
             check.add("auth-password-is-user", "warning")
-    verdict = check_login(profile, user, outcome.check)
-    if verdict.ok:
-        return
-    values = {"user": user}
-    if verdict.diagnostic == "auth-web-password" and verdict.account is not None:
-        check.add("auth-web-password", "error", fail_key, reply_values=values,
-                  user=user, kind=secret_kind(verdict.account.secret_kind, check.lang))
-    else:
-        check.add(verdict.diagnostic, "error", fail_key, reply_values=values, user=user)
+    verdict = credentials.check_login(profile, user, step.check)  # type: ignore[arg-type]
+    if not verdict.ok:
+        kind = secret_kind(verdict.account.secret_kind, check.lang) if verdict.account is not None else ""
+        check.add(f"auth-{verdict.reason}", "error", user=user, kind=kind)

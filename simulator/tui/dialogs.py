@@ -43,6 +43,11 @@ def watch_commands(endpoints: Endpoints, ca_path: str | None) -> list[str]:
         f"openssl s_client -starttls pop3 -crlf -quiet{ca} -connect {host}:{pop3}",
         f"swaks --server {smtp_host}:{smtp} --to <address>",
     ]
+    # Implicit TLS (465/995 style, RFC 8314): the handshake first, so no -starttls.
+    if endpoints.smtps:
+        commands.append(f"openssl s_client -crlf -quiet{ca} -connect {smtp_host}:{endpoints.smtps}")
+    if endpoints.pop3s:
+        commands.append(f"openssl s_client -crlf -quiet{ca} -connect {host}:{endpoints.pop3s}")
     if endpoints.dns is not None:
         dns_host, dns_port = endpoints.dns
         commands.append(f"dig @{dns_host} -p {dns_port} MX {endpoints.dns_example or '<domain>'}")

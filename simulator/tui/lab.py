@@ -126,7 +126,7 @@ class Lab:
         if self.remote:
             return Endpoints(self.remote_host or "", self.remote_smtp, self.remote_pop3, None, embedded=False)
         from mockservers.world.servers import EmbeddedWorld
-        from simulator.course.world_lab import lesson_domains, lesson_world, world_ports, world_smtp_host
+        from simulator.course.world_lab import lesson_domains, lesson_world, talks_to_mx, world_ports, world_smtp_host
 
         data = self.data_root / "lab" / name
         if fresh and data.exists():
@@ -146,9 +146,13 @@ class Lab:
         if on_dns is not None and servers.dns is not None:
             self._unsubscribe.append(servers.dns.subscribe(self._handoff(on_dns)))
         ports = world_ports(servers, lesson)
+        smtp_domain, pop3_domain = lesson_domains(lesson, servers.world)
         return Endpoints(
             "127.0.0.1", ports["smtp"], ports["pop3"], data / "tls" / "ca.pem", embedded=True,
             smtp_host=world_smtp_host(servers, lesson),
+            # the implicit-TLS ports of submission and POP3 (an MX has none: port 25 only)
+            smtps=None if talks_to_mx(lesson) else _port_or_none(servers, smtp_domain.name, "SMTPS"),
+            pop3s=_port_or_none(servers, pop3_domain.name, "POP3S"),
             dns=(servers.world.host, servers.dns.port) if servers.dns is not None else None,
             dns_example=lesson_domains(lesson, servers.world)[1].name,
         )
@@ -179,3 +183,11 @@ class Lab:
         if self.servers is not None:
             self.servers.stop()
             self.servers = None
+
+
+def _port_or_none(servers: Any, domain: str, listener: str) -> int | None:
+    """The port of a world domain's listener, None when the world file turned it off."""
+    try:
+        return servers.port_of(domain, listener) or None
+    except (KeyError, ValueError):
+        return None

@@ -59,6 +59,10 @@ class TrustingFacts:
         return 0
 
 
+#: Server events after which a mailbox or a queue may hold something new (a `! mailbox` fact).
+MAIL_MOVED = frozenset({"message accepted", "relayed", "bounced", "bounce sent", "deferred"})
+
+
 class LessonScreen(ConsoleScreen):
     BINDINGS = bindings([*LESSON_KEYS, *CONSOLE_KEYS])
 
@@ -262,9 +266,13 @@ class LessonScreen(ConsoleScreen):
         self._follow(line)
 
     def server_event(self, event: Any) -> None:
-        """What the server noticed that no line shows: a terminal's bare LF keeps DATA open."""
+        """What the server noticed that no line shows: a terminal's bare LF keeps DATA open; a
+        message stored, relayed or bounced may make a step's `! mailbox` fact true."""
         if event.kind == "waiting for CRLF.CRLF":
             self.console.transcript.event(t("watch_bare_lf", self.lang, peer=event.peer))
+        elif event.kind in MAIL_MOVED and self.run is not None:
+            self.run.server_changed()
+            self.call_later(self.after_progress)
 
     def dns_question(self, question: Any) -> None:
         """The world's DNS was asked a question (the learner's `dig`, a relay's MX look-up):
