@@ -7,10 +7,37 @@ persona renders the text, so protocol code never holds one.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 State = TypeVar("State")
+T = TypeVar("T")
+
+_PLAIN_FIELDS: dict[type, frozenset[str] | None] = {}
+
+
+def replace(obj: T, /, **changes: Any) -> T:
+    """`dataclasses.replace`, the same object, without running `__init__` again: every command
+    makes a new session state (3.3 us each through `dataclasses.replace`, 0.4 us here).
+
+    Only for a dataclass whose fields are all set by `__init__` and that has no `__post_init__`
+    and no `__slots__`; anything else (and an unknown field name, for its error) goes through
+    `dataclasses.replace`.
+    """
+    cls = obj.__class__
+    names = _PLAIN_FIELDS.get(cls, ())
+    if names == ():
+        fields = dataclasses.fields(cls)  # type: ignore[arg-type]
+        plain = all(f.init for f in fields) and not hasattr(cls, "__post_init__") and hasattr(obj, "__dict__")
+        names = _PLAIN_FIELDS[cls] = frozenset(f.name for f in fields) if plain else None
+    if names is None or not names.issuperset(changes):
+        return dataclasses.replace(obj, **changes)  # type: ignore[type-var]
+    new = object.__new__(cls)
+    state = new.__dict__
+    state.update(obj.__dict__)
+    state.update(changes)
+    return new
 
 
 @dataclass(frozen=True)

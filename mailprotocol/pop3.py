@@ -12,7 +12,7 @@ States: AUTHORIZATION -> TRANSACTION (after a login whose maildrop could be lock
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from .codec import apop_digest
@@ -30,6 +30,7 @@ from .decision import (
     Effect,
     Reply,
     argument_of,
+    replace,
 )
 
 if TYPE_CHECKING:

@@ -12,7 +12,7 @@ The grammar of paths and parameters is `addresses` / `parameters`, the persona r
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Mapping
 
 from .addresses import AddressSyntaxError, MissingBrackets, parse_path, split_keyword, valid_helo_argument
@@ -20,7 +20,7 @@ from .parameters import mail_parameter_problem, rcpt_parameter_problem
 from .persona_rules import helo_refused_at, missing_brackets_key
 
 from . import credentials, sasl
-from .decision import AUTH_FAILED, CLOSE, START_SASL, START_TLS, Decision, Effect, Reply, argument_of as _argument_of
+from .decision import AUTH_FAILED, CLOSE, START_SASL, START_TLS, Decision, Effect, Reply, argument_of as _argument_of, replace
 
 if TYPE_CHECKING:
     from mockservers.profile import Profile

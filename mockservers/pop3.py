@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import re
 import time
-from dataclasses import replace
 from typing import Any
 
 from twisted.internet import defer, protocol
 
 from mailprotocol import pop3 as core
-from mailprotocol.decision import AUTH_FAILED, LOGIN, REMOVE_MESSAGES, SEND_MESSAGE, START_TLS, Decision, Effect
+from mailprotocol.decision import AUTH_FAILED, LOGIN, REMOVE_MESSAGES, SEND_MESSAGE, START_TLS, Decision, Effect, replace
 
 from . import auth
 from .masking import mask_line

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 from twisted.internet import defer, protocol
 
 from mailprotocol import smtp as core
-from mailprotocol.decision import AUTH_FAILED, START_TLS, Decision, Effect
+from mailprotocol.decision import AUTH_FAILED, START_TLS, Decision, Effect, replace
 
 from . import auth
 from .arrival import Arrival, Verdict

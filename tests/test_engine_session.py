@@ -714,3 +714,31 @@ def test_pop3_err_greeting_and_garbage() -> None:
 def test_pop3_states(transcript, state, expect) -> None:
     session = replay(POP3Session(), transcript)
     assert session.state is state and session.expecting is expect
+
+
+def test_the_cores_replace_makes_what_dataclasses_replace_makes() -> None:
+    import dataclasses
+
+    from mailprotocol.decision import replace
+    from mailprotocol.pop3 import POP3State
+    from mailprotocol.smtp import SMTPState
+
+    for state, changes in ((SMTPState(), {"helo": "client.test", "auth_failures": 2}), (POP3State(), {"user": "ann"})):
+        new = replace(state, **changes)
+        assert new == dataclasses.replace(state, **changes) and type(new) is type(state) and new != state
+        assert replace(new) == new and replace(new) is not new
+        with pytest.raises(TypeError):
+            replace(state, no_such_field=1)
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            new.user = "changed"  # type: ignore[misc]
+
+    @dataclasses.dataclass(frozen=True)
+    class Checked:
+        value: int
+
+        def __post_init__(self) -> None:
+            if self.value < 0:
+                raise ValueError("negative")
+
+    with pytest.raises(ValueError):  # a class that checks itself is built by dataclasses.replace
+        replace(Checked(1), value=-1)
