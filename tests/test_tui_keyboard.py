@@ -338,6 +338,76 @@ async def test_watch_mode_says_why_a_bare_lf_dot_does_not_end_data(tmp_path):
         await wait_for(pilot, lambda: any("bare LF" in line for line in screen.console.transcript.plain_lines))
 
 
+def connect(port: int) -> "socket.socket":
+    """An outside client that stays open (a telnet window): connected, greeting read."""
+    import socket
+
+    sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+    read_until(sock, b"\r\n")
+    return sock
+
+
+def read_until(sock, until: bytes) -> bytes:
+    received = b""
+    while until not in received:
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        received += chunk
+    return received
+
+
+async def test_watch_mode_follows_the_new_session_after_a_reconnect(tmp_path):
+    """The learner's telnet hangs up and connects again: the lesson follows the new session (the
+    transcript says so), a session that speaks again gets its own state back, and a line typed in
+    the app's console is checked on the console's own connection."""
+    import asyncio
+
+    app = make_app(tmp_path)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await wait_quiet(pilot)
+        screen = await open_by_palette(pilot, app, "smtp-hello")
+        port, run = screen.endpoints.smtp, screen.run
+        lines = lambda: screen.console.transcript.plain_lines  # noqa: E731
+
+        async def say(sock, line: bytes, until: bytes = b"\r\n") -> None:
+            sock.sendall(line)
+            await asyncio.to_thread(read_until, sock, until)
+
+        first = await asyncio.to_thread(connect, port)
+        await say(first, b"EHLO first.example\r\n", b"250 ")
+        await wait_for(pilot, lambda: run.session.helo_domain == "first.example")
+        first.close()  # hangs up without QUIT, as a closed terminal window does
+        await wait_for(pilot, lambda: any("ended" in line for line in lines()), what="the end of the first session")
+        assert run.session.closed
+
+        second = await asyncio.to_thread(connect, port)
+        await say(second, b"HELO second.example\r\n")
+        await wait_for(pilot, lambda: run.session.helo_domain == "second.example")
+        marks = [line for line in lines() if line.startswith("— External session")]
+        assert len(marks) == 3 and marks[0].endswith("follows it") and marks[1].endswith("ended"), marks
+        assert marks[0].split()[3] != marks[2].split()[3]  # the new session's own peer
+        assert not run.session.closed and not run.session.esmtp  # the new session's own state
+        explained = str(screen.query_one("#explain").render())
+        assert "HELO second.example" in explained, explained
+
+        # Two terminals at once: each keeps its state while the other speaks.
+        third = await asyncio.to_thread(connect, port)
+        await say(third, b"EHLO third.example\r\n", b"250 ")
+        await wait_for(pilot, lambda: run.session.helo_domain == "third.example")
+        await say(second, b"NOOP\r\n")
+        await wait_for(pilot, lambda: run.session.helo_domain == "second.example" and len(run.session.history) == 3)
+        assert "noop" in run.completed_steps()
+
+        # The app's own console speaks again: its line is checked on its own connection.
+        await type_line(pilot, "HELO app.example")
+        await wait_for(pilot, lambda: run.session is screen.console.session and run.session.helo_domain == "app.example")
+        for sock in (second, third):
+            sock.close()
+        await wait_for(pilot, lambda: sum("ended" in line for line in lines()) == 3)
+        assert not run.session.closed  # the console's connection is still open
+
+
 async def test_long_code_lines_are_reached_by_keys_at_80x24(tmp_path):
     """A code block wider than the prose pane scrolls sideways with Right/Left on the focused pane."""
     from textual.widgets.markdown import MarkdownFence

@@ -41,7 +41,7 @@ from typing import Any, Iterable
 from mockservers.output import safe_text
 from mockservers.transcripts import follow
 from simulator.course.model import Lesson
-from simulator.course.runner import LessonRun, StoreFacts, reply_matches
+from simulator.course.runner import LessonFinished, LessonRun, StepCompleted, StoreFacts, reply_matches
 from simulator.course.setup import lesson_variables
 
 from .config import ClassConfig, Student, class_profile, class_world
@@ -167,6 +167,17 @@ class LessonProgress:
             run_class(lesson, variables, server_facts=facts, accept_redacted=True, clock=lambda: self.now)
             for variables in variants
         ]
+        #: Steps each run reported completed (its events), in the order of `runs`.
+        self.completed = [0] * len(self.runs)
+        self.finished = [False] * len(self.runs)
+        for index, run in enumerate(self.runs):
+            run.subscribe(lambda event, index=index: self._heard(index, event))
+
+    def _heard(self, index: int, event: Any) -> None:
+        if isinstance(event, StepCompleted):
+            self.completed[index] += 1
+        elif isinstance(event, LessonFinished):
+            self.finished[index] = True
 
     def feed(self, record: dict) -> None:
         if self.problem is not None:
@@ -176,19 +187,19 @@ class LessonProgress:
         except (TypeError, ValueError):
             pass
         try:
-            for run in self.runs:
-                if not run.finished:
+            for index, run in enumerate(self.runs):
+                if not self.finished[index]:
                     feed_record(run, record)
         except Exception as error:  # a lesson that cannot be checked here is reported, not fatal
             self.problem = f"{type(error).__name__}: {error}"
             return
-        done = max(len(run.completed_steps()) for run in self.runs)
+        done = max(self.completed)
         if done > self.done:
             self.done, self.done_at = done, self.now
 
     @property
     def best(self) -> LessonRun:
-        return max(self.runs, key=lambda run: len(run.completed_steps()))  # the first on a tie
+        return self.runs[self.completed.index(max(self.completed))]  # the first on a tie
 
     def last_completion(self) -> float | None:
         return self.done_at
@@ -297,7 +308,7 @@ class StudentState:
         if progress is not None:
             run = progress.best
             total = len(run.progress)
-            completed = len(run.completed_steps())
+            completed = progress.done
             current = run.current.step.id if run.current is not None else None
             problem = progress.problem
             done_at = progress.last_completion()

@@ -23,7 +23,7 @@ from simulator.engine.session import Expect, LineKind
 from .model import Lesson, Step
 from .parser import LessonError
 from .patterns import PatternError, RuntimeValues, render_solution
-from .runner import LessonRun, StoreFacts, reply_matches
+from .runner import LessonRun, StepCompleted, StoreFacts, reply_matches
 from .setup import lesson_mail, lesson_profile, lesson_variables
 
 
@@ -173,9 +173,7 @@ async def _open(run: LessonRun, target: _Target, protocol: str, timeout: float) 
     host = target.smtp_host if protocol != "pop3" else "127.0.0.1"
     client = MailClient(host, port, ca_cert=target.ca_cert, implicit_tls=implicit, timeout=timeout)
     await client.connect()
-    run.reconnect(protocol)
-    if implicit:
-        run.session.tls_active = True
+    run.reconnect(protocol, implicit_tls=implicit)
     connection = _Connection(run, client, RuntimeValues())
     await connection.read_until_answered(timeout)
     return connection
@@ -183,6 +181,8 @@ async def _open(run: LessonRun, target: _Target, protocol: str, timeout: float) 
 
 async def _replay_steps(lesson: Lesson, run: LessonRun, servers: _Target, timeout: float) -> ReplayResult:
     protocol = "pop3" if lesson.protocol == "pop3" else "smtp"
+    done: set[str] = set()  # steps the run reported completed (a step may finish before its solution ends)
+    stop = run.subscribe(lambda event: done.add(event.step) if isinstance(event, StepCompleted) else None)
     connection = await _open(run, servers, protocol, timeout)
     try:
         for step in lesson.steps:
@@ -204,7 +204,7 @@ async def _replay_steps(lesson: Lesson, run: LessonRun, servers: _Target, timeou
                         return _failure(run, step, problem, line_no)
                     run.server_changed()
                     continue
-                if run.current is None or run.current.step is not step:
+                if step.id in done:
                     break  # done before the end of the solution
                 if connection.closed:
                     return _failure(run, step, f"the server closed the connection before solution line {raw!r}", line_no)
@@ -218,13 +218,14 @@ async def _replay_steps(lesson: Lesson, run: LessonRun, servers: _Target, timeou
                     kind == LineKind.OCTETS and run.session.expecting == Expect.REPLY
                 ):
                     await connection.read_until_answered(timeout)  # a BDAT chunk is answered after its last octet
-            if run.current is not None and run.current.step is step:
+            if step.id not in done:
                 return _failure(run, step, _why(run, step), step.line)
         return ReplayResult(lesson, tuple(run.completed_steps()), None, "", None, _exchanges(run))
     except ClientError as error:
         step = run.current.step if run.current else None
         return _failure(run, step, str(error), step.line if step else None)
     finally:
+        stop()
         await connection.client.close()
 
 
@@ -260,7 +261,7 @@ def _exchanges(run: LessonRun) -> tuple[tuple[str, tuple[str, ...]], ...]:
 
 def _why(run: LessonRun, step: Step) -> str:
     """Say which expectation the solution never met, with the last reply, for the instructor."""
-    events = run.events[run.current.start :] if run.current else []
+    events = run.step_events()
     replies = [e.reply for e in events if e.reply is not None and e.reply != "closed"]
     last = " / ".join(getattr(replies[-1], "raw", ())) if replies else "no reply"
     for group in step.checks:

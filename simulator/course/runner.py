@@ -1,8 +1,12 @@
 """The lesson engine: feeds typed lines and server replies through the session model, decides
 when a step is complete, escalates hints after failed attempts and records the attempt.
 
-No UI and no network: the TUI, `maillab lint`'s replay and grading all drive it the same way:
-`sent(line)` for every line the learner sends, `received(lines)` for what the server sends.
+No UI and no network: the lesson screen (and its watch mode), `maillab lint`'s replay and the
+classroom tracker all drive it the same way: `sent(line)` for every line the learner sends,
+`received(lines)` for what the server sends, `reconnect`, `tls_started`, `closed` and
+`server_changed` for what happens to the connection and the servers. What follows from them
+(a step completed, a failure, a hint, the lesson finished) comes out as events to subscribers
+(`subscribe`), so no driver has to poll the run or read its private state.
 """
 
 from __future__ import annotations
@@ -58,6 +62,61 @@ class Event:
     time: float = field(default_factory=time.time)
 
 
+@dataclass(frozen=True)
+class StepCompleted:
+    """A step is done (`skipped`: the learner gave up on it with Ctrl+N)."""
+
+    step: str
+    skipped: bool = False
+
+
+@dataclass(frozen=True)
+class StepFailed:
+    """A line with an error diagnostic, or a 4xx/5xx/-ERR reply, during `step`."""
+
+    step: str
+    failures: int
+
+
+@dataclass(frozen=True)
+class HintShown:
+    """Hint `number` of `step` is visible now (`automatic`: earned by failures, not asked for)."""
+
+    step: str
+    number: int
+    automatic: bool
+
+
+@dataclass(frozen=True)
+class ReplyReceived:
+    """A complete reply; `step` is the step that was current when it arrived (its explanations)."""
+
+    exchange: Exchange
+    step: str | None
+
+
+@dataclass(frozen=True)
+class LessonFinished:
+    """The last step is done: nothing is current any more."""
+
+
+@dataclass(frozen=True)
+class Reconnected:
+    """The run follows another connection: a new one (a fresh session model), or, `resumed`,
+    one it followed before and that is still open. The steps' progress is kept."""
+
+    protocol: str
+    resumed: bool = False
+
+
+@dataclass(frozen=True)
+class ConnectionClosed:
+    """The connection ended (the server hung up, or the client went away)."""
+
+
+RunEvent = StepCompleted | StepFailed | HintShown | ReplyReceived | LessonFinished | Reconnected | ConnectionClosed
+
+
 @dataclass
 class StepProgress:
     step: Step
@@ -91,6 +150,7 @@ class LessonRun:
         self.clock = clock
         self.session: SMTPSession | POP3Session = self.new_session()
         self.events: list[Event] = []
+        self._subscribers: list[Callable[[RunEvent], None]] = []
         self._awaiting: list[Event] = []
         self.record: list[dict[str, Any]] = []
         self._patterns: dict[tuple[str, int], LinePattern] = {}
@@ -101,19 +161,64 @@ class LessonRun:
         self.progress = [StepProgress(step, 0, completed=step.id in done) for step in lesson.steps]
         self.log("start", lesson=lesson.id, steps_hash=lesson.steps_hash)
 
+    # --- events out ---------------------------------------------------------------------------
+
+    def subscribe(self, callback: Callable[[RunEvent], None]) -> Callable[[], None]:
+        """Call `callback` with every event from now on; returns the function that stops it.
+
+        Events are delivered synchronously, inside the `sent`/`received`/... call that caused
+        them, after the run's state is updated: a subscriber may read `current` or `session`.
+        """
+        self._subscribers.append(callback)
+        return lambda: self._subscribers.remove(callback) if callback in self._subscribers else None
+
+    def _emit(self, event: RunEvent) -> None:
+        for callback in list(self._subscribers):
+            callback(event)
+
     # --- the session -------------------------------------------------------------------------
 
     def new_session(self) -> SMTPSession | POP3Session:
         return POP3Session() if self.protocol == "pop3" else SMTPSession()
 
-    def reconnect(self, protocol: str | None = None) -> None:
-        """A new connection: a fresh session model, the step's progress is kept."""
+    def reconnect(self, protocol: str | None = None, *, implicit_tls: bool = False) -> None:
+        """A new connection: a fresh session model, the step's progress is kept.
+
+        `implicit_tls`: the connection is encrypted from its first byte (ports 465 and 995).
+        """
         if protocol:
             self.protocol = protocol
         self.session = self.new_session()
+        self.session.tls_active = implicit_tls
         self._awaiting.clear()
         self.server_user = None
         self.log("connect", protocol=self.protocol)
+        self._emit(Reconnected(self.protocol))
+
+    def resume(self, session: SMTPSession | POP3Session) -> None:
+        """Follow again a connection that is still open, whose session model the driver kept.
+
+        Watch mode: the learner's own console and a telnet session in another terminal take
+        turns; each keeps its model, and the run checks whichever speaks. Lines of the connection
+        left that still wait for a reply are given up (their replies arrive as unasked ones).
+        """
+        if session is self.session:
+            return
+        self.session = session
+        self.protocol = "pop3" if isinstance(session, POP3Session) else "smtp"
+        self._awaiting.clear()
+        self.server_user = None
+        self.log("resume", protocol=self.protocol)
+        self._emit(Reconnected(self.protocol, resumed=True))
+
+    def switch_language(self, lesson: Lesson) -> None:
+        """The same lesson in another language (lint guarantees the same ids and steps)."""
+        self.lesson = lesson
+        for progress, step in zip(self.progress, lesson.steps):
+            progress.step = step
+        self._patterns.clear()  # caches keyed by the old steps' objects
+        self._resume.clear()
+        self._sequences.clear()
 
     @property
     def current(self) -> StepProgress | None:
@@ -128,6 +233,11 @@ class LessonRun:
 
     def completed_steps(self) -> list[str]:
         return [p.step.id for p in self.progress if p.completed]
+
+    def step_events(self) -> list[Event]:
+        """The lines and replies since the current step began (what its checks look at)."""
+        progress = self.current
+        return self.events[progress.start :] if progress is not None else []
 
     # --- feeding -----------------------------------------------------------------------------
 
@@ -148,8 +258,9 @@ class LessonRun:
 
     def received(self, lines: list[str]) -> list[Exchange]:
         """Lines from the server (complete replies are matched to the lines that asked)."""
-        if self.current is not None:
-            self.replied_step = self.current.step  # explain this reply with the step it answered
+        replied = self.current.step if self.current is not None else None
+        if replied is not None:
+            self.replied_step = replied  # explain this reply with the step it answered
         exchanges = self.session.received(list(lines))
         if self.server_user is not None and getattr(self.session, "authenticated_user", None) != self.server_user:
             # The server knows best who logged in (`USER s01` is s01@class.test; AUTH hid the name).
@@ -162,6 +273,7 @@ class LessonRun:
                 self.events.append(event)
             event.reply = exchange.reply
             self.log("reply", lines=list(exchange.reply.raw))
+            self._emit(ReplyReceived(exchange, replied.id if replied is not None else None))
             if self.current is not None and _is_failure(exchange.reply):
                 self._failed(self.current)
         if exchanges:
@@ -192,15 +304,18 @@ class LessonRun:
         self.session.closed = True
         self.events.append(Event(None, "closed", reply="closed", time=self.clock()))
         self.log("closed")
+        self._emit(ConnectionClosed())
         self._evaluate()
 
     # --- hints and explanations --------------------------------------------------------------
 
     def _failed(self, progress: StepProgress) -> None:
         progress.failures += 1
+        self._emit(StepFailed(progress.step.id, progress.failures))
         if progress.failures % FAILURES_PER_HINT == 0 and progress.hints_shown < len(progress.step.hints):
             progress.hints_shown += 1
             self.log("hint", step=progress.step.id, number=progress.hints_shown, automatic=True)
+            self._emit(HintShown(progress.step.id, progress.hints_shown, automatic=True))
 
     def next_hint(self) -> str | None:
         """The learner asked for a hint: reveal the next one (or repeat the last)."""
@@ -210,6 +325,7 @@ class LessonRun:
         if progress.hints_shown < len(progress.step.hints):
             progress.hints_shown += 1
         self.log("hint", step=progress.step.id, number=progress.hints_shown, automatic=False)
+        self._emit(HintShown(progress.step.id, progress.hints_shown, automatic=False))
         return progress.step.hints[progress.hints_shown - 1]
 
     def visible_hints(self) -> list[str]:
@@ -261,9 +377,15 @@ class LessonRun:
                     if following is not None:
                         following.start = progress.start + end
                     self.log("step complete", step=progress.step.id)
+                    self._completed(progress.step.id)
                     break
             else:
                 return
+
+    def _completed(self, step: str, skipped: bool = False) -> None:
+        self._emit(StepCompleted(step, skipped))
+        if self.finished:
+            self._emit(LessonFinished())
 
     def _pattern(self, expectation: Expectation) -> LinePattern:
         key = (expectation.text, expectation.line)
@@ -330,6 +452,7 @@ class LessonRun:
             return
         progress.completed = True
         self.log("skipped", step=progress.step.id)
+        self._completed(progress.step.id, skipped=True)
 
     @property
     def waiting_for_reply(self) -> bool:

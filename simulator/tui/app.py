@@ -255,9 +255,7 @@ class MaillabApp(LocalizedKeys, App[None]):
                 other = self.catalog.load(screen.lesson.id, self.lang)
                 if other is not None and other is not screen.lesson and screen.run is not None:
                     screen.lesson = other
-                    screen.run.lesson = other
-                    for progress, step in zip(screen.run.progress, other.steps):
-                        progress.step = step
+                    screen.run.switch_language(other)
                     screen.title = other.title
             if hasattr(screen, "set_language"):
                 screen.set_language(self.lang)

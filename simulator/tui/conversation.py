@@ -73,6 +73,11 @@ class Conversation:
             return self.run.session
         return POP3Session() if self.protocol == "pop3" else SMTPSession()
 
+    def _resume_run(self) -> None:
+        """The lesson run may be following a session from another terminal: this one speaks now."""
+        if self.run is not None and self.run.session is not self.session:
+            self.run.resume(self.session)
+
     @property
     def local_port(self) -> int | None:
         writer = self.client.writer if self.client else None
@@ -110,6 +115,7 @@ class Conversation:
         try:
             while True:
                 line = await self.client.read_line(timeout=3600)
+                self._resume_run()
                 exchanges = self.run.received([line]) if self.run is not None else self.session.received([line])
                 for exchange in exchanges:
                     self.on_event(Replied(exchange))
@@ -123,6 +129,7 @@ class Conversation:
         except ClientError as error:
             self.connected = False
             if self.run is not None:
+                self._resume_run()
                 self.run.closed()
             else:
                 self.session.closed = True
@@ -134,6 +141,7 @@ class Conversation:
         if self.client is None or not self.connected:
             self.on_event(Closed("not connected"))
             return
+        self._resume_run()
         kind = self.run.sent(line, diagnostics) if self.run is not None else self.session.sent(line)
         shown = mask_line(line, in_sasl_exchange=kind == LineKind.AUTH_RESPONSE)
         self.on_event(Sent(line, shown, kind))

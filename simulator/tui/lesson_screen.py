@@ -19,9 +19,9 @@ from textual.widgets import Header, Markdown, Static
 from mailprotocol import pop3 as core_pop3
 from mailprotocol import smtp as core_smtp
 from simulator.course.model import Lesson
-from simulator.course.runner import LessonRun, StoreFacts
+from simulator.course.runner import HintShown, LessonFinished, LessonRun, ReplyReceived, RunEvent, StepCompleted, StoreFacts
 from simulator.course.setup import lesson_mail, lesson_profile, lesson_variables
-from simulator.engine.session import Expect
+from simulator.engine.session import Expect, POP3Session, SMTPSession
 from simulator.engine.validate import fresh_session  # noqa: F401  (keeps the validator warm on import)
 
 from .console import Console
@@ -76,7 +76,11 @@ class LessonScreen(ConsoleScreen):
         self.profile: Any = None
         self.protocol = "pop3" if lesson.protocol == "pop3" else "smtp"
         self.shown_step: str | None = None
-        self.following: str | None = None  # session id of an external session being followed
+        #: Each external session's model, kept while it is open: the run checks whichever speaks.
+        self.external: dict[str, SMTPSession | POP3Session] = {}
+        self._implicit_tls: set[str] = set()  # external sessions on an implicit-TLS port
+        self._steps_done: list[StepCompleted] = []  # heard from the run, not shown yet
+        self._lesson_finished = False
         self.last_exchange: Any = None
         self._held_lines: list[Any] = []
         self._own_ports: set[int] = set()  # every connection the console made: never "external"
@@ -143,8 +147,7 @@ class LessonScreen(ConsoleScreen):
             facts = WorldFacts(app.lab.world)
         completed = app.progress.completed(self.lesson)
         self.run = LessonRun(self.lesson, variables, protocol=self.protocol, server_facts=facts, completed=completed)
-        if not app.lab.remote and hasattr(facts, "store"):
-            pass
+        self.run.subscribe(self.run_event)
         self.console.strict = "strict" in (self.run.current.step.options if self.run.current else ())
         self.show_step()
         self.update_status()
@@ -210,30 +213,49 @@ class LessonScreen(ConsoleScreen):
         persona = self.profile.name if self.profile is not None else None
         self.query_one(ExplanationPane).show(self.lang, session, exchange, persona, note)
 
-    async def on_console_reply(self, message: Console.Reply) -> None:
-        self.last_exchange = message.exchange
-        self.explain(message.exchange)
-        await self.after_progress()
+    def on_console_reply(self, message: Console.Reply) -> None:
+        """The connection changed (TLS, closed): show the session as it is now. Replies are
+        explained when the run reports them (`run_event`), whichever session they came from."""
+        if message.exchange is None:
+            self.last_exchange = None
+            self.explain(None)
 
-    async def after_progress(self) -> None:
-        """Save completed steps, show the next one, and switch protocol if the step needs it."""
+    def run_event(self, event: RunEvent) -> None:
+        """What the lesson run reports: replies are explained at once; completed steps are shown
+        after the line that completed them is in the transcript (the run reports from inside it)."""
+        if isinstance(event, ReplyReceived):
+            self.last_exchange = event.exchange
+            self.explain(event.exchange)
+        elif isinstance(event, HintShown):
+            self.show_step()
+        elif isinstance(event, StepCompleted | LessonFinished):
+            if isinstance(event, StepCompleted):
+                self._steps_done.append(event)
+            else:
+                self._lesson_finished = True
+            if len(self._steps_done) + self._lesson_finished == 1:
+                self.call_later(self.steps_advanced)
+
+    async def steps_advanced(self) -> None:
+        """Say which steps are done, show the next one, save progress, switch protocol if needed."""
         app: Any = self.app
         run = self.run
-        if run is None:
+        done, self._steps_done = self._steps_done, []
+        finished, self._lesson_finished = self._lesson_finished, False
+        if run is None or not (done or finished):
             return
-        before = self.shown_step
         self.show_step()
-        if self.shown_step != before:
-            if before is not None:
-                step = self.lesson.step(before)
-                self.console.transcript.event(t("lesson_step_done", self.lang, title=step.title))
-                self.notify(t("lesson_step_done", self.lang, title=step.title), timeout=3)
-            app.progress.mark(self.lesson, run.completed_steps())
-            await asyncio.to_thread(app.progress.save)
-            if run.finished:
-                self.console.transcript.event(t("lesson_complete", self.lang))
-            else:
-                await self.maybe_switch_protocol()
+        for event in done:
+            title = self.lesson.step(event.step).title
+            self.console.transcript.event(t("lesson_step_done", self.lang, title=title))
+        if done:
+            self.notify(t("lesson_step_done", self.lang, title=self.lesson.step(done[-1].step).title), timeout=3)
+        app.progress.mark(self.lesson, run.completed_steps())
+        await asyncio.to_thread(app.progress.save)
+        if finished:
+            self.console.transcript.event(t("lesson_complete", self.lang))
+        else:
+            await self.maybe_switch_protocol()
 
     async def maybe_switch_protocol(self) -> None:
         """A `both` lesson moves from SMTP to POP3 when the next step starts with a POP3 verb."""
@@ -272,7 +294,17 @@ class LessonScreen(ConsoleScreen):
             self.console.transcript.event(t("watch_bare_lf", self.lang, peer=event.peer))
         elif event.kind in MAIL_MOVED and self.run is not None:
             self.run.server_changed()
-            self.call_later(self.after_progress)
+        elif event.kind == "tls" and event.fields.get("implicit"):
+            self._implicit_tls.add(event.session)  # before its greeting: the model starts in TLS
+        elif event.kind == "disconnected":
+            self._implicit_tls.discard(event.session)
+            model = self.external.pop(event.session, None)
+            if model is not None:
+                self.console.transcript.event(t("transcript_external_closed", self.lang, peer=event.peer))
+                if self.run is not None and self.run.session is model:
+                    self.run.closed()
+                else:
+                    model.closed = True
 
     def dns_question(self, question: Any) -> None:
         """The world's DNS was asked a question (the learner's `dig`, a relay's MX look-up):
@@ -280,7 +312,6 @@ class LessonScreen(ConsoleScreen):
         self.console.transcript.event(t("transcript_dns", self.lang, qtype=question.qtype, name=question.name))
         if self.run is not None:
             self.run.server_changed()
-            self.call_later(self.after_progress)
 
     def _follow(self, line: Any) -> None:
         if line.peer.rpartition(":")[2].isdigit() and int(line.peer.rpartition(":")[2]) in self._own_ports:
@@ -289,9 +320,14 @@ class LessonScreen(ConsoleScreen):
         if run is None:
             return
         protocol = line.protocol.lower()
-        if self.following != line.session:
-            self.following = line.session
-            run.reconnect(protocol)
+        model = self.external.get(line.session)
+        switched = model is None or run.session is not model
+        if model is None:  # a new session: the learner connected (again) from another terminal
+            run.reconnect(protocol, implicit_tls=line.session in self._implicit_tls)
+            self.external[line.session] = run.session
+        elif switched:  # a session followed before speaks again (after the console's, or another's)
+            run.resume(model)
+        if switched:
             self.protocol = protocol
             self.console.transcript.event(t("transcript_external", self.lang, peer=line.peer))
         source = line.peer
@@ -299,13 +335,10 @@ class LessonScreen(ConsoleScreen):
             run.sent(line.raw)
             self.console.transcript.client(line.text, source=source, clear=line.raw)
         else:
-            exchanges = run.received([line.text])
+            run.received([line.text])
             self.console.transcript.server([line.text], source=source)
             if run.session.expecting == Expect.TLS:
                 run.tls_started()
-            for exchange in exchanges:
-                self.explain(exchange)
-            self.call_later(self.after_progress)
 
     # --- actions -------------------------------------------------------------------------------
 
@@ -331,7 +364,6 @@ class LessonScreen(ConsoleScreen):
         self.app.push_screen(WatchScreen(self.lang, watch_commands(self.endpoints, ca)))
 
     async def action_reconnect(self) -> None:
-        self.following = None
         if self.endpoints is not None and self.profile is not None:
             await self.console.connect(self.endpoints, self.profile, self.run, self.protocol)
 
@@ -341,9 +373,8 @@ class LessonScreen(ConsoleScreen):
             await self.console.connect(self.endpoints, self.profile, self.run, self.protocol)
 
     async def action_skip_step(self) -> None:
-        if self.run is not None and self.run.current is not None:
-            self.run.skip_step()
-            await self.after_progress()
+        if self.run is not None:
+            self.run.skip_step()  # the run reports the step done (`run_event`)
 
     def action_help(self) -> None:
         """F1 in a lesson: the general help, the lesson's way of working, and this step's hints so far."""
