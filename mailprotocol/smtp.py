@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Mapping
 
 from .addresses import AddressSyntaxError, MissingBrackets, parse_path, split_keyword, valid_helo_argument
 from .parameters import mail_parameter_problem, rcpt_parameter_problem
-from .persona_rules import helo_refused_at, missing_brackets_key
+from .persona_rules import end_of_data_reply, helo_refused_at, missing_brackets_key
 
 from . import credentials, sasl
 from .decision import AUTH_FAILED, CLOSE, START_SASL, START_TLS, Decision, Effect, Reply, argument_of as _argument_of, replace
@@ -558,6 +558,23 @@ def chunk_done(state: SMTPState, chunk: Effect, too_big: bool, size: int) -> SMT
     if chunk["last"]:
         return Decision((), state)  # the message is complete: the server delivers it, then replies
     return _answer(state, "bdat_ok", size=size)
+
+
+def end_of_message(state: SMTPState, persona: "Profile", received: int, size: int | None, has_8bit: bool) -> SMTPDecision:
+    """The answer to a complete message, before it is stored; the transaction ends either way.
+
+    `received` counts the octets as they came (dot-stuffing included) against the persona's
+    limit (552, RFC 5321 4.5.3.1.10); undeclared 8-bit data gets the persona's answer (RFC 6152 3);
+    else 250, whose ids the store fills in (None until then). `size` is the message as stored.
+    """
+    envelope = state.envelope
+    state = replace(state, envelope=None)
+    if received > persona.policies.max_message_size:
+        return _answer(state, "size_exceeded", "size-exceeded", size=received)
+    key = end_of_data_reply(persona.policies, envelope.params if envelope is not None else {}, has_8bit)
+    if key == "undeclared_8bit":
+        return _answer(state, key, "undeclared-8bit")
+    return _answer(state, key, id=None, queue_id=None, number=None, size=size)
 
 
 def _etrn(state: SMTPState, persona: "Profile", argument: str) -> SMTPDecision:

@@ -22,7 +22,6 @@ from . import auth
 from .arrival import Arrival, Verdict
 from .masking import mask_line
 from mailprotocol.parameters import unstuff
-from mailprotocol.persona_rules import end_of_data_reply
 from .rendering import render_smtp
 from .session import LineSession, ServerContext, log
 from .store import QuotaExceeded, StoreError
@@ -417,26 +416,26 @@ class SMTPSession(LineSession):
             self.wait_for(self._finish_message(dot_stuffed=False))
 
     def _finish_message(self, dot_stuffed: bool) -> defer.Deferred:
+        """The core answers the complete message (size, 8-bit data); a fault script may step in."""
         envelope = self.envelope
         assert envelope is not None
-        self._adopt(replace(self.state, envelope=None))
-        if envelope.too_big:
+        content = envelope.take()  # nothing when over the limit: the data was never held
+        if dot_stuffed:
+            content = unstuff(content)
+        decision = core.end_of_message(self.state, self.profile, envelope.size, len(content), not content.isascii())
+        self._adopt(decision.state)
+        if decision.reason == "size-exceeded":
             self.event("message refused", f"{envelope.size} octets over the {self.profile.policies.max_message_size} limit")
-            self.reply("size_exceeded", size=envelope.size)
+            self.reply(decision.replies[0].key, **decision.replies[0].values)
             return defer.succeed(None)
         action = self.fault("DATA-END", " ".join(envelope.recipients))
         if action is not None:
-            if action.reply or action.drop:
-                envelope.discard()  # the scripted reply replaces delivery
-            return defer.maybeDeferred(self.run_fault, action, lambda: self._deliver(envelope, dot_stuffed))
-        return self._deliver(envelope, dot_stuffed)
+            return defer.maybeDeferred(self.run_fault, action, lambda: self._deliver(envelope, content, decision))
+        return self._deliver(envelope, content, decision)
 
-    def _deliver(self, envelope: Envelope, dot_stuffed: bool) -> defer.Deferred:
-        content = envelope.take()
-        if dot_stuffed:
-            content = unstuff(content)
-        reply_key = end_of_data_reply(self.profile.policies, envelope.params, not content.isascii())
-        if reply_key == "undeclared_8bit":
+    def _deliver(self, envelope: Envelope, content: bytes, decision: core.SMTPDecision) -> defer.Deferred:
+        reply_key = decision.replies[0].key
+        if decision.reason == "undeclared-8bit":
             self.event("message refused", "8-bit data without BODY=8BITMIME")
             self.reply(reply_key)
             return defer.succeed(None)

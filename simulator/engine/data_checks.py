@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from mailprotocol.persona_rules import declared_8bit, end_of_data_reply
+from mailprotocol.persona_rules import declared_8bit
 
 from .knowledge import message
 from .replies import looks_like_command
@@ -88,19 +88,18 @@ def estimated_size(lines: list[str]) -> int:
 
 
 def end_of_data(check: Any, lines: list[str]) -> None:
-    profile = check.profile
-    size = estimated_size(lines)
-    limit = profile.policies.max_message_size
-    if limit and size > limit:
-        check.add("data-size-exceeded", "error", "size_exceeded", reply_values={"size": size}, size=size, limit=limit)
+    """The core answers the final "." (its reply is the check's prediction); a fault may step in."""
+    stored = sum(len(text.encode("utf-8", "surrogateescape")) + 2 for text in lines)
+    check.decision = decision = check.end_of_message(check.state, stored)
+    if decision.reason == "size-exceeded":
+        check.add("data-size-exceeded", "error", size=estimated_size(lines), limit=check.profile.policies.max_message_size)
         return
     envelope = check.state.envelope
     action = check.fault("DATA-END", " ".join(envelope.recipients) if envelope else "")
     if action is not None and check.apply_fault(action, "."):
         return
-    has_8bit = any(not text.isascii() for text in lines)
-    if end_of_data_reply(profile.policies, check.session.mail_params, has_8bit) == "undeclared_8bit":
-        check.add("data-8bit-refused", "error", "undeclared_8bit")
+    if decision.reason == "undeclared-8bit":
+        check.add("data-8bit-refused", "error")
         return
     headers = {line.partition(":")[0].strip().lower() for line in _header_block(lines) if _HEADER.match(line)}
     missing = [name for name in ("From", "Date") if name.lower() not in headers]

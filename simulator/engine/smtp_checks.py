@@ -20,7 +20,7 @@ from mailprotocol.decision import Decision, Reply
 from mailprotocol.sasl import IMPLEMENTED_MECHANISMS
 from mailprotocol.addresses import MAX_LOCAL_PART, MAX_PATH, AddressSyntaxError, PathArgument, is_domain, is_mailbox, parse_path, split_keyword
 from mailprotocol.parameters import mail_parameter_problem, rcpt_parameter_problem
-from mailprotocol.persona_rules import end_of_data_reply, helo_refused_at, is_fqdn_helo
+from mailprotocol.persona_rules import helo_refused_at, is_fqdn_helo
 from mockservers.profile import Profile
 from mockservers.rendering import render_smtp
 from mailprotocol.codec import b64encode_text
@@ -86,24 +86,17 @@ class SMTPCheck(LineCheck):
         if chunk is not None:
             decision = core.chunk_done(decision.state, chunk, False, None)  # type: ignore[arg-type]
             if not decision.replies:
-                return self.end_of_message(decision.state)
+                decision = self.end_of_message(decision.state)
         if not decision.replies:
             return None
         return Prediction(tuple(self.reply_lines(decision.replies[0])))
 
-    def end_of_message(self, state: core.SMTPState, size: int | None = None) -> Prediction:
-        """The reply to a complete message: 250 with the server's queue id, or this persona's refusal."""
-        envelope = state.envelope
-        params = envelope.params if envelope is not None else {}
+    def end_of_message(self, state: core.SMTPState, size: int | None = None) -> core.SMTPDecision:
+        """The core's answer to the message typed so far (`size` None: BDAT, whose chunks were counted)."""
         lines = self.session.message_lines
-        counted = estimated_size(lines)  # what the server counts against the limit: as sent, dot-stuffed
-        limit = self.policies.max_message_size
-        if size is not None and limit and counted > limit:
-            return Prediction(tuple(self.reply_lines(Reply("size_exceeded", {"size": counted}))))
-        has_8bit = any(not text.isascii() for text in lines) if size is not None else False
-        key = end_of_data_reply(self.policies, params, has_8bit)
-        reply = Reply(key, {"id": None, "queue_id": None, "number": None, "size": size})
-        return Prediction(tuple(self.reply_lines(reply)))
+        received = estimated_size(lines) if size is not None else 0  # as sent: dot-stuffed
+        has_8bit = size is not None and not all(text.isascii() for text in lines)
+        return core.end_of_message(state, self.profile, received, size, has_8bit)
 
     def code_of(self, reply: list[str] | tuple[str, ...]) -> str:
         return reply[-1][:3]

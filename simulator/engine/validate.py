@@ -133,7 +133,7 @@ def predict(
     for diagnostic in check.found:
         if diagnostic.id.startswith("scripted-") or diagnostic.id in ("session-closed", "tls-handshake-pending"):
             return diagnostic.code if is_refusal(diagnostic.code) else None
-    prediction = _prediction(check)
+    prediction = check.prediction()
     if prediction is None or not prediction.lines:
         return None
     code = check.code_of(prediction.lines)
@@ -157,18 +157,8 @@ def expected_reply(line: str, session: Session, profile: Profile | str | None = 
     for diagnostic in check.found:
         if diagnostic.reply and (is_refusal(diagnostic.code) or diagnostic.id in ("scripted-fault", "auth-cancel")):
             return list(diagnostic.reply)
-    prediction = _prediction(check)
+    prediction = check.prediction()
     return prediction.shown() if prediction else []
-
-
-def _prediction(check: SMTPCheck | POP3Check) -> Prediction | None:
-    """The core's reply to the checked line; in DATA, the "." that ends the message is answered."""
-    if isinstance(check, SMTPCheck) and check.session.data_mode:
-        if check.line != ".":
-            return None
-        lines = check.session.message_lines
-        return check.end_of_message(check.state, sum(len(text.encode("utf-8")) + 2 for text in lines))
-    return check.prediction()
 
 
 def predicted_reply(line: str, session: Session, profile: Profile | str | None = None) -> Prediction | None:
@@ -180,7 +170,7 @@ def predicted_reply(line: str, session: Session, profile: Profile | str | None =
     check = _run_check(line.rstrip("\r\n"), session, chosen, "en", DEFAULT_CLIENT_IP)
     if any(d.id.startswith("scripted-") for d in check.found):
         return None
-    return _prediction(check)
+    return check.prediction()
 
 
 def build_session(
