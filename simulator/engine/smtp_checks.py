@@ -588,22 +588,16 @@ def shadow_state(session: Any, profile: Profile) -> core.SMTPState:
     tls = bool(session.tls_active)
     blank = core.SMTPState(tls=tls)
     envelope = None
-    unknown = 0
-    for exchange in session.history:
-        if exchange.kind == "command" and exchange.sent is not None:
-            token = exchange.sent.strip().partition(" ")[0].upper()
-            if not (token.isalpha() and token in core.VERB_NAMES) or token in profile.quirks.smtp_unimplemented:
-                unknown += 1
+    # Each command as the core parsed it: the unknown ones count towards a persona's hang-up.
+    commands = [(core.parse(blank, profile, e.sent), e.reply) for e in session.history if e.kind == "command" and e.sent is not None]
+    unknown = sum(isinstance(parsed, Decision) and parsed.reason in ("unknown-command", "too-many-unknown") for parsed, _ in commands)
     if session.mail_from is not None:
         recipients = tuple(dict.fromkeys(recipient_key(profile, address) for address in session.recipients))
         attempts = 0
-        for exchange in reversed(session.history):
-            if exchange.kind != "command" or exchange.sent is None:
-                continue
-            parsed = core.parse(blank, profile, exchange.sent)
+        for parsed, reply in reversed(commands):
             if isinstance(parsed, Decision):
                 continue
-            if parsed.verb == "MAIL" and getattr(exchange.reply, "code", None) == "250":
+            if parsed.verb == "MAIL" and getattr(reply, "code", None) == "250":
                 break
             if parsed.verb == "RCPT" and split_keyword(parsed.argument, "TO", strict=profile.policies.strict_syntax) is not None:
                 attempts += 1

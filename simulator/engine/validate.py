@@ -33,17 +33,8 @@ from .smtp_checks import SMTPCheck
 Protocol = Literal["smtp", "pop3"]
 Session = SMTPSession | POP3Session
 
-__all__ = [
-    "Diagnostic",
-    "build_session",
-    "describe_state",
-    "expected_reply",
-    "fresh_session",
-    "has_errors",
-    "predict",
-    "predicted_reply",
-    "validate_line",
-]
+__all__ = ["Diagnostic", "build_session", "describe_state", "expected_reply", "fresh_session", "has_errors", "predict",
+           "predicted_reply", "validate_line"]
 
 def resolve_profile(profile: Profile | str | None) -> Profile:
     if isinstance(profile, Profile):
@@ -86,15 +77,16 @@ def validate_line(
     `session` is not changed. Without a session the line is checked right after the greeting.
     """
     chosen = resolve_profile(profile)
-    kind = _protocol_of(session, protocol)
     if session is None:
-        session = fresh_session(kind, chosen)
-    language: Lang = resolve_language(lang)
-    line = line.rstrip("\r\n")
-    return _run_check(line, session, chosen, language, client_ip).found
+        session = fresh_session(_protocol_of(None, protocol), chosen)
+    return _run_check(line, session, chosen, resolve_language(lang), client_ip).found
 
 
-def _run_check(line: str, session: Session, profile: Profile, language: Lang, client_ip: str) -> SMTPCheck | POP3Check:
+def _run_check(
+    line: str, session: Session, profile: Profile | str | None, language: Lang = "en", client_ip: str = DEFAULT_CLIENT_IP
+) -> SMTPCheck | POP3Check:
+    """The line (without its CRLF) checked against the session as it will be when the line arrives."""
+    line, profile = line.rstrip("\r\n"), resolve_profile(profile)
     current, waiting = _settled(session)
     check = (POP3Check if isinstance(session, POP3Session) else SMTPCheck)(line, current, profile, language, client_ip)
     if waiting:
@@ -127,9 +119,7 @@ def predict(
     replies still due as if they were successes.
     """
     chosen = resolve_profile(profile)
-    if session is None:
-        session = fresh_session(_protocol_of(None, protocol), chosen)
-    check = _run_check(line.rstrip("\r\n"), session, chosen, "en", DEFAULT_CLIENT_IP)
+    check = _run_check(line, session or fresh_session(_protocol_of(None, protocol), chosen), chosen)
     for diagnostic in check.found:
         if diagnostic.id.startswith("scripted-") or diagnostic.id in ("session-closed", "tls-handshake-pending"):
             return diagnostic.code if is_refusal(diagnostic.code) else None
@@ -152,8 +142,7 @@ def expected_reply(line: str, session: Session, profile: Profile | str | None = 
 
     [] when the line gets no reply of its own (a DATA text line, BDAT octets).
     """
-    chosen = resolve_profile(profile)
-    check = _run_check(line.rstrip("\r\n"), session, chosen, "en", DEFAULT_CLIENT_IP)
+    check = _run_check(line, session, profile)
     for diagnostic in check.found:
         if diagnostic.reply and (is_refusal(diagnostic.code) or diagnostic.id in ("scripted-fault", "auth-cancel")):
             return list(diagnostic.reply)
@@ -166,8 +155,7 @@ def predicted_reply(line: str, session: Session, profile: Profile | str | None =
 
     None when the validator cannot know (a scripted fault, an APOP without the greeting's timestamp).
     """
-    chosen = resolve_profile(profile)
-    check = _run_check(line.rstrip("\r\n"), session, chosen, "en", DEFAULT_CLIENT_IP)
+    check = _run_check(line, session, profile)
     if any(d.id.startswith("scripted-") for d in check.found):
         return None
     return check.prediction()
