@@ -2,7 +2,7 @@
 AUTH decoding, the credential check, fault scripts and "did you mean ...?".
 
 Every decision here is the server's decision made with the server's own pure functions
-(`mockservers.sasl`, `mockservers.faults`, the persona's `Profile`), so the validator predicts the
+(`mailprotocol.codec`, `mailprotocol.faults`, the persona's `Profile`), so the validator predicts the
 mock servers instead of guessing; see docs/ARCHITECTURE.md.
 """
 
