@@ -56,6 +56,11 @@ TLS_CLOSE_GRACE = 1.0
 #: client that never reads must not keep a connection and its output buffer forever.
 CLOSE_DRAIN_GRACE = 30.0
 
+#: Seconds a connection over its client's `max_connections_per_client` waits before it is refused.
+#: A client that hangs up and connects again at once (Ctrl+R, a lesson's reconnect) can arrive
+#: before the server has read its old connection's close; once that close is read, the slot is free.
+RECONNECT_GRACE = 0.25
+
 
 @dataclass(frozen=True)
 class ServerEvent:
@@ -232,6 +237,7 @@ class LineSession(protocol.Protocol, TimeoutMixin):
         self._slow_bytes = 0
         self._rate_call: Any = None
         self._lifetime_call: Any = None
+        self._slot_call: Any = None  # the one look again for a per-client slot (RECONNECT_GRACE)
         self._counted = False
         self._abort_call: Any = None
         self.short_id = os.urandom(6).hex()
@@ -292,14 +298,21 @@ class LineSession(protocol.Protocol, TimeoutMixin):
             self.send_now()
 
     def _connected(self) -> None:
-        clock = self.context.reactor_time()
         self.event("connected")
         if self.tls_active:
             # An implicit-TLS port (465, 995; RFC 8314): the session is in TLS from its first byte,
             # and the log and the transcript say so as they do after STARTTLS/STLS.
             self.event("tls", "implicit TLS (TLS from the first byte)", implicit=True, certificate=self.context.tls_subject)
+        self._take_slot(look_again=True)
+
+    def _take_slot(self, look_again: bool = False) -> None:
+        """Count this connection against the caps and greet it, or refuse it with 421."""
+        clock = self.context.reactor_time()
         policies = self.profile.policies
         refused = self._open_slot()
+        if refused == "client" and look_again:
+            self._slot_call = self.callLater(RECONNECT_GRACE, self._take_slot_after_grace)
+            return
         if refused is not None:
             self.event("connection refused", f"too many connections ({'from this client' if refused == 'client' else 'in all'})")
             self.reply("too_many_connections", client_ip=self.client_ip)
@@ -321,6 +334,17 @@ class LineSession(protocol.Protocol, TimeoutMixin):
             self.wait_for(task.deferLater(clock, policies.tarpit_delay, self.session_started))
         else:
             self.session_started()
+
+    def _take_slot_after_grace(self) -> None:
+        self._slot_call = None
+        if self._closed:
+            return
+        try:
+            self._take_slot()
+        finally:
+            if self.transcript is not None:
+                self.transcript.flush()
+            self.send_now()
 
     def _open_slot(self) -> str | None:
         """Take a connection slot; when a server-wide or protocol cap is full, evict for a newcomer.
@@ -422,7 +446,7 @@ class LineSession(protocol.Protocol, TimeoutMixin):
         self._closed = True
         self.setTimeout(None)
         self.context.sessions.discard(self)
-        for call in (self._abort_call, self._rate_call, self._lifetime_call):
+        for call in (self._abort_call, self._rate_call, self._lifetime_call, self._slot_call):
             if call is not None and call.active():
                 call.cancel()
         if self._counted:

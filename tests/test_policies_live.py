@@ -193,6 +193,23 @@ def test_max_connections_total_and_per_client(tmp_path):
                 assert refused.pop3_reply() == ["-ERR [SYS/TEMP] too many connections, try again later"]
 
 
+def test_hang_up_and_reconnect_at_once_is_served_at_a_per_client_cap_of_one(tmp_path):
+    """Ctrl+R at `max_connections_per_client = 1`: the new connection may arrive before the server
+    has read the old one's close; it is looked at again once that close could arrive, not refused."""
+    with serving(persona("rfc", max_connections_per_client=1), tmp_path) as servers:
+        for _ in range(20):  # the race is between two events in one reactor turn: try it many times
+            old = smtp_client(servers)
+            new = LineClient(servers.port_of("SMTP"))  # connects while `old` still holds the slot
+            old.close()
+            with new:
+                assert new.smtp_reply() == ["220 mail.example.com ESMTP Postfix"]
+                assert new.smtp("QUIT") == ["221 2.0.0 Bye"]
+            wait_until(lambda: servers.servers.context.limits.held_by("127.0.0.1", "SMTP") == 0, what="the slot to be free")
+        with smtp_client(servers):  # while a connection is held, a second one is still refused
+            with LineClient(servers.port_of("SMTP")) as refused:
+                assert refused.smtp_reply() == ["421 4.7.0 mail.example.com Error: too many connections from 127.0.0.1"]
+
+
 def test_failed_auth_limit_disconnects_with_421(tmp_path):
     wrong = "AUTH PLAIN " + sasl.plain_payload("alice@example.com", "wrong")
     with serving(persona("rfc", max_auth_failures=2), tmp_path) as servers, smtp_client(servers) as c:
