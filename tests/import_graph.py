@@ -70,6 +70,70 @@ def imports_of(name: str, path: Path, modules: dict[str, Path]) -> set[str]:
     return targets
 
 
+def _bound_names(path: Path) -> set[str] | None:
+    """Names a module binds at its top level; None when it has a module `__getattr__` (any name)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
+    names: set[str] = set()
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            if node.name == "__getattr__":
+                return None
+            names.add(node.name)
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            names.update((alias.asname or alias.name).split(".")[0] for alias in node.names)
+        elif isinstance(node, (ast.Assign, ast.AnnAssign, ast.AugAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            names.update(n.id for target in targets for n in ast.walk(target) if isinstance(n, ast.Name))
+        elif isinstance(node, (ast.If, ast.Try)):
+            for inner in ast.walk(node):
+                if isinstance(inner, (ast.Import, ast.ImportFrom)):
+                    names.update((alias.asname or alias.name).split(".")[0] for alias in inner.names)
+                elif isinstance(inner, (ast.FunctionDef, ast.ClassDef)):
+                    names.add(inner.name)
+                elif isinstance(inner, ast.Name) and isinstance(inner.ctx, ast.Store):
+                    names.add(inner.id)
+    return names
+
+
+def unresolved_imports() -> list[str]:
+    """`file:line: what` for every import of a project module or name that does not exist.
+
+    The graph above falls back from `a.b.c` to `a.b` (a name inside a module); an import of a
+    module that was moved away would fall back silently too, and fail only when it runs.
+    """
+    modules = project_modules()
+    problems = []
+    for name, path in modules.items():
+        tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
+        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                for alias in node.names:
+                    if alias.name.split(".")[0] in PACKAGES and alias.name not in modules:
+                        problems.append(f"{path.relative_to(ROOT)}:{node.lineno}: no module {alias.name}")
+                continue
+            if not isinstance(node, ast.ImportFrom):
+                continue
+            if node.level:
+                base_parts = package.split(".")
+                base = ".".join(base_parts[: len(base_parts) - (node.level - 1)])
+                module = f"{base}.{node.module}" if node.module else base
+            else:
+                module = node.module or ""
+            if module.split(".")[0] not in PACKAGES:
+                continue
+            if module not in modules:
+                problems.append(f"{path.relative_to(ROOT)}:{node.lineno}: no module {module}")
+                continue
+            bound = _bound_names(modules[module])
+            for alias in node.names:
+                if alias.name == "*" or f"{module}.{alias.name}" in modules or bound is None:
+                    continue
+                if alias.name not in bound:
+                    problems.append(f"{path.relative_to(ROOT)}:{node.lineno}: {module} has no {alias.name}")
+    return problems
+
+
 def import_graph() -> dict[str, set[str]]:
     modules = project_modules()
     return {name: imports_of(name, path, modules) for name, path in modules.items()}
