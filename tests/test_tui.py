@@ -14,7 +14,7 @@ from simulator.tui.home_screen import HomeScreen
 from simulator.tui.lesson_screen import LessonScreen
 from simulator.tui.sandbox_screen import SandboxScreen
 from simulator.tui.tools import ReferenceScreen, ToolsScreen
-from tui_helpers import check_snapshot, make_app, open_lesson, send_line, type_text, wait_until_drawn
+from tui_helpers import check_snapshot, make_app, open_by_keys, open_lesson, send_line, type_text, wait_until_drawn
 from waiting import wait_for
 
 pytestmark = pytest.mark.timeout(120)
@@ -37,6 +37,15 @@ async def dig_in_another_terminal(server: tuple[str, int], qtype: str, name: str
     from mockservers.world.dns import lookup
 
     return "\n".join(str(answer) for answer in await asyncio.to_thread(lookup, server, name, qtype))
+
+
+async def tab_until(pilot, app, reached, key: str = "tab") -> None:
+    """Press Tab until `reached(app.focused)`: the widget is on the Tab path."""
+    for _ in range(15):
+        if reached(app.focused):
+            return
+        await pilot.press(key)
+    assert reached(app.focused), app.focused
 
 
 async def solve_by_typing(pilot, screen: LessonScreen) -> None:
@@ -93,7 +102,8 @@ async def test_complete_the_first_smtp_lesson_by_typing(tmp_path):
         assert app.progress.is_complete(screen.lesson)
         lines = screen.console.transcript.plain_lines
         assert any(line.startswith("› EHLO") for line in lines) and any(line.startswith("‹ 250") for line in lines)
-        await app.action_quit()
+        await pilot.press("ctrl+q")
+        await wait_for(pilot, lambda: not app.is_running)
     saved = (tmp_path / "data" / "progress.json").read_text()
     assert "smtp-hello" in saved
     assert list((tmp_path / "data" / "attempts").glob("smtp-hello-*.json"))
@@ -103,7 +113,7 @@ async def test_live_diagnostics_before_sending(tmp_path):
     app = make_app(tmp_path)
     async with app.run_test(size=(100, 30)) as pilot:
         screen = await open_lesson(pilot, app, "smtp-hello")
-        screen.console.command.focus()
+        assert app.focused is screen.console.command
         await type_text(pilot, "EHOL x")
         await pilot.pause(0.1)
         shown = str(screen.console.query_one(".diagnostics").render())
@@ -124,11 +134,12 @@ async def test_auth_login_with_the_base64_tool(tmp_path):
         await pilot.press("f3")
         await wait_for(pilot, lambda: isinstance(app.screen, ToolsScreen))
         tools = app.screen
-        tools.query_one("#b64-text").focus()
+        await tab_until(pilot, app, lambda widget: widget is tools.query_one("#b64-text"))
         await type_text(pilot, "learner@qq.com")
         await pilot.pause(0.1)
         assert str(tools.query_one("#b64-encoded").render()) == "bGVhcm5lckBxcS5jb20="
-        await pilot.click("#use-b64")
+        await tab_until(pilot, app, lambda widget: widget is tools.query_one("#use-b64"))
+        await pilot.press("enter")
         await wait_for(pilot, lambda: isinstance(app.screen, LessonScreen))
         assert screen.console.command.value == "bGVhcm5lckBxcS5jb20="
         await pilot.press("enter")
@@ -142,7 +153,8 @@ async def test_auth_login_with_the_base64_tool(tmp_path):
 async def test_starttls_upgrades_the_same_connection(tmp_path):
     app = make_app(tmp_path)
     async with app.run_test(size=(120, 40)) as pilot:
-        app.action_sandbox()
+        await wait_for(pilot, lambda: isinstance(app.screen, HomeScreen))
+        await pilot.press("f5")
         await wait_for(pilot, lambda: isinstance(app.screen, SandboxScreen) and bool(app.screen.query("#smtp-console")))
         screen = app.screen
         smtp = screen.query_one("#smtp-console")
@@ -158,7 +170,8 @@ async def test_starttls_upgrades_the_same_connection(tmp_path):
 async def test_data_mode_editor_with_a_dot_stuffed_line(tmp_path):
     app = make_app(tmp_path)
     async with app.run_test(size=(100, 30)) as pilot:
-        app.action_sandbox()
+        await wait_for(pilot, lambda: isinstance(app.screen, HomeScreen))
+        await pilot.press("f5")
         await wait_for(pilot, lambda: isinstance(app.screen, SandboxScreen) and bool(app.screen.query("#smtp-console")))
         screen = app.screen
         smtp = screen.query_one("#smtp-console")
@@ -225,10 +238,12 @@ async def test_watch_mode_follows_an_external_session(tmp_path):
                 sock.recv(4096)
 
         await asyncio.to_thread(telnet_session)
-        await wait_for(pilot, lambda: any("› EHLO telnet.example" in l for l in screen.console.transcript.plain_lines))
-        external = [l for l in screen.console.transcript.plain_lines if l.startswith("[127.0.0.1:")]
-        assert any("EHLO telnet.example" in l for l in external) and any("‹ 250" in l for l in external)
-        assert screen.run.session.esmtp  # the lesson's checks saw the external EHLO
+        def external() -> list[str]:
+            return [l for l in screen.console.transcript.plain_lines if l.startswith("[127.0.0.1:")]
+
+        # The server's lines reach the app one by one: the reply may show a moment after the command.
+        await wait_for(pilot, lambda: any("EHLO telnet.example" in l for l in external()) and any("‹ 250" in l for l in external()))
+        assert any(event.sent == "EHLO telnet.example" for event in screen.run.events)  # the lesson's checks saw it
 
 
 async def test_switching_to_chinese(tmp_path):
@@ -263,9 +278,7 @@ async def test_reconnect_after_the_server_drops(tmp_path):
 async def test_server_down_is_explained(tmp_path):
     app = make_app(tmp_path, remote_host="127.0.0.1", smtp_port=1, pop3_port=1)
     async with app.run_test(size=(100, 30)) as pilot:
-        app.open_lesson("smtp-hello")
-        await wait_for(pilot, lambda: isinstance(app.screen, LessonScreen) and bool(app.screen.query("Console")))
-        screen = app.screen
+        screen = await open_by_keys(pilot, app, "smtp-hello")
         await wait_for(pilot, lambda: any("Cannot connect" in l for l in screen.console.transcript.plain_lines))
 
 

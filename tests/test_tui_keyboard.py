@@ -182,6 +182,15 @@ async def test_palette_opens_a_lesson_by_name(tmp_path, size):
         assert app.focused is app.screen.console.command
 
 
+async def test_palette_puts_the_lesson_whose_whole_id_was_typed_first(tmp_path):
+    """`reply-codes` opens reply-codes, not reply-codes-qq, which the fuzzy match scores higher."""
+    app = make_app(tmp_path)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await wait_quiet(pilot)
+        screen = await open_by_palette(pilot, app, "reply-codes")
+        assert screen.lesson.id == "reply-codes"
+
+
 @pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
 async def test_every_modal_closes_with_the_focus_where_it_was(tmp_path, size):
     app = make_app(tmp_path)

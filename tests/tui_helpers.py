@@ -23,8 +23,25 @@ async def type_text(pilot: Any, text: str) -> None:
     await pilot.press(*keys)
 
 
+async def open_by_keys(pilot: Any, app: MaillabApp, lesson_id: str) -> LessonScreen:
+    """Ctrl+P, the lesson's id, Enter: how a learner opens a lesson by name."""
+    from textual.command import CommandPalette
+
+    await wait_for(pilot, lambda: not isinstance(app.screen, CommandPalette))
+    await pilot.press("ctrl+p")
+    await wait_for(pilot, lambda: isinstance(app.screen, CommandPalette))
+    await type_text(pilot, lesson_id)
+    await pilot.pause(0.3)  # the palette searches as it is typed
+    await pilot.press("enter")
+    await wait_for(pilot, lambda: isinstance(app.screen, LessonScreen) and bool(app.screen.query("Console")))
+    screen = app.screen
+    assert isinstance(screen, LessonScreen) and screen.lesson.id == lesson_id, f"the palette opened {screen.lesson.id!r}"
+    return screen
+
+
 async def open_lesson(pilot: Any, app: MaillabApp, lesson_id: str) -> LessonScreen:
-    app.open_lesson(lesson_id)
+    """Open a lesson by keys and wait until its console has the server's greeting."""
+    await open_by_keys(pilot, app, lesson_id)
     await wait_for(pilot, lambda: isinstance(app.screen, LessonScreen) and app.screen.run is not None and bool(app.screen.query("Console")))
     screen = app.screen
     assert isinstance(screen, LessonScreen)
@@ -36,12 +53,16 @@ async def open_lesson(pilot: Any, app: MaillabApp, lesson_id: str) -> LessonScre
 async def send_line(pilot: Any, screen: Any, line: str, console: Any = None) -> None:
     """Type a line into the console's command input and press Enter; wait for the answer."""
     console = console or screen.console
-    console.command.focus()
-    await pilot.pause()
+    for _ in range(12):  # Tab to the console's command line (entering a screen puts it there)
+        if screen.app.focused is console.command:
+            break
+        await pilot.press("tab")
+    assert screen.app.focused is console.command, screen.app.focused
     before = len(console.session.history) if console.session is not None else 0
     sent_on = console.session
     expects_reply = True
-    console.command.value = ""
+    if console.command.value:
+        await pilot.press("ctrl+u")  # clear what is left on the line
     await type_text(pilot, line)
     await pilot.press("enter")
     session = console.session

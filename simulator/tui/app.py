@@ -38,6 +38,10 @@ APP_KEYS = [
 ]
 
 
+#: Above any fuzzy score (Textual's matcher has no fixed maximum): a lesson's whole id puts it first.
+EXACT_ID_SCORE = float("inf")
+
+
 class MaillabCommands(Provider):
     """Command palette: every lesson, every screen, every persona's sandbox, the tools, language, theme."""
 
@@ -71,10 +75,16 @@ class MaillabCommands(Provider):
             yield DiscoveryHit(text, command)
 
     async def search(self, query: str) -> Hits:
+        """Fuzzy matches; a lesson's exact id comes first (`reply-codes` before `reply-codes-qq`)."""
         matcher = self.matcher(query)
+        app: Any = self.app
+        wanted = query.strip().lower()
+        exact = getattr(app.catalog.get(wanted, app.lang), "title", None) if wanted in app.catalog.lessons else None
         for text, command in self.commands():
             score = matcher.match(text)
             if score > 0:
+                if exact is not None and text == t("palette_lesson", app.lang, title=exact, id=wanted):
+                    score = EXACT_ID_SCORE
                 yield Hit(score, matcher.highlight(text), command, text=text)
 
 

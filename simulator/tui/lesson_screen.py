@@ -103,6 +103,10 @@ class LessonScreen(ConsoleScreen):
         yield Static("", id="status")
         yield AppFooter()
 
+    def has_console(self) -> bool:
+        """Whether this screen is mounted with its console: server callbacks may outlive it."""
+        return self.is_mounted and bool(self.query(Console))
+
     @property
     def console(self) -> Console:
         return self.query_one(Console)
@@ -275,6 +279,8 @@ class LessonScreen(ConsoleScreen):
         The server may report our own connection before our side knows its port: such lines
         wait until it does (or are dropped as ours).
         """
+        if not self.has_console():
+            return  # the screen is gone (or not built yet): nothing to show it on
         conversation = self.console.conversation
         if conversation is not None:
             self._own_ports |= conversation.ports_used
@@ -290,6 +296,8 @@ class LessonScreen(ConsoleScreen):
     def server_event(self, event: Any) -> None:
         """What the server noticed that no line shows: a terminal's bare LF keeps DATA open; a
         message stored, relayed or bounced may make a step's `! mailbox` fact true."""
+        if not self.has_console():
+            return  # the screen is gone (or not built yet): nothing to show it on
         if event.kind == "waiting for CRLF.CRLF":
             self.console.transcript.event(t("watch_bare_lf", self.lang, peer=event.peer))
         elif event.kind in MAIL_MOVED and self.run is not None:
@@ -309,6 +317,8 @@ class LessonScreen(ConsoleScreen):
     def dns_question(self, question: Any) -> None:
         """The world's DNS was asked a question (the learner's `dig`, a relay's MX look-up):
         shown in the transcript, and a step waiting for `! dns asked` may be done now."""
+        if not self.has_console():
+            return  # the screen is gone (or not built yet): nothing to show it on
         self.console.transcript.event(t("transcript_dns", self.lang, qtype=question.qtype, name=question.name))
         if self.run is not None:
             self.run.server_changed()
