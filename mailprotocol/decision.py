@@ -81,13 +81,15 @@ class Decision(Generic[State]):
     """The answer to one line: replies in order, the state after it, and the effects.
 
     `reason` names why a refusal happened (`needs-login`, `message-deleted`), so a teacher can
-    explain it; the server never shows it.
+    explain it; the server never shows it. `detail` is the typed problem behind a grammar refusal
+    (an `AddressSyntaxError`, a `ParameterProblem`), so the explanation need not redo the check.
     """
 
     replies: tuple[Reply, ...]
     state: State
     effects: tuple[Effect, ...] = ()
     reason: str = ""
+    detail: Any = None
 
     @property
     def reply(self) -> Reply | None:

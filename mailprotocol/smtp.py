@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Mapping
 
 from .addresses import AddressSyntaxError, MissingBrackets, parse_path, split_keyword, valid_helo_argument
-from .parameters import mail_parameter_problem, rcpt_parameter_problem
+from .parameters import ParameterProblem, first_parameter_problem
 from .persona_rules import end_of_data_reply, helo_refused_at, missing_brackets_key
 
 from . import credentials, sasl
@@ -404,20 +404,29 @@ def _mail(state: SMTPState, persona: "Profile", argument: str) -> SMTPDecision:
         return _answer(state, "mail_syntax", "path-syntax")
     try:
         path = parse_path(split[0], strict=strict, allow_null=True)
-    except MissingBrackets as problem:
-        return _answer(state, missing_brackets_key("MAIL"), "missing-brackets", reason=str(problem))
     except AddressSyntaxError as problem:
-        return _answer(state, "bad_sender_syntax", "address-syntax", reason=str(problem))
-    extensions = persona.smtp_extensions(state.tls)
-    for key, value in path.params.items():
-        problem = mail_parameter_problem(key, value, extensions, policies.max_message_size)
-        if problem is not None:
-            return _answer(state, problem[0], "parameter", **problem[1])
+        return _path_refused(state, "MAIL", problem)
+    refused = first_parameter_problem("MAIL", path.params, persona.smtp_extensions(state.tls), policies.max_message_size)
+    if refused is not None:
+        return _parameter_refused(state, refused)
     if path.non_ascii and "SMTPUTF8" not in path.params:
         return _answer(state, "utf8_not_declared", "utf8-not-declared")
     if policies.sender_must_match_auth and state.authenticated_as is not None and path.address.lower() != state.authenticated_as:
         return _answer(state, "sender_not_owned", "sender-not-owned", address=path.address, user=state.authenticated_as)
     return _answer(replace(state, envelope=Envelope(path.address, dict(path.params))), "mail_ok", address=path.address)
+
+
+def _path_refused(state: SMTPState, verb: str, problem: AddressSyntaxError) -> SMTPDecision:
+    """A MAIL/RCPT argument the grammar refuses; the typed problem rides along as the detail."""
+    if isinstance(problem, MissingBrackets):
+        key, why = missing_brackets_key(verb), "missing-brackets"
+    else:
+        key, why = ("bad_sender_syntax" if verb == "MAIL" else "bad_recipient_syntax"), "address-syntax"
+    return Decision((Reply(key, {"reason": str(problem)}),), state, (), why, problem)
+
+
+def _parameter_refused(state: SMTPState, problem: ParameterProblem) -> SMTPDecision:
+    return Decision((Reply(problem.reply, dict(problem.values)),), state, (), "parameter", problem)
 
 
 def _rcpt(state: SMTPState, persona: "Profile", argument: str) -> SMTPDecision:
@@ -433,15 +442,11 @@ def _rcpt(state: SMTPState, persona: "Profile", argument: str) -> SMTPDecision:
     state = replace(state, envelope=envelope)
     try:
         path = parse_path(split[0], strict=strict, allow_null=False, allow_postmaster=True)
-    except MissingBrackets as problem:
-        return _answer(state, missing_brackets_key("RCPT"), "missing-brackets", reason=str(problem))
     except AddressSyntaxError as problem:
-        return _answer(state, "bad_recipient_syntax", "address-syntax", reason=str(problem))
-    extensions = persona.smtp_extensions(state.tls)
-    for key, value in path.params.items():
-        problem = rcpt_parameter_problem(key, value, extensions)
-        if problem is not None:
-            return _answer(state, problem[0], "parameter", **problem[1])
+        return _path_refused(state, "RCPT", problem)
+    refused = first_parameter_problem("RCPT", path.params, persona.smtp_extensions(state.tls))
+    if refused is not None:
+        return _parameter_refused(state, refused)
     if path.non_ascii and "SMTPUTF8" not in envelope.params:
         return _answer(state, "utf8_not_declared", "utf8-not-declared")
     if len(envelope.recipients) >= policies.max_recipients:

@@ -357,7 +357,7 @@ def test_every_diagnostic_id_is_exercised() -> None:
         "bdat-after-failure", "data-after-bdat", "data-bare-line-break", "path-too-long", "vrfy-disabled",
         "quit-applies-deletions", "message-number-too-high", "message-deleted", "pop3-login-delay",
         "apop-no-timestamp-seen", "rcpt-relay", "command-not-offered", "rcpt-missing-keyword",
-        "rcpt-space-after-colon", "rcpt-space-before-colon", "rcpt-missing-brackets", "address-invalid",
+        "rcpt-space-after-colon", "rcpt-space-before-colon", "rcpt-missing-brackets",
     }
     missing = set(diagnostic_ids()) - covered - rare
     assert not missing, sorted(missing)
@@ -579,6 +579,17 @@ def test_every_id_the_validator_uses_has_an_entry() -> None:
             used |= {template.replace("{parameter.lower()}", p) for p in ("size", "body", "smtputf8", "ret", "envid", "auth", "notify", "orcpt")}
     assert len(used) > 100
     assert used - set(diagnostic_ids()) == set()
+
+
+def test_every_address_problem_the_core_names_has_a_diagnostic() -> None:
+    """The grammar's typed problems map to diagnostics by table: none is left without one."""
+    from mailprotocol.addresses import AddressProblem, MailboxProblem
+    from simulator.engine.smtp_checks import _ADDRESS_PROBLEMS, _MAILBOX_PROBLEMS
+
+    assert set(_ADDRESS_PROBLEMS) | {AddressProblem.BAD_MAILBOX} == set(AddressProblem)
+    assert set(_MAILBOX_PROBLEMS) == set(MailboxProblem)
+    ids = {name.format(verb=verb) for name in _ADDRESS_PROBLEMS.values() for verb in ("mail", "rcpt")}
+    assert ids | set(_MAILBOX_PROBLEMS.values()) <= set(diagnostic_ids())
 
 
 def test_validator_imports_no_twisted() -> None:

@@ -552,3 +552,49 @@ def test_any_tcp_split_of_data_gives_the_same_message(tmp_path_factory, body, cu
     stored = h.store.read("bob@example.com", message.uid)
     expected = unstuff(wire[:-3])
     assert stored.endswith(expected)
+
+
+@pytest.mark.parametrize(
+    "rest, strict, problem, mailbox",
+    [
+        ("<a@b.example", True, "unclosed-bracket", None),
+        ("<a@b.example>SIZE=1", True, "parameters-not-separated", None),
+        ("", True, "no-address", None),
+        ("<>", False, "empty", None),
+        ("a@b.example", True, "missing-brackets", None),
+        ("<@relay:a@b.example>x", True, "parameters-not-separated", None),
+        ("<@relay a@b.example>", True, "source-route-malformed", None),
+        ("<" + "a" * 300 + "@b.example>", True, "path-too-long", None),
+        ("<ab.example>", True, "bad-mailbox", "no-at"),
+        ("<" + "a" * 65 + "@b.example>", True, "bad-mailbox", "local-part-too-long"),
+        ("<a b@bad_domain>", True, "bad-mailbox", "bad-domain"),
+        ("<a b@b.example>", True, "bad-mailbox", "bad-local-part"),
+        ("<a@b.example> =1", True, "parameter-malformed", None),
+        ("<a@b.example> SIZE=1 size=2", True, "parameter-twice", None),
+    ],
+)
+def test_address_refusals_carry_a_typed_problem(rest, strict, problem, mailbox):
+    """The grammar decides why once; the validator maps the problem, never the English message."""
+    from mailprotocol.addresses import AddressSyntaxError, parse_path
+
+    with pytest.raises(AddressSyntaxError) as refused:
+        parse_path(rest, strict=strict, allow_null=False)
+    assert (refused.value.problem, refused.value.mailbox) == (problem, mailbox)
+
+
+def test_parameter_refusal_names_the_parameter_and_why():
+    from mailprotocol import smtp as core
+    from mailprotocol.parameters import ParameterWhy
+
+    profile = load_profile("rfc")
+    state = core.SMTPState(helo="x", esmtp=True)
+    cases = {
+        "MAIL FROM:<a@example.com> BODY=8BITMIME SIZE=x": ("SIZE", ParameterWhy.SYNTAX, "bad_parameter"),
+        "MAIL FROM:<a@example.com> SIZE=999999999999": ("SIZE", ParameterWhy.SIZE_EXCEEDED, "size_exceeded_declared"),
+        "MAIL FROM:<a@example.com> BODY=BINARYMIME": ("BODY", ParameterWhy.BINARYMIME, "unsupported_option"),
+        "MAIL FROM:<a@example.com> X-FOO": ("X-FOO", ParameterWhy.UNKNOWN, "unsupported_option"),
+    }
+    for line, (key, why, reply) in cases.items():
+        decision = core.decide(state, profile, line)
+        assert decision.reason == "parameter"
+        assert (decision.detail.key, decision.detail.why, decision.reply.key) == (key, why, reply), line

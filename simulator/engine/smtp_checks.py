@@ -18,8 +18,8 @@ from mailprotocol import sasl as core_sasl
 from mailprotocol import smtp as core
 from mailprotocol.decision import Decision, Reply
 from mailprotocol.sasl import IMPLEMENTED_MECHANISMS
-from mailprotocol.addresses import MAX_LOCAL_PART, MAX_PATH, AddressSyntaxError, PathArgument, is_domain, is_mailbox, parse_path, split_keyword
-from mailprotocol.parameters import mail_parameter_problem, rcpt_parameter_problem
+from mailprotocol.addresses import MAX_PATH, AddressProblem, AddressSyntaxError, MailboxProblem, PathArgument, is_domain, parse_path, split_keyword
+from mailprotocol.parameters import ParameterProblem, ParameterWhy
 from mailprotocol.persona_rules import helo_refused_at, is_fqdn_helo
 from mockservers.profile import Profile
 from mockservers.rendering import render_smtp
@@ -427,14 +427,14 @@ class SMTPCheck(LineCheck):
         try:
             path = parse_path(rest, strict=strict, allow_null=allow_null, allow_postmaster=not allow_null)
         except AddressSyntaxError as problem:
-            self.address_problem(verb, rest, str(problem), example, fixed)
+            self.address_problem(verb, problem, example, fixed)
             return None
         if not path.bracketed:
             self.add(f"{low}-missing-brackets", "info", suggestion=fixed, keyword=keyword)
         if path.source_route:
             self.add("source-route", "warning")
         if self.reason == "parameter":
-            self.parameter_problem(verb, path)
+            self.parameter_problem(verb, self.decision.detail)  # type: ignore[union-attr]
         elif self.reason == "utf8-not-declared":
             self.utf8_not_declared(verb, argument)
         return path
@@ -457,58 +457,32 @@ class SMTPCheck(LineCheck):
             address = "user@example.com"
         return f"{verb} {keyword}:<{address}>" + (f" {tail}" if tail else "")
 
-    def address_problem(self, verb: str, rest: str, reason: str, example: str, fixed: str) -> None:
-        """Which address mistake the server's grammar refused (`reason` is its own words)."""
-        low = verb.lower()
-        if not rest.strip() or rest.strip() == "<>" or reason.startswith(("empty address", "no address")):
-            self.add(f"{low}-empty-address", "error", suggestion=example)
-        elif rest.startswith("<") and ">" not in rest:
-            self.add("address-unclosed-bracket", "error", suggestion=fixed)
-        elif not rest.startswith("<") and self.strict():
-            self.add(f"{low}-missing-brackets", "error", suggestion=fixed, keyword="FROM" if verb == "MAIL" else "TO")
-        elif reason.startswith("parameters must be separated"):
-            self.add("parameters-not-separated", "error", suggestion=fixed.replace(">", "> ", 1) if "> " not in fixed else fixed)
-        elif reason.startswith(("malformed parameter", "parameter ")):
-            self.add("parameter-malformed", "error", reason=reason)
-        elif reason.startswith("path longer"):
-            self.add("path-too-long", "error", limit=MAX_PATH)
-        elif reason.startswith("malformed source route"):
-            self.add("source-route-malformed", "error")
+    def address_problem(self, verb: str, problem: AddressSyntaxError, example: str, fixed: str) -> None:
+        """The address mistake the server's grammar found (its typed problem), with a fix to try."""
+        kind = problem.problem
+        if kind is AddressProblem.BAD_MAILBOX:
+            diagnostic_id = _MAILBOX_PROBLEMS[problem.mailbox]  # type: ignore[index]
         else:
-            inner = rest[1:].partition(">")[0] if rest.startswith("<") else rest.partition(" ")[0]
-            self.add(self.mailbox_problem(inner), "error", address=inner)
+            diagnostic_id = _ADDRESS_PROBLEMS[kind].format(verb=verb.lower())
+        suggestion = {
+            AddressProblem.NO_ADDRESS: example, AddressProblem.EMPTY: example,
+            AddressProblem.UNCLOSED_BRACKET: fixed, AddressProblem.MISSING_BRACKETS: fixed,
+            AddressProblem.PARAMETERS_NOT_SEPARATED: fixed if "> " in fixed else fixed.replace(">", "> ", 1),
+        }.get(kind)
+        self.add(diagnostic_id, "error", suggestion=suggestion, keyword="FROM" if verb == "MAIL" else "TO",
+                 reason=str(problem), limit=MAX_PATH, address=problem.address)
 
-    @staticmethod
-    def mailbox_problem(address: str) -> str:
-        local, at, domain = address.rpartition("@")
-        if not at or not local:
-            return "address-no-at"
-        if len(local.encode("utf-8")) > MAX_LOCAL_PART:
-            return "address-local-part-too-long"
-        if not domain or not is_domain(domain):
-            return "address-bad-domain"
-        if not is_mailbox(address):
-            return "address-bad-local-part"
-        return "address-invalid"
-
-    def parameter_problem(self, verb: str, path: PathArgument) -> None:
-        """Which MAIL/RCPT parameter the core refused, and why (its reply names the parameter)."""
-        reply_key = self.decision.replies[0].key if self.decision is not None else ""
-        values = self.decision.replies[0].values if self.decision is not None else {}
-        key, value = "", None
-        for key, value in path.params.items():  # the first the server's own check refuses
-            if (mail_parameter_problem(key, value, self.extensions, self.policies.max_message_size) if verb == "MAIL"
-                    else rcpt_parameter_problem(key, value, self.extensions)) is not None:
-                break
-        option = f"{key}={value}" if value is not None else key
-        if reply_key == "size_exceeded_declared":
-            self.add("param-size-exceeded", "error", size=value, limit=self.policies.max_message_size)
-        elif reply_key == "bad_parameter":
-            self.add(f"param-{values.get('parameter', key).lower()}-syntax", "error", option=option)
-        elif key == "BODY" and (value or "").upper() == "BINARYMIME":
+    def parameter_problem(self, verb: str, problem: ParameterProblem) -> None:
+        """The MAIL/RCPT parameter the core refused, and why (its decision names it)."""
+        option = problem.option
+        if problem.why is ParameterWhy.SIZE_EXCEEDED:
+            self.add("param-size-exceeded", "error", size=problem.value, limit=self.policies.max_message_size)
+        elif problem.why is ParameterWhy.SYNTAX:
+            self.add(f"param-{problem.key.lower()}-syntax", "error", option=option)
+        elif problem.why is ParameterWhy.BINARYMIME:
             self.add("param-body-binarymime", "error", option=option)
-        elif _EXTENSION_OF.get(key) not in (None, *self.extensions):
-            self.add("param-not-advertised", "error", option=option, extension=_EXTENSION_OF[key], verb=verb)
+        elif problem.why is ParameterWhy.NOT_ADVERTISED:
+            self.add("param-not-advertised", "error", option=option, extension=problem.extension, verb=verb)
         else:
             self.add("param-unknown", "error", option=option, verb=verb)
 
@@ -561,6 +535,24 @@ _REFUSALS: dict[str, tuple[str, str | None]] = {
     "etrn-syntax": ("etrn-syntax", "ETRN example.com"),
     "atrn-refused": ("atrn-refused", None),
     "ATRN needs-auth": ("atrn-needs-auth", None),
+}
+#: The grammar's typed problem with a MAIL/RCPT argument -> diagnostic ({verb}: mail or rcpt).
+_ADDRESS_PROBLEMS: dict[AddressProblem, str] = {
+    AddressProblem.NO_ADDRESS: "{verb}-empty-address",
+    AddressProblem.EMPTY: "{verb}-empty-address",
+    AddressProblem.UNCLOSED_BRACKET: "address-unclosed-bracket",
+    AddressProblem.MISSING_BRACKETS: "{verb}-missing-brackets",
+    AddressProblem.PARAMETERS_NOT_SEPARATED: "parameters-not-separated",
+    AddressProblem.PARAMETER_MALFORMED: "parameter-malformed",
+    AddressProblem.PARAMETER_TWICE: "parameter-malformed",
+    AddressProblem.PATH_TOO_LONG: "path-too-long",
+    AddressProblem.SOURCE_ROUTE_MALFORMED: "source-route-malformed",
+}
+_MAILBOX_PROBLEMS: dict[MailboxProblem, str] = {
+    MailboxProblem.NO_AT: "address-no-at",
+    MailboxProblem.LOCAL_PART_TOO_LONG: "address-local-part-too-long",
+    MailboxProblem.BAD_DOMAIN: "address-bad-domain",
+    MailboxProblem.BAD_LOCAL_PART: "address-bad-local-part",
 }
 #: What a BDAT chunk is refused for (decided at BDAT, answered after the chunk).
 _CHUNK_REFUSALS = {
@@ -623,12 +615,6 @@ def shadow_state(session: Any, profile: Profile) -> core.SMTPState:
         unknown_count=unknown,
         auth_failures=session.auth_failures,
     )
-
-
-_EXTENSION_OF = {
-    "SIZE": "SIZE", "BODY": "8BITMIME", "SMTPUTF8": "SMTPUTF8", "RET": "DSN", "ENVID": "DSN",
-    "AUTH": "AUTH", "NOTIFY": "DSN", "ORCPT": "DSN",
-}
 
 
 def _join(verb: str, argument: str) -> str:
