@@ -6,7 +6,8 @@ seeded probability), and then replies with a given text, waits, or drops the con
 Counting is per session by default, so every learner who starts over meets the same faults in
 the same places; `scope = "server"` counts across all sessions of the server.
 
-Pure Python (no Twisted): the linter and the validator read the same rules.
+Pure Python (no Twisted): the linter and the validator read the same rules, and the server and
+the validator count them with the same `FaultTracker`.
 """
 
 from __future__ import annotations
@@ -280,3 +281,52 @@ class FaultScript:
             scope.fired[rule.index] = scope.fired.get(rule.index, 0) + 1
             fired = FaultAction(rule, rule.reply, rule.delay, rule.drop)
         return fired
+
+
+@dataclass
+class FaultTracker:
+    """One session's fault counting: which events count, and the account and recipients a rule sees.
+
+    The server feeds it live and the validator feeds it the client-side history, with the same
+    events, so both count every rule alike: `connect()` at the greeting, `command()` for each line
+    the core dispatches as a command (before its answer), then what the answer changed -
+    `tls_started()` (STARTTLS/STLS: no account any more), `logged_in()`, `mail_started()`,
+    `recipient_accepted()` (the core's `smtp.recipient_key`) - and `end_of_data()` for a complete
+    message, whose argument is the transaction's recipients.
+    """
+
+    script: FaultScript
+    protocol: str
+    counter: FaultCounter = field(init=False)
+    account: str | None = None
+    recipients: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.counter = self.script.new_counter()
+
+    def connect(self, *, client: str | None = None, elapsed: float = 0.0) -> FaultAction | None:
+        return self.script.match(self.counter, self.protocol, CONNECT, "", account=None, client=client, elapsed=elapsed)
+
+    def command(self, verb: str, argument: str, *, client: str | None = None, elapsed: float = 0.0) -> FaultAction | None:
+        return self.script.match(self.counter, self.protocol, verb, argument, account=self.account, client=client, elapsed=elapsed)
+
+    def end_of_data(self, *, client: str | None = None, elapsed: float = 0.0) -> FaultAction | None:
+        """The message is complete (before the server answers it); the transaction ends."""
+        recipients, self.recipients = self.recipients, []
+        return self.script.match(
+            self.counter, self.protocol, DATA_END, " ".join(recipients), account=self.account, client=client, elapsed=elapsed
+        )
+
+    def tls_started(self) -> None:
+        """RFC 3207 4.2 / RFC 2595 4: the session starts over, nobody is logged in."""
+        self.account = None
+
+    def logged_in(self, account: str | None) -> None:
+        self.account = account
+
+    def mail_started(self) -> None:
+        self.recipients = []
+
+    def recipient_accepted(self, key: str) -> None:
+        if key not in self.recipients:  # the envelope names a recipient once
+            self.recipients.append(key)

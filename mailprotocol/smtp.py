@@ -457,19 +457,49 @@ def _rcpt(state: SMTPState, persona: "Profile", argument: str) -> SMTPDecision:
     address = path.address
     if "@" not in address or (address.lower().startswith("postmaster@") and persona.is_local_domain(path.domain)):
         # RFC 5321 4.5.1: every server MUST accept mail for its postmaster.
-        fallback = persona.local_domains[0] if persona.local_domains else persona.hostname
-        local = address if "@" in address else f"postmaster@{fallback}"
-        return _accept(state, envelope, address, local.lower(), "local", "rcpt_ok", greylist_as=local)
+        local = address if "@" in address else f"postmaster@{_postmaster_domain(persona)}"
+        return _accept(state, envelope, address, recipient_key(persona, address), "local", "rcpt_ok", greylist_as=local)
     if persona.is_local_domain(path.domain):
-        account = persona.find_account(address)
-        if account is None:
+        if persona.find_account(address) is None:
             return _answer(state, "unknown_user", "unknown-user", address=address)
-        return _accept(state, envelope, address, account.address, "local", "rcpt_ok")
+        return _accept(state, envelope, address, recipient_key(persona, address), "local", "rcpt_ok")
     relay = policies.relay
     if relay == "open" or path.domain in persona.relay_domains or (relay == "authenticated" and state.authenticated_as is not None):
-        return _accept(state, envelope, address, address.lower(), "relay", "rcpt_relay_ok")
+        return _accept(state, envelope, address, recipient_key(persona, address), "relay", "rcpt_relay_ok")
     event = Effect(EVENT, {"kind": "relay denied", "detail": address, "address": address})
     return _answer(state, "relay_denied", "relay-denied", (event,), address=address)
+
+
+def _postmaster_domain(persona: "Profile") -> str:
+    return persona.local_domains[0] if persona.local_domains else persona.hostname
+
+
+def recipient_key(persona: "Profile", address: str) -> str:
+    """How the server keeps an accepted recipient (the envelope's entry, a DATA-END fault's argument):
+    a local account by its own address, a bare `Postmaster` as postmaster@ the first local domain,
+    anything else in lower case.
+    """
+    if "@" not in address:
+        return f"postmaster@{_postmaster_domain(persona)}".lower()
+    lowered = address.lower()
+    if not lowered.startswith("postmaster@") and persona.is_local_domain(lowered.rpartition("@")[2]):
+        account = persona.find_account(address)
+        if account is not None:
+            return account.address
+    return lowered
+
+
+def recipient_of(persona: "Profile", argument: str) -> str | None:
+    """The envelope key an accepted `RCPT TO:` argument adds (None when the grammar refuses it)."""
+    strict = persona.policies.strict_syntax
+    split = split_keyword(argument, "TO", strict=strict)
+    if split is None:
+        return None
+    try:
+        path = parse_path(split[0], strict=strict, allow_null=False, allow_postmaster=True)
+    except AddressSyntaxError:
+        return None
+    return recipient_key(persona, path.address)
 
 
 def _accept(
@@ -481,7 +511,7 @@ def _accept(
     if stored not in current:
         envelope = replace(envelope, **{kind: current + (stored,)})
     state = replace(state, envelope=envelope)
-    check = Effect(GREYLIST, {"sender": envelope.sender, "address": greylist_as or address, "unless": before})
+    check = Effect(GREYLIST, {"sender": envelope.sender, "address": greylist_as or address, "unless": before, "key": stored})
     return _answer(state, key, effects=(check,), address=address)
 
 

@@ -79,9 +79,6 @@ class POP3Session(LineSession):
         if key in self.profile.pop3_close_after:
             self.close()
 
-    def account_name(self) -> str | None:
-        return self.state.address
-
     # --- lines in, decisions out -------------------------------------------------------------
 
     def line_received(self, line: bytes) -> defer.Deferred | None:
@@ -141,6 +138,7 @@ class POP3Session(LineSession):
             return self._send_message(decision, message)
         self.send_decision(decision)
         if decision.has(START_TLS):
+            self.fault_tracker.tls_started()
             self._pending, self._pos = b"", 0
             self.transport.startTLS(self.context.tls_options)
             self.tls_active = True
@@ -194,6 +192,7 @@ class POP3Session(LineSession):
             maildrop = core.Maildrop.of(tuple(core.Message(m.size, m.uid) for m in messages))
             decision = core.logged_in(self.state, self.profile, login, maildrop)
             self.state = decision.state
+            self.fault_tracker.logged_in(address)
             self.event("authenticated", address, user=address)
             self.send_decision(decision)
 

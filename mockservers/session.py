@@ -25,7 +25,7 @@ from twisted.protocols.policies import TimeoutMixin
 from zope.interface import implementer
 
 from .blocking import BlockingWorkers
-from mailprotocol.faults import FaultAction, FaultScript
+from mailprotocol.faults import CONNECT, DATA_END, FaultAction, FaultScript, FaultTracker
 from .limits import ServerLimits
 from .masking import KnownSecrets
 from .output import OutputQueue, safe_text
@@ -242,7 +242,8 @@ class LineSession(protocol.Protocol, TimeoutMixin):
         self._abort_call: Any = None
         self.short_id = os.urandom(6).hex()
         assert context.faults is not None
-        self.fault_counter = context.faults.new_counter()
+        #: Fault counting; the subclass feeds it what the core's answers change (login, TLS, envelope).
+        self.fault_tracker = FaultTracker(context.faults, self.protocol_name.lower())
 
     # --- limits the subclass decides ---------------------------------------------------------
 
@@ -391,25 +392,19 @@ class LineSession(protocol.Protocol, TimeoutMixin):
         epoch = int(self.context.now())
         return {"client_ip": self.client_ip, "session": self.short_id, "date": _date(epoch), "epoch": epoch}
 
-    def account_name(self) -> str | None:
-        """The authenticated user, for fault rules that target one account."""
-        return None
-
     # --- faults ------------------------------------------------------------------------------
 
     def fault(self, command: str, argument: str = "") -> FaultAction | None:
+        """The rule that fires for a command, CONNECT or DATA-END (its argument: the tracker's recipients)."""
         faults = self.context.faults
         if faults is None or not faults.rules:
             return None
-        return faults.match(
-            self.fault_counter,
-            self.protocol_name.lower(),
-            command,
-            argument,
-            account=self.account_name(),
-            client=self.client_ip,
-            elapsed=self.context.now() - self.started_at,
-        )
+        tracker, where = self.fault_tracker, {"client": self.client_ip, "elapsed": self.context.now() - self.started_at}
+        if command == CONNECT:
+            return tracker.connect(**where)
+        if command == DATA_END:
+            return tracker.end_of_data(**where)
+        return tracker.command(command, argument, **where)
 
     def run_fault(self, action: FaultAction, proceed: Callable[[], Any]) -> defer.Deferred | None:
         """Reply with the scripted text, drop the connection, or wait and then go on as usual."""

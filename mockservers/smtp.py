@@ -170,9 +170,6 @@ class SMTPSession(LineSession):
     def render_fault(self, lines: tuple[str, ...]) -> list[str]:
         return render_smtp(lines, self.profile.values(**self.common_values()))
 
-    def account_name(self) -> str | None:
-        return self.state.authenticated_as
-
     # --- lines in, decisions out -------------------------------------------------------------
 
     def line_received(self, line: bytes) -> defer.Deferred | None:
@@ -245,6 +242,7 @@ class SMTPSession(LineSession):
         failed = decision.effect(AUTH_FAILED)
         if failed is not None:
             self._auth_failure_logged(failed)
+        self._track_faults(decision)
         authenticated = decision.effect(core.AUTHENTICATED)
         if authenticated is not None:  # the event comes before the 235: graders attribute the session by it
             self.context.limits.auth_succeeded(self.client_ip, authenticated["address"])
@@ -268,6 +266,17 @@ class SMTPSession(LineSession):
             self.close()
         return None
 
+    def _track_faults(self, decision: core.SMTPDecision) -> None:
+        """What the answer changes for fault rules: the account, the transaction's recipients."""
+        tracker = self.fault_tracker
+        authenticated, recipient = decision.effect(core.AUTHENTICATED), decision.effect(core.GREYLIST)
+        if decision.has(START_TLS):
+            tracker.tls_started()
+        elif authenticated is not None:
+            tracker.logged_in(authenticated["address"])
+        elif recipient is not None:  # still there: neither greylisted nor over quota, so accepted
+            tracker.recipient_accepted(recipient["key"])
+
     def _mailbox_full(self, address: str) -> bool:
         """A local account's mailbox already at its quota (usage is counted once, then kept)."""
         account = self.profile.find_account(address)
@@ -280,6 +289,7 @@ class SMTPSession(LineSession):
             self.envelope = None
         elif self.envelope is None:
             self.envelope = Envelope(state.envelope)
+            self.fault_tracker.mail_started()
         else:
             self.envelope.core = state.envelope
 
@@ -428,7 +438,7 @@ class SMTPSession(LineSession):
             self.event("message refused", f"{envelope.size} octets over the {self.profile.policies.max_message_size} limit")
             self.reply(decision.replies[0].key, **decision.replies[0].values)
             return defer.succeed(None)
-        action = self.fault("DATA-END", " ".join(envelope.recipients))
+        action = self.fault("DATA-END")
         if action is not None:
             return defer.maybeDeferred(self.run_fault, action, lambda: self._deliver(envelope, content, decision))
         return self._deliver(envelope, content, decision)

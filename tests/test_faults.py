@@ -8,7 +8,7 @@ import time
 import pytest
 
 from live import LineClient, persona, serving
-from mailprotocol.faults import FaultError, FaultScript, rule_from_spec, rule_from_table
+from mailprotocol.faults import FaultError, FaultScript, FaultTracker, rule_from_spec, rule_from_table
 
 
 def with_faults(*specs: str, seed: int | None = None, tables=(), name: str = "rfc"):
@@ -94,6 +94,27 @@ def test_probability_is_the_same_for_the_same_seed_and_for_each_new_session():
     other = FaultScript(script.rules, seed=8)
     counter = other.new_counter()
     assert [other.match(counter, "smtp", "RCPT") is not None for _ in range(40)] != runs[0]
+
+
+def test_tracker_account_and_recipients():
+    """What the answers change: a login names the account, STARTTLS forgets it, MAIL starts the recipients."""
+    script = FaultScript(
+        (
+            rule_from_table({"command": "NOOP", "account": "alice@example.com", "reply": "250 hello alice"}, 0),
+            rule_from_table({"command": "DATA-END", "argument": "^bob@example.com alice@example.com$", "reply": "554 x"}, 1),
+        )
+    )
+    tracker = FaultTracker(script, "smtp")
+    assert tracker.command("NOOP", "") is None
+    tracker.logged_in("alice@example.com")
+    assert tracker.command("NOOP", "") is not None
+    tracker.tls_started()
+    assert tracker.command("NOOP", "") is None
+    tracker.mail_started()
+    for key in ("bob@example.com", "alice@example.com", "bob@example.com"):
+        tracker.recipient_accepted(key)
+    assert tracker.end_of_data() is not None  # each recipient once, in the order accepted
+    assert tracker.recipients == [] and tracker.end_of_data() is None
 
 
 # --- over real sockets -------------------------------------------------------------------------
@@ -264,3 +285,56 @@ def test_profile_faults_and_lint_of_a_fault_that_does_not_fit(tmp_path):
     profile = load_profile(good)
     assert profile.seed == 5 and profile.faults[0].nth == 2 and profile.faults[0].source_line == 4
     assert dataclasses.replace(profile.faults[0]).describe() == "smtp:RCPT #2 -> 452 4.5.3 Too many recipients"
+
+
+def test_validator_counts_faults_as_the_server_does(tmp_path):
+    """The server feeds its tracker live, the validator replays the client's history into one: at
+    every line the validator's predicted code must be the server's, through a login, STARTTLS
+    (which forgets the account), refused and accepted recipients and two messages."""
+    from mailprotocol import codec as sasl
+    from mockservers.tls import client_ssl_context
+    from simulator.engine.session import SMTPSession
+    from simulator.engine.validate import predict
+
+    tables = [
+        {"command": "MAIL", "account": "alice@example.com", "nth": 2, "reply": "451 4.7.1 alice, once more"},
+        {"command": "NOOP", "account": "alice@example.com", "reply": "250 2.0.0 hello alice"},
+        {"command": "RCPT", "every": 3, "reply": "452 4.5.3 every third"},
+        {"command": "DATA-END", "argument": "^bob@example.com$", "reply": "554 5.7.1 not for bob alone"},
+        {"command": "DATA-END", "argument": "postmaster@example.com", "nth": 2, "reply": "451 4.3.0 second with postmaster"},
+    ]
+    profile = with_faults(tables=tables)
+    message = ["Subject: x", "", "hello", "."]
+    lines = [
+        "EHLO x", "NOOP", "MAIL FROM:<alice@example.com>", "RCPT TO:<bob@example.com>", "RCPT TO:<nobody@example.com>",
+        "RCPT TO:<BOB@example.com>", "DATA", *message,
+        "AUTH PLAIN " + sasl.plain_payload("alice@example.com", "alice-secret"), "NOOP",
+        "MAIL FROM:<alice@example.com>", "RSET", "MAIL FROM:<alice@example.com>", "MAIL FROM:<alice@example.com>",
+        "RCPT TO:<Postmaster>", "RCPT TO:<bob@example.com>", "RCPT TO:<alice@example.com>", "RCPT TO:<bob@example.com>",
+        "DATA", *message, "MAIL FROM:<alice@example.com>", "RCPT TO:<postmaster@example.com>", "DATA", *message,
+        "STARTTLS", "EHLO x", "NOOP", "MAIL FROM:<alice@example.com>", "QUIT",
+    ]
+    outcomes = []
+    with serving(profile, tmp_path) as servers, client(servers) as c:
+        session = SMTPSession()
+        session.received(c.greeting)
+        for line in lines:
+            in_text = session.data_mode
+            predicted = predict(line, session, profile)
+            session.sent(line)
+            c.send(line)
+            if in_text and line != ".":
+                continue
+            reply = c.smtp_reply()
+            session.received(reply)
+            actual = reply[-1][:3] if reply[-1][:1] in "45" else None
+            outcomes.append((line, predicted, actual, reply[-1]))
+            if session.tls_pending:
+                c.sock = client_ssl_context(servers.servers.tls_files.ca_cert).wrap_socket(c.sock, server_hostname="localhost")
+                session.tls_started()
+    assert [o for o in outcomes if o[1] != o[2]] == []
+    fired = [reply for _, _, _, reply in outcomes if "alice" in reply or "third" in reply or "bob alone" in reply or "postmaster" in reply]
+    assert fired == [
+        "452 4.5.3 every third", "554 5.7.1 not for bob alone", "250 2.0.0 hello alice", "451 4.7.1 alice, once more",
+        "452 4.5.3 every third", "451 4.3.0 second with postmaster",
+    ], outcomes

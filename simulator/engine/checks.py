@@ -13,7 +13,8 @@ import re
 import time
 from typing import Any, Iterable
 
-from mailprotocol.faults import FaultAction, FaultScript
+from mailprotocol import smtp
+from mailprotocol.faults import DATA_END, FaultAction, FaultScript, FaultTracker
 from mockservers.profile import Profile
 
 from .diagnostics import Diagnostic, Severity, make
@@ -97,11 +98,14 @@ class LineCheck:
 
     # --- faults --------------------------------------------------------------------------------
 
-    def fault(self, command: str, argument: str) -> FaultAction | None:
-        """The instructor's fault rule that fires for this command, replaying the session so far."""
+    def fault(self, command: str, argument: str = "") -> FaultAction | None:
+        """The instructor's fault rule that fires for this command (or DATA-END), replaying the session so far."""
         if not self.profile.faults:
             return None
-        return replay_faults(self, command, argument)
+        tracker = replay_faults(self)
+        if command == DATA_END:
+            return tracker.end_of_data(client=self.client_ip)
+        return tracker.command(command, argument, client=self.client_ip)
 
     def server_verb(self, text: str) -> tuple[str, str] | None:
         """(VERB, argument) as the server dispatches a history line; None when it is not dispatched."""
@@ -127,44 +131,37 @@ class LineCheck:
         return list(lines)
 
 
-def replay_faults(check: LineCheck, command: str, argument: str) -> FaultAction | None:
-    """Count every rule over the session's history exactly as the server did, then match this line."""
+def replay_faults(check: LineCheck) -> FaultTracker:
+    """The server's fault tracker as the session so far left it: the events it was fed, read from the replies."""
     profile = check.profile
-    script = FaultScript(tuple(profile.faults), profile.seed)
-    counter = script.new_counter()
-    protocol = check.protocol
+    tracker = FaultTracker(FaultScript(tuple(profile.faults), profile.seed), check.protocol)
     ip = check.client_ip
-    account: str | None = None
-    recipients: list[str] = []
     for exchange in check.session.history:
-        if exchange.kind == "greeting":
-            script.match(counter, protocol, "CONNECT", "", account=None, client=ip)
-            continue
         code = _code_of_reply(exchange.reply)
-        if exchange.kind in ("command", "bdat") and exchange.sent is not None:
+        accepted = code[:1] == "2" if check.protocol == "smtp" else code == "+OK"
+        if exchange.kind == "greeting":
+            tracker.connect(client=ip)
+        elif exchange.kind == "end-of-data":
+            tracker.end_of_data(client=ip)
+        elif exchange.kind == "auth-response" and accepted:
+            tracker.logged_in(check.account_now())
+        elif exchange.kind in ("command", "bdat") and exchange.sent is not None:
             parsed = check.server_verb(exchange.sent)
             if parsed is None:
                 continue
-            verb, arg = parsed
-            script.match(counter, protocol, verb, arg, account=account, client=ip)
-            if verb == "STARTTLS" and code == "220":
-                account = None
-            elif verb == "STLS" and code == "+OK":
-                account = None
-            elif verb == "MAIL" and code == "250":
-                recipients = []
-            elif verb == "RCPT" and code[:1] == "2":
-                recipients.append(_path_of(arg))
-            elif verb in ("PASS", "APOP") and code == "+OK":
-                account = check.account_now()
-            elif verb == "AUTH" and code in ("235", "+OK"):
-                account = check.account_now()
-        elif exchange.kind == "auth-response" and code in ("235", "+OK"):
-            account = check.account_now()
-        elif exchange.kind == "end-of-data":
-            script.match(counter, protocol, "DATA-END", " ".join(recipients), account=account, client=ip)
-            recipients = []
-    return script.match(counter, protocol, command, argument, account=check.account_now(), client=ip)
+            verb, argument = parsed
+            tracker.command(verb, argument, client=ip)
+            if not accepted:
+                continue
+            if verb in ("STARTTLS", "STLS"):
+                tracker.tls_started()
+            elif verb == "MAIL":
+                tracker.mail_started()
+            elif verb == "RCPT" and (key := smtp.recipient_of(profile, argument)) is not None:
+                tracker.recipient_accepted(key)
+            elif verb in ("PASS", "APOP", "AUTH"):
+                tracker.logged_in(check.account_now())
+    return tracker
 
 
 def _code_of_reply(reply: Any) -> str:
@@ -173,13 +170,6 @@ def _code_of_reply(reply: Any) -> str:
         return code
     indicator = getattr(reply, "indicator", None)
     return indicator or ""
-
-
-def _path_of(argument: str) -> str:
-    match = re.search(r"<([^>]*)>", argument)
-    if match:
-        return match.group(1).lower()
-    return argument.partition(":")[2].strip().split(" ")[0].lower()
 
 
 # --- AUTH lines -----------------------------------------------------------------------------------

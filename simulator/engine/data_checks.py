@@ -94,8 +94,7 @@ def end_of_data(check: Any, lines: list[str]) -> None:
     if decision.reason == "size-exceeded":
         check.add("data-size-exceeded", "error", size=estimated_size(lines), limit=check.profile.policies.max_message_size)
         return
-    envelope = check.state.envelope
-    action = check.fault("DATA-END", " ".join(envelope.recipients) if envelope else "")
+    action = check.fault("DATA-END")
     if action is not None and check.apply_fault(action, "."):
         return
     if decision.reason == "undeclared-8bit":

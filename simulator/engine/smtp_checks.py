@@ -132,9 +132,6 @@ class SMTPCheck(LineCheck):
         parsed = core.parse(core.SMTPState(tls=self.tls), self.profile, text)
         return None if isinstance(parsed, Decision) else (parsed.verb, parsed.argument)
 
-    def recipient_key(self, address: str) -> str:
-        return recipient_key(self.profile, address)
-
     # --- entry point ---------------------------------------------------------------------------
 
     def run(self) -> None:
@@ -393,7 +390,7 @@ class SMTPCheck(LineCheck):
             self.add("greylisted", "error", reply=self.prediction().shown(), seconds=seconds)  # type: ignore[union-attr]
         elif local and address.rpartition("@")[0].lower() == "postmaster":
             self.add("rcpt-postmaster", "info")  # RFC 5321 4.5.1: every domain has a postmaster
-        elif self.recipient_key(address) in envelope.recipients:
+        elif core.recipient_key(self.profile, address) in envelope.recipients:
             self.add("rcpt-duplicate", "info", address=address)
         elif not local:
             self.add("rcpt-relay", "info", domain=path.domain)
@@ -565,16 +562,6 @@ _AUTH_GATES = {"needs-helo", "needs-tls", "auth-not-enabled", "auth-failures-ref
 _SASL_REASONS = {"unknown-user", "wrong-secret", "web-password"}
 
 
-def recipient_key(profile: Profile, address: str) -> str:
-    """How the server keeps a recipient: the account's address for a local user, else lower case."""
-    domain = address.rpartition("@")[2].lower()
-    if profile.is_local_domain(domain):
-        account = profile.find_account(address)
-        if account is not None:
-            return account.address
-    return address.lower()
-
-
 def shadow_state(session: Any, profile: Profile) -> core.SMTPState:
     """The server's state as the client can know it, for the core to decide on."""
     tls = bool(session.tls_active)
@@ -584,7 +571,7 @@ def shadow_state(session: Any, profile: Profile) -> core.SMTPState:
     commands = [(core.parse(blank, profile, e.sent), e.reply) for e in session.history if e.kind == "command" and e.sent is not None]
     unknown = sum(isinstance(parsed, Decision) and parsed.reason in ("unknown-command", "too-many-unknown") for parsed, _ in commands)
     if session.mail_from is not None:
-        recipients = tuple(dict.fromkeys(recipient_key(profile, address) for address in session.recipients))
+        recipients = tuple(dict.fromkeys(core.recipient_key(profile, address) for address in session.recipients))
         attempts = 0
         for parsed, reply in reversed(commands):
             if isinstance(parsed, Decision):
