@@ -364,6 +364,13 @@ def too_many_failures(state: POP3State, persona: "Profile", failures: int) -> PO
     return None
 
 
+def locked_out(state: POP3State) -> POP3Decision:
+    """Too many failed logins from this client lately (the server's memory, `auth_lockout_failures`):
+    the outcome of a login is never told, nor a login completed, and the connection ends.
+    """
+    return _answer(replace(state, exchange=None, user=None), "too_many_auth_failures", "auth-locked-out", (Effect(CLOSE),))
+
+
 def _stls(state: POP3State, persona: "Profile", argument: str) -> POP3Decision:
     if state.tls:
         return _answer(state, "stls_active", "tls-already")

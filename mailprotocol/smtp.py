@@ -4,7 +4,7 @@ DSN, CHUNKING, ETRN): the verb table, the session state and every command decisi
 `decide(state, persona, line)` is the server's answer to one command line. The Twisted session
 (`mockservers.smtp`) streams message data, stores mail and carries out the effects; the validator
 runs the same decisions on a shadow state. Replies that wait on the server's memory or disk come
-from the follow-ups: `greylisted`, `queue_answer`, `chunk_done`, `too_many_failures`.
+from the follow-ups: `greylisted`, `queue_answer`, `chunk_done`, `too_many_failures`, `locked_out`.
 The grammar of paths and parameters is `addresses` / `parameters`, the persona rules
 `persona_rules`: modules of this package.
 """
@@ -385,6 +385,13 @@ def too_many_failures(state: SMTPState, persona: "Profile", failures: int) -> SM
     if policies.max_auth_failures and failures >= policies.max_auth_failures and policies.auth_failure_action == "disconnect":
         return _answer(state, "too_many_errors", "too-many-failures")
     return None
+
+
+def locked_out(state: SMTPState) -> SMTPDecision:
+    """Too many failed logins from this client lately (the server's memory, `auth_lockout_failures`):
+    AUTH is refused without looking at a secret; an exchange under way ends, its outcome untold.
+    """
+    return _answer(replace(state, exchange=None), "auth_failures_refused", "auth-locked-out")
 
 
 # --- the transaction -----------------------------------------------------------------------------------

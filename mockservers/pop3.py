@@ -111,10 +111,7 @@ class POP3Session(LineSession):
         if (login is not None or failed is not None) and self.auth_locked_out():
             # The outcome is never told, nor a login completed: the secret might as well be unchecked.
             self.event("authentication refused", f"too many failed logins from {self.client_ip}")
-            self.state = replace(self.state, exchange=None, user=None)
-            self.reply("too_many_auth_failures")
-            self.close()
-            return None
+            return self._carry_out(core.locked_out(self.state))
         if failed is not None:
             pause = self.auth_failure_pause(failed["user"])
             if pause is not None:

@@ -194,8 +194,7 @@ class SMTPSession(LineSession):
     def dispatch(self, command: core.Command) -> defer.Deferred | None:
         if command.verb == "AUTH":  # what the server remembers, and a fresh CRAM-MD5 challenge (RFC 2195)
             if self.auth_locked_out():
-                self.reply("auth_failures_refused")
-                return None
+                return self._carry_out(core.locked_out(self.state))
             failures = self.persona_auth_failures()
             challenge = auth.new_challenge(self.profile.hostname)
             self.state = replace(self.state, auth_failures=failures, challenge=challenge)
@@ -206,9 +205,7 @@ class SMTPSession(LineSession):
         failed = decision.effect(AUTH_FAILED)
         if (failed is not None or decision.has(core.AUTHENTICATED)) and self.auth_locked_out():
             # Locked while the exchange went on: the outcome is never told, nor a login completed.
-            self.state = replace(self.state, exchange=None)
-            self.reply("auth_failures_refused")
-            return None
+            return self._carry_out(core.locked_out(self.state))
         if failed is not None:
             pause = self.auth_failure_pause(failed["user"])
             if pause is not None:
