@@ -339,8 +339,9 @@ def _auth(state: SMTPState, persona: "Profile", argument: str) -> SMTPDecision:
     if policies.require_tls_for_auth and not state.tls:
         return _answer(state, "tls_required", "needs-tls")
     mechanisms = persona.smtp_auth_mechanisms(state.tls)
-    if not mechanisms:
-        return _answer(state, "auth_not_enabled", "auth-not-enabled")
+    if not mechanisms:  # not offered now; when TLS would bring it, TLS is what is missing
+        why = "needs-tls" if not state.tls and persona.smtp_auth_mechanisms(True) else "auth-not-enabled"
+        return _answer(state, "auth_not_enabled", why)
     if policies.max_auth_failures and policies.auth_failure_action == "refuse" and state.auth_failures >= policies.max_auth_failures:
         return _answer(state, "auth_failures_refused", "auth-failures-refused")
     if state.authenticated_as is not None:

@@ -108,7 +108,7 @@ class POP3Check(LineCheck):
         return credentials.login_address(self.profile, self.session.authenticated_user)
 
     def server_verb(self, text: str) -> tuple[str, str] | None:
-        if len(text.encode("utf-8", "surrogateescape")) + 2 > self.policies.max_pop3_line:
+        if len(text.encode("utf-8", "surrogateescape")) + 2 > core.line_limit(core.POP3State(), self.profile):
             return None
         parsed = core.parse(core.POP3State(), self.profile, text)
         return None if isinstance(parsed, Decision) else (parsed.verb, parsed.argument)

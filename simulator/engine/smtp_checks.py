@@ -233,7 +233,7 @@ class SMTPCheck(LineCheck):
 
     def count_unknown(self) -> None:
         """A persona that hangs up after N unknown commands: the core's second reply says so."""
-        if self.decision is not None and any(reply.key == "too_many_errors" for reply in self.decision.replies):
+        if self.reason == "too-many-unknown":
             limit = self.profile.quirks.disconnect_after_unknown
             self.add("too-many-unknown", "warning", reply=self.render("too_many_errors", {}), limit=limit)
 
@@ -258,8 +258,6 @@ class SMTPCheck(LineCheck):
                 "account": self.account_now(), "topic": argument, "address": argument.strip("<>").strip(),
                 "limit": self.policies.max_auth_failures if reason == "auth-failures-refused" else self.policies.max_recipients,
             }
-            if diagnostic_id == "auth-not-offered" and not self.tls and self.profile.smtp_auth_mechanisms(True):
-                diagnostic_id, suggestion = "auth-needs-tls", "STARTTLS"
             if diagnostic_id == "need-auth" and not mechanisms:
                 suggestion = "STARTTLS" if "STARTTLS" in self.extensions else None
             values["mechanism"] = argument.split()[0] if reason == "mechanism-not-offered" else (argument.split() or [""])[0].upper()
@@ -353,9 +351,10 @@ class SMTPCheck(LineCheck):
         exchange = self.session.auth
         line = self.line
         octets = len(line.encode("utf-8", "surrogateescape"))
-        if octets + 2 > self.policies.max_auth_line:
+        limit = core.line_limit(self.state, self.profile)
+        if octets + 2 > limit:
             self.decision = core.line_too_long(self.state)
-            self.add("line-too-long", "error", "auth_line_too_long", length=octets + 2, limit=self.policies.max_auth_line)
+            self.add("line-too-long", "error", "auth_line_too_long", length=octets + 2, limit=limit)
             return
         self.decision = core.auth_line(self.state, self.profile, line)
         if exchange.mechanism in IMPLEMENTED_MECHANISMS:
