@@ -266,6 +266,8 @@ class SMTPSession(LineSession):
     def _track_faults(self, decision: core.SMTPDecision) -> None:
         """What the answer changes for fault rules: the account, the transaction's recipients."""
         tracker = self.fault_tracker
+        if not tracker.script.rules:  # nothing to count for (most servers): skip the effect look-ups
+            return
         authenticated, recipient = decision.effect(core.AUTHENTICATED), decision.effect(core.GREYLIST)
         if decision.has(START_TLS):
             tracker.tls_started()
