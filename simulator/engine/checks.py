@@ -13,7 +13,7 @@ import re
 import time
 from typing import Any, Iterable
 
-from mailprotocol import smtp
+from mailprotocol import pop3, smtp
 from mailprotocol.faults import DATA_END, FaultAction, FaultScript, FaultTracker
 from mockservers.profile import Profile
 
@@ -159,9 +159,13 @@ def replay_faults(check: LineCheck) -> FaultTracker:
                 tracker.mail_started()
             elif verb == "RCPT" and (key := smtp.recipient_of(profile, argument)) is not None:
                 tracker.recipient_accepted(key)
-            elif verb in ("PASS", "APOP", "AUTH"):
+            elif verb in _LOGIN_VERBS:
                 tracker.logged_in(check.account_now())
     return tracker
+
+
+#: Verbs whose success means someone logged in (the core's verb tables).
+_LOGIN_VERBS = pop3.LOGIN_VERBS | {verb.name for verb in smtp.VERBS if verb.logs_in}
 
 
 def _code_of_reply(reply: Any) -> str:
