@@ -156,8 +156,8 @@ def test_init_gives_each_student_two_domains_and_a_handout_naming_both(room):
     handout = (config.dir / "handouts" / "s01.txt").read_text()
     for text in ("s01@qq.lab", "s01@sina.lab", s01.secret, "s02@sina.lab", "nobody@sina.lab",
                  "11587", "11110", "12587", "12110", "10053", "dig @127.0.0.1 -p 10053 MX sina.lab",
-                 "maillab --server 127.0.0.1 --smtp-port 11587 --pop3-port 11110 --login s01@qq.lab",
-                 "maillab --server 127.0.0.1 --smtp-port 12587 --pop3-port 12110 --login s01@sina.lab"):
+                 "maillab --server 127.0.0.1 --smtp-port 11587 --pop3-port 11110 --login s01@qq.lab --other-login s01@sina.lab",
+                 "maillab --server 127.0.0.1 --smtp-port 12587 --pop3-port 12110 --login s01@sina.lab --other-login s01@qq.lab"):
         assert text in handout, text
 
 
@@ -362,3 +362,32 @@ async def test_dashboard_of_a_world_class(room):
         await pilot.pause(0.3)
         assert isinstance(app.screen, StudentScreen)
         assert "s01@qq.lab  s01@sina.lab" in str(app.screen.query_one("#student-title").render())
+
+
+async def test_the_students_app_knows_the_world_variables_grading_uses(room, tmp_path, monkeypatch):
+    """The handout's TUI line (`--login` and `--other-login`): the lesson the student opens by keys
+    has the same $user, $other_user, $other_domain and $unknown as the tracker that grades it."""
+    from tui_helpers import open_lesson
+
+    from simulator.cli import build_parser
+    from simulator.cli.options import merge_global_options
+    from simulator.tui.app import MaillabApp
+
+    s01 = room.config.student("s01")
+    handout = (room.config.dir / "handouts" / "s01.txt").read_text()
+    line = next(text.strip() for text in handout.splitlines() if "--login s01@qq.lab" in text)
+    args = merge_global_options(build_parser().parse_args(line.split()[1:]))  # the handout's line, as typed
+    monkeypatch.setenv("MAILLAB_SECRET", s01.secret)
+    app = MaillabApp(
+        data_dir=tmp_path / "app-data", lessons_dirs=[room.config.lessons], remote_host=args.server,
+        smtp_port=room.lab.servers.port_of("qq.lab", "SMTP"), pop3_port=room.lab.servers.port_of("qq.lab", "POP3"),
+        login=args.login, other_login=args.other_login,
+    )
+    lesson = load_lesson(room.config, "world-exchange")
+    graded = ClassTracker(room.config, lesson, live=False).new_progress(s01).runs[0].variables
+    async with app.run_test(size=(110, 32)) as pilot:
+        screen = await open_lesson(pilot, app, "world-exchange")
+        seen = screen.run.variables
+        names = ("user", "secret", "other_user", "other_domain", "unknown")
+        assert {name: seen[name] for name in names} == {name: graded[name] for name in names}
+        assert (seen["other_user"], seen["other_domain"], seen["unknown"]) == ("s01@sina.lab", "sina.lab", "nobody@sina.lab")

@@ -63,6 +63,11 @@ class ClassroomError(Exception):
 UNKNOWN_LOCAL_PART = "nobody"
 
 
+def unknown_recipient_on(domain: str) -> str:
+    """The address on `domain` that nobody has: a world class's bounce exercise."""
+    return f"{UNKNOWN_LOCAL_PART}@{domain.lower()}"
+
+
 @dataclass(frozen=True)
 class Student:
     id: str
@@ -112,7 +117,7 @@ class ClassConfig:
     @property
     def unknown_recipient(self) -> str:
         """Where a world class's students send to see a bounce: no account on the second domain."""
-        return f"{UNKNOWN_LOCAL_PART}@{self.other_domain}" if self.other_domain else ""
+        return unknown_recipient_on(self.other_domain) if self.other_domain else ""
 
     def partner_address(self, student: Student) -> str:
         """The address `student` writes to: the partner's, on the other domain in a world class."""
@@ -661,8 +666,9 @@ This lab is a small internet: {home.domain} and {away.domain} are two mail provi
 send on {home.domain} for {away.domain} is queued, then {home.domain}'s server looks up the MX of
 {away.domain} in the lab's DNS and delivers it over SMTP: your partner finds it with two
 Received: lines, one per server."""
-        tui_intro = f"""maillab asks for your secret once. In the lessons, $user is your address on {home.domain},
-$other_user the one on {away.domain}, $secret your secret; $to is your partner ({to})."""
+        tui_intro = f"""maillab asks for your secret once. Start the first line to work on {home.domain}, the second
+on {away.domain}. In the lessons, $user is the address you logged in with (--login), $other_user
+your address on the other domain (--other-login), $secret your secret; $to is your partner ({to})."""
         send_title = f"2. With telnet: send from {home.domain} to your partner on {away.domain} (SMTP)"
         send_after = f"""
   Then send one more message, to {config.unknown_recipient} (nobody has that address): a few
@@ -676,8 +682,11 @@ $other_user the one on {away.domain}, $secret your secret; $to is your partner (
             + f"\n  On {away.domain} (what your classmate sent you, with its two Received: lines):\n\n"
             + _telnet_pop3(host, away, student.secret)
         )
+    others = {b.address: next((o.address for o in boxes if o is not b), "") for b in boxes}
     tui = "\n".join(
-        f"  maillab --server {host} --smtp-port {b.smtp_port} --pop3-port {b.pop3_port} --login {b.address}" for b in boxes
+        f"  maillab --server {host} --smtp-port {b.smtp_port} --pop3-port {b.pop3_port} --login {b.address}"
+        + (f" --other-login {others[b.address]}" if others[b.address] else "")
+        for b in boxes
     )
     return f"""{title}
 {"=" * len(title)}

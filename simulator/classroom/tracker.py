@@ -45,7 +45,7 @@ from simulator.course.runner import LessonFinished, LessonRun, StepCompleted, St
 from simulator.course.setup import lesson_variables
 
 from .config import ClassConfig, Student, class_profile, class_world
-from .variables import student_variables, uses_variable
+from .variables import student_variables, uses_variable, world_variables
 
 _SMTP_FINAL = re.compile(r"^([2-5]\d\d)(?: |$)")
 _SMTP_ERROR = re.compile(r"^[45]\d\d(?: |$)")
@@ -416,11 +416,7 @@ class ClassTracker:
             partner = self.config.partner(student)
             to, me = self.config.partner_address(student), student.other_address or student.address
             readings = [to] + ([me] if self._uses_to and partner is not student else [])
-            world = (
-                {"other_user": student.other_address, "other_domain": self.config.other_domain,
-                 "unknown": self.config.unknown_recipient}
-                if self.config.is_world else None
-            )
+            world = world_variables(student.other_address) if self.config.is_world else None
             variants = self._variants[student.id] = [
                 student_variables(
                     self.lesson, self.profile, student.address, student.secret, to=reading, partner=partner.address,

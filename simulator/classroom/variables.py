@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from simulator.classroom.config import unknown_recipient_on
 from simulator.course.model import Lesson
 from simulator.course.setup import lesson_variables
 
@@ -53,6 +54,14 @@ def student_variables(
         variables.update({key: value.lower() for key, value in world.items()})
     variables.update(lesson.variables)
     return variables
+
+
+def world_variables(other_address: str) -> dict[str, str]:
+    """A world class's `$other_user` (the student's address on the second domain), `$other_domain`
+    and `$unknown` (the address there that bounces): the same for the tracker and the student's app."""
+    other = other_address.strip().lower()
+    domain = other.rpartition("@")[2]
+    return {"other_user": other, "other_domain": domain, "unknown": unknown_recipient_on(domain)}
 
 
 def uses_variable(lesson: Lesson, name: str) -> bool:

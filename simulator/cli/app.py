@@ -22,5 +22,6 @@ def run(args: argparse.Namespace) -> int:
         smtp_port=DEFAULT_SMTP_PORT if args.smtp_port is None else args.smtp_port,
         pop3_port=DEFAULT_POP3_PORT if args.pop3_port is None else args.pop3_port,
         login=args.login,
+        other_login=args.other_login,
     ).run()
     return EXIT_OK

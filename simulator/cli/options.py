@@ -54,6 +54,7 @@ GLOBAL_OPTIONS: tuple[GlobalOption, ...] = (
     GlobalOption(("--lessons",), {"type": Path, "action": "append", "metavar": "DIR", "help": "add an instructor's lesson folder (repeatable)"}, default=(), repeatable=True),
     GlobalOption(("--server",), {"metavar": "HOST", "help": "the app uses a classroom server instead of its embedded ones"}),
     GlobalOption(("--login",), {"metavar": "ADDRESS", "help": "your address on a classroom server"}),
+    GlobalOption(("--other-login",), {"metavar": "ADDRESS", "help": "a world class: your address on its other domain ($other_user in lessons)"}),
     GlobalOption(("--smtp-port",), {"type": port, "metavar": "N", "help": f"SMTP port: where `serve` listens (0 picks a free one), or the port of --server (default {DEFAULT_SMTP_PORT})"}),
     GlobalOption(("--pop3-port",), {"type": port, "metavar": "N", "help": f"POP3 port: where `serve` listens (0 picks a free one), or the port of --server (default {DEFAULT_POP3_PORT})"}),
 )

@@ -137,6 +137,7 @@ class MaillabApp(LocalizedKeys, App[None]):
         smtp_port: int = 2525,
         pop3_port: int = 2110,
         login: str | None = None,
+        other_login: str | None = None,
     ) -> None:
         super().__init__()
         self.data_dir = data_dir
@@ -145,6 +146,8 @@ class MaillabApp(LocalizedKeys, App[None]):
         self.login = login.strip().lower() if login else None
         # `--server HOST --login ADDRESS`: lessons use ADDRESS as $user and this secret as $secret.
         self.login_secret: str | None = (os.environ.get("MAILLAB_SECRET") or None) if self.login else None
+        # A world class (`--other-login ADDRESS`): the same student on the class's second domain.
+        self.other_login = other_login.strip().lower() if other_login else None
         self.lab = Lab(data_dir, remote_host=remote_host, remote_smtp=smtp_port, remote_pop3=pop3_port)
         self.progress = Progress.load(progress_path(data_dir))
         self.catalog = load_index(self.lessons_dirs)

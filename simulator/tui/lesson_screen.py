@@ -135,11 +135,13 @@ class LessonScreen(ConsoleScreen):
             )
         variables = lesson_variables(self.lesson, self.profile)
         if app.lab.remote and getattr(app, "login", None):
-            from simulator.classroom.variables import student_variables
+            from simulator.classroom.variables import student_variables, world_variables
 
             # A classroom server: the learner is the --login address, whatever the lesson's persona says.
             secret = getattr(app, "login_secret", None) or variables.get("secret", "")
-            variables = student_variables(self.lesson, self.profile, app.login, secret)
+            other = getattr(app, "other_login", None)
+            world = world_variables(other) if other else None
+            variables = student_variables(self.lesson, self.profile, app.login, secret, world=world)
         store = app.lab.store
         if store is not None:
             for address, content in lesson_mail(self.lesson, variables):
