@@ -117,6 +117,57 @@ def test_dig_sees_the_mx_the_relay_sees(tmp_path: Path) -> None:
         assert out.strip() == "10 mx.sina.lab."
 
 
+def _world_resolver(lab):
+    import dns.resolver
+
+    resolver = dns.resolver.Resolver(configure=False)
+    resolver.nameservers = ["127.0.0.1"]
+    resolver.port = lab.servers.world.dns_port
+    resolver.lifetime = 10.0
+    return resolver
+
+
+PTR_WORLD_EXTRA = '''
+records = ["qq.lab MX 20 mx2.qq.lab", "mx2.qq.lab A 127.0.0.12"]
+'''
+
+
+def test_world_dns_answers_ptr_for_every_address_it_gives_a_host(tmp_path: Path) -> None:
+    import dns.resolver
+    import dns.reversename
+
+    text = DEFAULT_WORLD.read_text(encoding="utf-8").replace(
+        'accounts = ["alice:abcdefghijklmnop", "xiaoming:qrstuvwxyzabcdef"]',
+        'accounts = ["alice:abcdefghijklmnop", "xiaoming:qrstuvwxyzabcdef"]' + PTR_WORLD_EXTRA,
+    )
+    for lab in running(load_world(world_file(tmp_path, text)), tmp_path):
+        resolver = _world_resolver(lab)
+
+        def ptr(address: str) -> list[str]:
+            answer = resolver.resolve(dns.reversename.from_address(address), "PTR")
+            assert answer.response.flags & dns.flags.AA
+            return [r.target.to_text() for r in answer]
+
+        assert ptr("127.0.0.2") == ["smtp.qq.lab."]  # the name qq's relay gives in HELO
+        assert ptr("127.0.0.3") == ["smtp.sina.lab."]
+        assert ptr("127.0.0.12") == ["mx2.qq.lab."]  # an extra A record gets its PTR too
+        for address in ("127.0.0.99", "127.0.0.1"):  # no host there; 127.0.0.1 is /etc/hosts' localhost
+            with pytest.raises(dns.resolver.NXDOMAIN):
+                resolver.resolve(dns.reversename.from_address(address), "PTR")
+        assert lab.servers.dns.was_asked("PTR", "2.0.0.127.in-addr.arpa")
+
+
+@pytest.mark.interop
+@pytest.mark.skipif(shutil.which("dig") is None, reason="dig is not installed (dnspython covers the same query above)")
+def test_dig_x_names_a_world_address(tmp_path: Path) -> None:
+    for lab in running(load_world(), tmp_path):
+        out = subprocess.run(
+            ["dig", "@127.0.0.1", "-p", str(lab.servers.world.dns_port), "+short", "-x", "127.0.0.4"],
+            capture_output=True, text=True, timeout=20,
+        ).stdout
+        assert out.strip() == "smtp.163.lab."
+
+
 # --- relaying -------------------------------------------------------------------------------
 
 

@@ -2,8 +2,10 @@
 
 Each domain is one zone (SOA, MX, A for mx./smtp./pop., SPF and DMARC TXT, the DKIM key TXT and
 any extra records); a parent zone per top-level name (`lab`) answers NXDOMAIN for a domain the
-world does not have, as the real root would. The server listens on UDP and TCP of the same port,
-so `dig @127.0.0.1 -p PORT MX sina.lab` (and `+tcp`) work.
+world does not have, as the real root would. The reverse zone `in-addr.arpa` holds a PTR record
+for every address the world's A records give a host (`ptr_records`), so `dig -x 127.0.0.2` names
+it. The server listens on UDP and TCP of the same port, so `dig @127.0.0.1 -p PORT MX sina.lab`
+(and `+tcp`) work.
 
 Relays resolve through it asynchronously (`twisted.names.client`); SPF and DKIM checks, which run
 in worker threads with synchronous libraries, ask it with dnspython (`lookup_txt`, `lookup`).
@@ -11,6 +13,7 @@ in worker threads with synchronous libraries, ask it with dnspython (`lookup_txt
 
 from __future__ import annotations
 
+import ipaddress
 import threading
 from collections import deque
 from collections.abc import Callable
@@ -49,6 +52,8 @@ class Zone(authority.FileAuthority):
 def to_twisted(record: DnsRecord) -> Any:
     if record.type == "A":
         return dns.Record_A(record.value, ttl=TTL)
+    if record.type == "PTR":
+        return dns.Record_PTR(record.value.encode("ascii"), ttl=TTL)
     if record.type == "MX":
         target = b"" if record.value == "." else record.value.encode("ascii")
         return dns.Record_MX(record.preference, target, ttl=TTL)
@@ -81,10 +86,39 @@ def zone_records(world: World, dkim_public: dict[str, str]) -> dict[str, list[Dn
     return zones
 
 
+#: The reverse zone (RFC 1035 3.5): every world address is IPv4 loopback, so one zone holds them
+#: all and answers NXDOMAIN for an address the world does not use.
+REVERSE_ZONE = "in-addr.arpa"
+
+
+def reverse_name(address: str) -> str:
+    """`127.0.0.2` -> `2.0.0.127.in-addr.arpa`, the name a PTR query asks (RFC 1035 3.5)."""
+    return ipaddress.ip_address(address).reverse_pointer
+
+
+def ptr_records(world: World, zones: dict[str, list[DnsRecord]]) -> list[DnsRecord]:
+    """One PTR per address the zones' A records use, naming one host there.
+
+    A domain's own address is named after its submission host (`smtp.<domain>`), the name its
+    relay gives in HELO: HELO, PTR and A then agree, what mailbox providers ask of a sending
+    host (forward-confirmed reverse DNS, Postfix's reject_unknown_client_hostname in postconf(5)). Other addresses take the first A record's
+    name. The world's own address (127.0.0.1, where `ns.<domain>` points) gets none: /etc/hosts
+    names it `localhost`, as the servers already write.
+    """
+    names: dict[str, str] = {d.address: d.smtp_host for d in world.domains}
+    for records in zones.values():
+        for record in records:
+            if record.type == "A" and record.value != world.reach_host:
+                names.setdefault(record.value, record.name)
+    return [DnsRecord(reverse_name(address), "PTR", name) for address, name in names.items()]
+
+
 def build_authorities(world: World, dkim_public: dict[str, str]) -> list[Zone]:
-    zones = [Zone(name, records) for name, records in zone_records(world, dkim_public).items()]
+    records = zone_records(world, dkim_public)
+    zones = [Zone(name, domain_records) for name, domain_records in records.items()]
     parents = sorted({d.name.rpartition(".")[2] for d in world.domains})
-    return zones + [Zone(parent, []) for parent in parents]
+    reverse = Zone(REVERSE_ZONE, ptr_records(world, records))
+    return zones + [Zone(parent, []) for parent in parents] + [reverse]
 
 
 #: Questions the world's DNS remembers (a lesson asks whether the learner's `dig` arrived).

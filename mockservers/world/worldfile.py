@@ -70,7 +70,7 @@ class DnsRecord:
     """One resource record the world's DNS serves."""
 
     name: str
-    type: str  # "A", "MX" or "TXT"
+    type: str  # "A", "MX" or "TXT" (a file's records); "PTR" generated for the reverse zone
     value: str
     preference: int = 10  # MX only
 
