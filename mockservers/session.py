@@ -157,6 +157,9 @@ class ServerContext:
     #: Blocking check of a message before it is stored (run in a worker thread): a world's MX
     #: checks SPF/DKIM/DMARC here. None: every message is stored as it came.
     message_check: Callable[[Arrival], Verdict] | None = None
+    #: Asynchronous name of a client's IP (a Deferred firing with the name or None): a world's
+    #: MX asks the world's DNS, forward-confirmed, for its Received lines. None: no look-up.
+    client_namer: Callable[[str], defer.Deferred] | None = None
 
     def __post_init__(self) -> None:
         self.known_secrets = KnownSecrets.of_accounts(self.profile.accounts)

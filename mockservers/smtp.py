@@ -116,6 +116,8 @@ class SMTPSession(LineSession):
         self._bare_lf_noted = False
         self._chunk: Effect | None = None
         self._bdat_remaining = 0
+        self.client_name: str | None = None  # the client's confirmed host name, when looked up
+        self._naming: defer.Deferred | None = None  # the look-up under way (client_namer)
 
     @property
     def helo(self) -> str | None:
@@ -142,6 +144,7 @@ class SMTPSession(LineSession):
 
     def session_started(self) -> None:
         self.state = replace(self.state, tls=self.tls_active, tls_available=self.context.tls_options is not None)
+        self._start_naming()
         self.carry_out(core.greeting(self.state))
 
     def timed_out(self) -> None:
@@ -442,12 +445,44 @@ class SMTPSession(LineSession):
             return defer.maybeDeferred(self.run_fault, action, lambda: self._deliver(envelope, content, decision))
         return self._deliver(envelope, content, decision)
 
+    def _start_naming(self) -> None:
+        """Look the client's name up at connect, as Postfix's smtpd does, so it is known by DATA."""
+        namer = self.context.client_namer
+        if namer is None or self.client_ip in LOOPBACK_NAMES:
+            return
+        self._naming = namer(self.client_ip)
+        self._naming.addCallbacks(self._named, self._naming_failed)
+
+    def _named(self, name: str | None) -> None:
+        self.client_name = name
+
+    def _naming_failed(self, failure: Any) -> None:
+        log.failure("naming the client failed", failure)
+
+    def _after_naming(self, naming: defer.Deferred) -> defer.Deferred:
+        """Fires once the client's name look-up is over (its own result stays with it)."""
+        waiting: defer.Deferred = defer.Deferred()
+
+        def done(result: Any) -> Any:
+            waiting.callback(None)
+            return result
+
+        naming.addBoth(done)
+        return waiting
+
     def _deliver(self, envelope: Envelope, content: bytes, decision: core.SMTPDecision) -> defer.Deferred:
         reply_key = decision.replies[0].key
         if decision.reason == "undeclared-8bit":
             self.event("message refused", "8-bit data without BODY=8BITMIME")
             self.reply(reply_key)
             return defer.succeed(None)
+        if self._naming is not None and not self._naming.called:
+            d = self._after_naming(self._naming)
+            d.addCallback(lambda _: self._check_and_store(envelope, content, reply_key))
+            return d
+        return self._check_and_store(envelope, content, reply_key)
+
+    def _check_and_store(self, envelope: Envelope, content: bytes, reply_key: str) -> defer.Deferred:
         check = self.context.message_check
         queue_id = new_queue_id()
         if check is None:
@@ -512,7 +547,8 @@ class SMTPSession(LineSession):
         """Return-Path and Received, as Postfix adds them: learners see them in RETR.
 
         `from HELO (NAME [IP])`: NAME is the client's host name, `unknown` when it has none
-        (maillab does no reverse look-ups; loopback is `localhost`, as /etc/hosts names it);
+        (loopback is `localhost`, as /etc/hosts names it; a world's MX looks the others up in
+        the world's DNS, `client_namer`; other servers do no reverse look-ups);
         `id` is the queue id of the 250 reply; `for <rcpt>` only when there is one recipient
         (Postfix's smtpd, which names no one when a copy goes to several).
         """
@@ -521,7 +557,7 @@ class SMTPSession(LineSession):
         if self.esmtp:
             with_ = "ESMTP" + ("S" if self.tls_active else "") + ("A" if self.authenticated_as else "")
         date = self.common_values()["date"]
-        name = "localhost" if self.client_ip in LOOPBACK_NAMES else "unknown"
+        name = self.client_name or ("localhost" if self.client_ip in LOOPBACK_NAMES else "unknown")
         literal = f"IPv6:{self.client_ip}" if ":" in self.client_ip else self.client_ip  # RFC 5321 4.1.3
         by = f"\tby {self.profile.hostname} (maillab {self.profile.name}) with {with_} id {queue_id}"
         if len(envelope.recipients) == 1:

@@ -157,6 +157,56 @@ def test_world_dns_answers_ptr_for_every_address_it_gives_a_host(tmp_path: Path)
         assert lab.servers.dns.was_asked("PTR", "2.0.0.127.in-addr.arpa")
 
 
+def test_twisted_names_confirms_a_world_hosts_name_forward(tmp_path: Path) -> None:
+    from mockservers.world.dns import confirmed_name
+
+    for lab in running(load_world(), tmp_path):
+        resolver = lab.servers.dns.resolver()
+        assert lab.embedded.call(confirmed_name, resolver, "127.0.0.3") == "smtp.sina.lab"
+        assert lab.embedded.call(confirmed_name, resolver, "127.0.0.77") is None  # NXDOMAIN
+
+
+def test_a_ptr_name_that_does_not_resolve_back_leaves_the_client_unknown() -> None:
+    """Postfix's rule (postconf(5), reject_unknown_client_hostname): PTR alone is not enough."""
+    from twisted.internet import defer
+    from twisted.names import dns as names
+
+    from mockservers.world.dns import confirmed_name
+
+    class Liar:
+        def lookupPointer(self, name: str, timeout: object = None) -> defer.Deferred:  # noqa: N802
+            answer = names.RRHeader(name.encode(), names.PTR, payload=names.Record_PTR(b"mx.bank.lab"))
+            return defer.succeed(([answer], [], []))
+
+        def lookupAddress(self, name: str, timeout: object = None) -> defer.Deferred:  # noqa: N802
+            answer = names.RRHeader(name.encode(), names.A, payload=names.Record_A("127.0.0.9"))
+            return defer.succeed(([answer], [], []))
+
+    results: list[object] = []
+    confirmed_name(Liar(), "127.0.0.66").addCallback(results.append)
+    assert results == [None]
+
+
+def test_a_dns_server_that_never_answers_leaves_the_client_unknown_within_two_seconds(tmp_path: Path) -> None:
+    import socket
+    import time
+
+    from twisted.names import client
+
+    from mockservers.world.dns import confirmed_name
+
+    silent = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)  # bound, never read: queries time out
+    silent.bind(("127.0.0.1", 0))
+    try:
+        for lab in running(load_world(), tmp_path):
+            resolver = client.Resolver(servers=[silent.getsockname()], reactor=lab.embedded.reactor)
+            started = time.monotonic()
+            assert lab.embedded.call(confirmed_name, resolver, "127.0.0.2") is None
+            assert time.monotonic() - started < 3.0
+    finally:
+        silent.close()
+
+
 @pytest.mark.interop
 @pytest.mark.skipif(shutil.which("dig") is None, reason="dig is not installed (dnspython covers the same query above)")
 def test_dig_x_names_a_world_address(tmp_path: Path) -> None:
@@ -179,7 +229,8 @@ def test_qq_to_sina_over_real_smtp_arrives_with_two_received_and_one_return_path
         message = parse(raw)
         received = message.get_all("Received")
         assert len(received) == 2
-        assert "by mx.sina.lab" in received[0] and "from smtp.qq.lab (unknown [127.0.0.2])" in received[0]
+        # The MX named its client from the world's DNS: PTR 127.0.0.2 -> smtp.qq.lab, A back to it.
+        assert "by mx.sina.lab" in received[0] and "from smtp.qq.lab (smtp.qq.lab [127.0.0.2])" in received[0]
         assert "by smtp.qq.lab" in received[1] and "ESMTPA" in received[1]
         assert message.get_all("Return-Path") == ["<alice@qq.lab>"]
         assert raw.index(b"Return-Path:") == 0
@@ -195,6 +246,18 @@ def test_qq_to_sina_over_real_smtp_arrives_with_two_received_and_one_return_path
         text = transcripts[0].read_text()
         assert '"MAIL FROM:<alice@qq.lab>"' in text and '"RCPT TO:<bob@sina.lab>"' in text
         assert lab.servers.store("qq.lab").queued() == []
+
+
+def test_the_mx_writes_unknown_for_a_client_whose_address_has_no_ptr(tmp_path: Path) -> None:
+    import smtplib
+
+    for lab in running(load_world(), tmp_path):
+        port = lab.servers.port_of("sina.lab", "MX")
+        with smtplib.SMTP("127.0.0.3", port, timeout=20, source_address=("127.0.0.77", 0)) as client:
+            client.sendmail("someone@elsewhere.example", ["bob@sina.lab"], MESSAGE)
+        [raw] = lab.fetch_all("sina.lab", "bob@sina.lab", "bob-secret")
+        received = parse(raw).get_all("Received")
+        assert "(unknown [127.0.0.77])" in received[0]
 
 
 def test_the_mx_refuses_to_relay_for_other_domains_and_asks_no_auth(tmp_path: Path) -> None:

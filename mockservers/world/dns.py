@@ -4,8 +4,8 @@ Each domain is one zone (SOA, MX, A for mx./smtp./pop., SPF and DMARC TXT, the D
 any extra records); a parent zone per top-level name (`lab`) answers NXDOMAIN for a domain the
 world does not have, as the real root would. The reverse zone `in-addr.arpa` holds a PTR record
 for every address the world's A records give a host (`ptr_records`), so `dig -x 127.0.0.2` names
-it. The server listens on UDP and TCP of the same port, so `dig @127.0.0.1 -p PORT MX sina.lab`
-(and `+tcp`) work.
+it and a receiving MX can write that name in its Received line (`confirmed_name`). The server
+listens on UDP and TCP of the same port, so `dig @127.0.0.1 -p PORT MX sina.lab` (and `+tcp`) work.
 
 Relays resolve through it asynchronously (`twisted.names.client`); SPF and DKIM checks, which run
 in worker threads with synchronous libraries, ask it with dnspython (`lookup_txt`, `lookup`).
@@ -100,8 +100,9 @@ def ptr_records(world: World, zones: dict[str, list[DnsRecord]]) -> list[DnsReco
     """One PTR per address the zones' A records use, naming one host there.
 
     A domain's own address is named after its submission host (`smtp.<domain>`), the name its
-    relay gives in HELO: HELO, PTR and A then agree, what mailbox providers ask of a sending
-    host (forward-confirmed reverse DNS, Postfix's reject_unknown_client_hostname in postconf(5)). Other addresses take the first A record's
+    relay gives in HELO: then the receiving MX finds HELO, PTR and A in agreement, what mailbox
+    providers ask of a sending host (forward-confirmed reverse DNS, Postfix's
+    reject_unknown_client_hostname in postconf(5)). Other addresses take the first A record's
     name. The world's own address (127.0.0.1, where `ns.<domain>` points) gets none: /etc/hosts
     names it `localhost`, as the servers already write.
     """
@@ -209,6 +210,33 @@ class WorldDNS:
         from twisted.names import client
 
         return client.Resolver(servers=[(self.reach_host, self.port)], reactor=self.reactor)
+
+
+#: Seconds one query of `confirmed_name` may take; two queries, so a client is named within
+#: 2 s or written `unknown` (the world's DNS answers on loopback in well under a millisecond).
+NAME_QUERY_TIMEOUT = 1.0
+
+
+@defer.inlineCallbacks
+def confirmed_name(resolver: Any, address: str) -> Any:
+    """The host name of `address` when its PTR name has an A record back to it, else None.
+
+    Postfix's smtpd trusts a PTR name only when it resolves back to the address; no PTR, a
+    name without that address, or no answer in time make the client `unknown` (postconf(5),
+    reject_unknown_client_hostname), as its Received line shows: `(unknown [IP])`.
+    Asynchronous (twisted.names), so the reactor goes on while the answer comes.
+    """
+    timeout = (NAME_QUERY_TIMEOUT,)
+    try:
+        answers, _, _ = yield resolver.lookupPointer(reverse_name(address), timeout=timeout)
+        names = [str(a.payload.name).rstrip(".") for a in answers if a.type == dns.PTR]
+        for name in names:
+            forward, _, _ = yield resolver.lookupAddress(name, timeout=timeout)
+            if address in {a.payload.dottedQuad() for a in forward if a.type == dns.A}:
+                return name.lower()
+    except Exception:  # noqa: BLE001 - NXDOMAIN, timeout, bad address: all mean `unknown`
+        return None
+    return None
 
 
 # --- synchronous look-ups for the SPF and DKIM libraries (worker threads only) ----------------

@@ -14,6 +14,7 @@ for the app, the lesson linter and tests.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable
@@ -24,7 +25,7 @@ from ..profile import Profile
 from ..server import Listening, MailServers, _ReactorThread
 from ..session import EventHub, ServerEvent
 from .clock import LabClock
-from .dns import WorldDNS
+from .dns import WorldDNS, confirmed_name
 from .relay import RelayAgent
 from .roles import mx_profile, submission_profile
 from .senderauth import SenderChecks
@@ -123,6 +124,9 @@ class WorldServers:
             for servers in (submission, mx):
                 servers.context.clock = self.clock  # dates, greylisting and the queue in lab time
             mx.context.message_check = SenderChecks(domain.mx_host, (self.world.reach_host, dns_port), domain.enforce_dmarc)
+            # The MX names its clients from the world's DNS (PTR, then A back): `from smtp.qq.lab
+            # (smtp.qq.lab [127.0.0.2])` in its Received line, as a real MX writes.
+            mx.context.client_namer = functools.partial(confirmed_name, resolver)
             yield submission.start()
             agent = RelayAgent(
                 world=self.world, domain=domain, store=submission.store, clock=self.clock, resolver=resolver,
