@@ -55,7 +55,7 @@ def test_lang_before_or_after_lessons(tmp_path: Path, order: list[str]) -> None:
 def test_every_subcommand_accepts_every_global_option_on_both_sides() -> None:
     """One definition each: the same flags parse to the same values wherever they are written."""
     parser = build_parser()
-    values = {"--data": "D", "--lang": "zh", "--lessons": "L", "--server": "h.example", "--login": "a@b.test",
+    values = {"--data": "D", "--lang": "zh", "--lessons": "L", "--server": "h.example", "--login": "a@b.test", "--other-login": "a@c.test",
               "--smtp-port": "25", "--pop3-port": "110"}
     assert {flag for option in GLOBAL_OPTIONS for flag in option.flags} == set(values)
     required = {"explain": ["250 ok"], "validate": ["NOOP"], "classroom": ["grade", "dir", "--lesson", "x"]}
