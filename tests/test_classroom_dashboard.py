@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from textual.widgets import DataTable, Input
+from textual.widgets import DataTable
 
 from mockservers.server import EmbeddedServers
 from simulator.classroom.config import load_lesson
@@ -14,7 +14,7 @@ from simulator.classroom.config import class_profile, init_class
 from simulator.classroom.dashboard import ClassroomApp, StudentScreen
 from simulator.tui.app import MaillabApp, SecretScreen
 from test_classroom_helpers import Student, plain, write_pack
-from tui_helpers import open_lesson
+from tui_helpers import open_lesson, type_text
 from waiting import wait_for
 
 pytestmark = pytest.mark.timeout(120)
@@ -85,7 +85,7 @@ async def test_tui_login_mode_is_the_student(small_class, tmp_path, monkeypatch)
     )
     async with app.run_test(size=(110, 32)) as pilot:
         await wait_for(pilot, lambda: isinstance(app.screen, SecretScreen))
-        app.screen.query_one(Input).value = s01.secret  # typing it key by key is slow, not different
+        await type_text(pilot, s01.secret)  # the prompt has the cursor: the student just types
         await pilot.press("enter")
         await wait_for(pilot, lambda: app.login_secret == s01.secret)
         screen = await open_lesson(pilot, app, "class-exchange")
@@ -93,8 +93,7 @@ async def test_tui_login_mode_is_the_student(small_class, tmp_path, monkeypatch)
         assert (variables["user"], variables["secret"], variables["to"]) == (s01.address, s01.secret, s01.address)
         for line in ("EHLO laptop", f"AUTH PLAIN {plain(s01.address, s01.secret)}"):
             before = len(screen.console.session.history)
-            screen.console.command.focus()
-            screen.console.command.value = line
+            await type_text(pilot, line)  # the lesson's command line has the cursor
             await pilot.press("enter")
             await wait_for(pilot, lambda: len(screen.console.session.history) > before)
         await wait_for(pilot, lambda: "login" in screen.run.completed_steps())

@@ -14,7 +14,7 @@ from simulator.tui.home_screen import HomeScreen
 from simulator.tui.lesson_screen import LessonScreen
 from simulator.tui.sandbox_screen import SandboxScreen
 from simulator.tui.tools import ReferenceScreen, ToolsScreen
-from tui_helpers import check_snapshot, make_app, open_by_keys, open_lesson, send_line, type_text, wait_until_drawn
+from tui_helpers import check_snapshot, make_app, open_by_keys, open_lesson, send_line, type_lines, type_text, wait_until_drawn
 from waiting import wait_for
 
 pytestmark = pytest.mark.timeout(120)
@@ -179,8 +179,12 @@ async def test_data_mode_editor_with_a_dot_stuffed_line(tmp_path):
         for line in ("EHLO learner.example", "MAIL FROM:<alice@example.com>", "RCPT TO:<bob@example.com>", "DATA"):
             await send_line(pilot, screen, line, smtp)
         assert smtp.session.expecting == Expect.MESSAGE
-        # The editor opens from the lesson screen's Ctrl+E; here the sandbox console sends directly.
-        await smtp.send_message(["Subject: dots", "", "..a line that starts with a dot"])
+        from simulator.tui.dialogs import DataEditorScreen
+
+        await pilot.press("ctrl+e")  # the sandbox's console opens the same editor as a lesson's
+        await wait_for(pilot, lambda: isinstance(app.screen, DataEditorScreen))
+        await type_lines(pilot, ["Subject: dots", "", ".a line that starts with a dot"])
+        await pilot.press("ctrl+s")
         await wait_for(pilot, lambda: smtp.session.messages_accepted == 1)
         store = app.lab.store
         (message,) = store.messages("bob@example.com")
@@ -198,10 +202,8 @@ async def test_data_editor_screen_stuffs_dots(tmp_path):
         from simulator.tui.dialogs import DataEditorScreen
 
         await wait_for(pilot, lambda: isinstance(app.screen, DataEditorScreen))
-        editor = app.screen.query_one("#data-editor")
-        editor.text = "Subject: from the editor\n\n.hidden dot\nbye"
-        await pilot.pause(0.1)
-        assert "dot-stuffing" in str(app.screen.query_one("#data-notes").render())
+        await type_lines(pilot, ["Subject: from the editor", "", ".hidden dot", "bye"])
+        await wait_for(pilot, lambda: "dot-stuffing" in str(app.screen.query_one("#data-notes").render()))
         await pilot.press("ctrl+s")
         await wait_for(pilot, lambda: screen.console.session.messages_accepted == 1)
         store = app.lab.store

@@ -23,6 +23,15 @@ async def type_text(pilot: Any, text: str) -> None:
     await pilot.press(*keys)
 
 
+async def type_lines(pilot: Any, lines: list[str]) -> None:
+    """Type lines into the focused text area, Enter between them (the DATA editor)."""
+    for number, line in enumerate(lines):
+        if number:
+            await pilot.press("enter")
+        if line:
+            await type_text(pilot, line)
+
+
 async def open_by_keys(pilot: Any, app: MaillabApp, lesson_id: str) -> LessonScreen:
     """Ctrl+P, the lesson's id, Enter: how a learner opens a lesson by name."""
     from textual.command import CommandPalette
