@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -110,11 +111,13 @@ def test_world_dns_answers_mx_a_and_txt_over_udp_and_tcp(tmp_path: Path) -> None
 @pytest.mark.skipif(shutil.which("dig") is None, reason="dig is not installed (dnspython covers the same query above)")
 def test_dig_sees_the_mx_the_relay_sees(tmp_path: Path) -> None:
     for lab in running(load_world(), tmp_path):
-        out = subprocess.run(
-            ["dig", "@127.0.0.1", "-p", str(lab.servers.world.dns_port), "+short", "MX", "sina.lab"],
-            capture_output=True, text=True, timeout=20,
-        ).stdout
-        assert out.strip() == "10 mx.sina.lab."
+        assert _dig(lab, "MX", "sina.lab") == "10 mx.sina.lab."
+
+
+def _dig(lab: Any, *question: str) -> str:
+    """`dig +short` against the world's DNS, as a learner types it."""
+    command = ["dig", "@127.0.0.1", "-p", str(lab.servers.world.dns_port), "+short", *question]
+    return subprocess.run(command, capture_output=True, text=True, timeout=20).stdout.strip()
 
 
 def _world_resolver(lab):
@@ -211,11 +214,7 @@ def test_a_dns_server_that_never_answers_leaves_the_client_unknown_within_two_se
 @pytest.mark.skipif(shutil.which("dig") is None, reason="dig is not installed (dnspython covers the same query above)")
 def test_dig_x_names_a_world_address(tmp_path: Path) -> None:
     for lab in running(load_world(), tmp_path):
-        out = subprocess.run(
-            ["dig", "@127.0.0.1", "-p", str(lab.servers.world.dns_port), "+short", "-x", "127.0.0.4"],
-            capture_output=True, text=True, timeout=20,
-        ).stdout
-        assert out.strip() == "smtp.163.lab."
+        assert _dig(lab, "-x", "127.0.0.4") == "smtp.163.lab."
 
 
 # --- relaying -------------------------------------------------------------------------------
