@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 
 #: Effect kinds of SMTP besides the shared ones.
 AUTHENTICATED = "authenticated"  # an AUTH succeeded: reset the client's failure count
-GREYLIST = "greylist"  # a recipient is accepted unless the (client, sender, recipient) triplet must wait
+RECIPIENT_CHECK = "recipient-check"  # a recipient accepted, pending the server's greylist and quota checks
 START_DATA = "start-data"  # after the 354: the message text follows, up to CRLF.CRLF
 READ_CHUNK = "read-chunk"  # BDAT: read `size` octets, then `chunk_done`
 QUEUE_COUNT = "queue-count"  # ETRN/ATRN: how much mail waits for these domains, then `queue_answer`
@@ -513,19 +513,19 @@ def recipient_of(persona: "Profile", argument: str) -> str | None:
 def _accept(
     state: SMTPState, envelope: Envelope, address: str, stored: str, kind: str, key: str, greylist_as: str | None = None
 ) -> SMTPDecision:
-    """A recipient accepted (once, however often it is named); greylisting may still delay it."""
+    """A recipient accepted (once, however often it is named); the server's greylist and quota checks (`RECIPIENT_CHECK`) may still turn it away."""
     before = state
     current = getattr(envelope, kind)
     if stored not in current:
         envelope = replace(envelope, **{kind: current + (stored,)})
     state = replace(state, envelope=envelope)
-    check = Effect(GREYLIST, {"sender": envelope.sender, "address": greylist_as or address, "unless": before, "key": stored})
+    check = Effect(RECIPIENT_CHECK, {"sender": envelope.sender, "address": greylist_as or address, "unless": before, "key": stored})
     return _answer(state, key, effects=(check,), address=address)
 
 
 def greylisted(decision: SMTPDecision, seconds: float) -> SMTPDecision:
     """The first attempt of a (client, sender, recipient) triplet waits (a temporary 4xx)."""
-    check = decision.effect(GREYLIST)
+    check = decision.effect(RECIPIENT_CHECK)
     assert check is not None
     event = Effect(EVENT, {"kind": "greylisted", "detail": f"{check['sender'] or '<>'} -> {check['address']}, {seconds:.0f} s to go"})
     return _answer(check["unless"], "greylisted", "greylisted", (event,), address=check["address"], seconds=max(1, round(seconds)))
@@ -537,7 +537,7 @@ def mailbox_full(decision: SMTPDecision, temporary: bool) -> SMTPDecision:
     552 5.2.2 (RFC 3463 "mailbox full"), or 452 4.2.2 where the persona's server is set to make
     it temporary (Dovecot's quota_full_tempfail).
     """
-    check = decision.effect(GREYLIST)
+    check = decision.effect(RECIPIENT_CHECK)
     assert check is not None
     key = "mailbox_full_temp" if temporary else "mailbox_full"
     event = Effect(EVENT, {"kind": "mailbox full", "detail": check["address"]})

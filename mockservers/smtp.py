@@ -217,15 +217,15 @@ class SMTPSession(LineSession):
 
     def _carry_out(self, decision: core.SMTPDecision) -> defer.Deferred | None:
         """Adopt the decision's state, do what only a server can do, send the replies."""
-        greylist = decision.effect(core.GREYLIST)
-        if greylist is not None and self.profile.policies.greylist_delay:
+        check = decision.effect(core.RECIPIENT_CHECK)
+        if check is not None and self.profile.policies.greylist_delay:
             wait = self.context.limits.greylisted(
-                self.client_ip, greylist["sender"], greylist["address"], self.context.now(), self.profile.policies.greylist_delay
+                self.client_ip, check["sender"], check["address"], self.context.now(), self.profile.policies.greylist_delay
             )
             if wait > 0:
                 decision = core.greylisted(decision, wait)
-        greylist = decision.effect(core.GREYLIST)
-        if greylist is not None and self._mailbox_full(greylist["address"]):
+        check = decision.effect(core.RECIPIENT_CHECK)
+        if check is not None and self._mailbox_full(check["address"]):
             decision = core.mailbox_full(decision, self.profile.policies.quota_full_tempfail)
         self._adopt(decision.state)
         for effect in decision.effects:
@@ -271,7 +271,7 @@ class SMTPSession(LineSession):
         tracker = self.fault_tracker
         if not tracker.script.rules:  # nothing to count for (most servers): skip the effect look-ups
             return
-        authenticated, recipient = decision.effect(core.AUTHENTICATED), decision.effect(core.GREYLIST)
+        authenticated, recipient = decision.effect(core.AUTHENTICATED), decision.effect(core.RECIPIENT_CHECK)
         if decision.has(START_TLS):
             tracker.tls_started()
         elif authenticated is not None:

@@ -77,7 +77,7 @@ class SMTPCheck(LineCheck):
         if decision is None:
             return None
         policies = self.profile.policies
-        if decision.effect(core.GREYLIST) is not None and policies.greylist_delay:
+        if decision.effect(core.RECIPIENT_CHECK) is not None and policies.greylist_delay:
             decision = core.greylisted(decision, policies.greylist_delay)
         query = decision.effect(core.QUEUE_COUNT)
         if query is not None:
@@ -384,7 +384,7 @@ class SMTPCheck(LineCheck):
             return
         address = path.address
         local = self.profile.is_local_domain(path.domain)
-        if self.prediction() and self.decision.effect(core.GREYLIST) is not None and self.policies.greylist_delay:  # type: ignore[union-attr]
+        if self.prediction() and self.decision.effect(core.RECIPIENT_CHECK) is not None and self.policies.greylist_delay:  # type: ignore[union-attr]
             seconds = round(self.policies.greylist_delay)
             self.add("greylisted", "error", reply=self.prediction().shown(), seconds=seconds)  # type: ignore[union-attr]
         elif local and address.rpartition("@")[0].lower() == "postmaster":
