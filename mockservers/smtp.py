@@ -152,6 +152,7 @@ class SMTPSession(LineSession):
 
     def line_too_long(self) -> None:
         self.record_client("<line over the limit, discarded>")
+        self.answering = ""
         self.carry_out(core.line_too_long(self.state))
 
     def internal_error(self) -> None:
@@ -160,7 +161,8 @@ class SMTPSession(LineSession):
         self._raw_handler = None
         self.reply("storage_failed")
 
-    def reply(self, key: str, **values: Any) -> None:
+    def reply(self, key: str, **values: Any) -> list[str]:
+        """Send one reply; its lines, whose code says whether the command succeeded."""
         values = {**self.common_values(), **values}
         if key == "ehlo":
             lines = self.profile.ehlo_reply(self.state.tls, **values)
@@ -169,6 +171,7 @@ class SMTPSession(LineSession):
         self.send_lines(lines)
         if key in self.profile.smtp_close_after or lines[-1].startswith("421"):
             self.close()  # 421 always closes (RFC 5321 3.8); a persona may close after others
+        return lines
 
     def render_fault(self, lines: tuple[str, ...]) -> list[str]:
         return render_smtp(lines, self.profile.values(**self.common_values()))
@@ -176,6 +179,7 @@ class SMTPSession(LineSession):
     # --- lines in, decisions out -------------------------------------------------------------
 
     def line_received(self, line: bytes) -> defer.Deferred | None:
+        self.answering = "AUTH" if self.state.exchange is not None else ""
         if self.state.exchange is not None:
             text = line.decode("utf-8", "replace")
             self.record_client(mask_line(text, in_sasl_exchange=True), text)
@@ -195,6 +199,7 @@ class SMTPSession(LineSession):
         return self.dispatch(parsed)
 
     def dispatch(self, command: core.Command) -> defer.Deferred | None:
+        self.answering = command.verb
         if command.verb == "AUTH":  # what the server remembers, and a fresh CRAM-MD5 challenge (RFC 2195)
             if self.auth_locked_out():
                 return self._carry_out(core.locked_out(self.state))
@@ -242,13 +247,14 @@ class SMTPSession(LineSession):
         failed = decision.effect(AUTH_FAILED)
         if failed is not None:
             self._auth_failure_logged(failed)
-        self._track_faults(decision)
         authenticated = decision.effect(core.AUTHENTICATED)
         if authenticated is not None:  # the event comes before the 235: graders attribute the session by it
             self.context.limits.auth_succeeded(self.client_ip, authenticated["address"])
             self.event("authenticated", authenticated["address"], user=authenticated["address"])
+        lines: list[str] = []
         for reply in decision.replies:
-            self.reply(reply.key, **reply.values)
+            lines = self.reply(reply.key, **reply.values)
+        self._track_faults(decision, lines)
         if decision.has(START_TLS):
             # Input pipelined after STARTTLS belongs to the plain-text session: discard it (RFC 3207 5).
             self._pending, self._pos = b"", 0
@@ -266,18 +272,16 @@ class SMTPSession(LineSession):
             self.close()
         return None
 
-    def _track_faults(self, decision: core.SMTPDecision) -> None:
-        """What the answer changes for fault rules: the account, the transaction's recipients."""
+    def _track_faults(self, decision: core.SMTPDecision, lines: list[str]) -> None:
+        """Tell the fault tracker the answer as the client sees it (its code), as the validator does."""
         tracker = self.fault_tracker
-        if not tracker.script.rules:  # nothing to count for (most servers): skip the effect look-ups
+        if not tracker.script.rules or not lines:  # nothing to count for (most servers)
             return
-        authenticated, recipient = decision.effect(core.AUTHENTICATED), decision.effect(core.RECIPIENT_CHECK)
-        if decision.has(START_TLS):
-            tracker.tls_started()
-        elif authenticated is not None:
-            tracker.logged_in(authenticated["address"])
-        elif recipient is not None:  # still there: neither greylisted nor over quota, so accepted
-            tracker.recipient_accepted(recipient["key"])
+        recipient = decision.effect(core.RECIPIENT_CHECK)  # still there: neither greylisted nor over quota
+        tracker.answered(
+            self.answering, lines[-1][:1] == "2", account=self.state.authenticated_as,
+            recipient=recipient["key"] if recipient is not None else None,
+        )
 
     def _mailbox_full(self, address: str) -> bool:
         """A local account's mailbox already at its quota (usage is counted once, then kept)."""
@@ -291,7 +295,6 @@ class SMTPSession(LineSession):
             self.envelope = None
         elif self.envelope is None:
             self.envelope = Envelope(state.envelope)
-            self.fault_tracker.mail_started()
         else:
             self.envelope.core = state.envelope
 
