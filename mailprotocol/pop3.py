@@ -196,15 +196,17 @@ def _answer(state: POP3State, key: str, why: str = "", effects: tuple[Effect, ..
 # --- the line ----------------------------------------------------------------------------------------
 
 
-def line_limit(state: POP3State, persona: "Profile") -> int:
-    """Longest line, CRLF included: an AUTH exchange carries base64, so it may be longer."""
+def line_limit_for(state: POP3State, persona: "Profile", start: bytes) -> int:
+    """Octets (CRLF included) a line may take before the server's framing discards it unread, also
+    what the validator holds a typed line to; an AUTH exchange carries base64, so it may be longer.
+    The same whatever the line starts with, unlike SMTP's MAIL."""
     policies = persona.policies
     return policies.max_auth_line if state.exchange else policies.max_pop3_line
 
 
-def line_too_long(state: POP3State) -> POP3Decision:
-    """A line over the limit is discarded (and ends an AUTH exchange)."""
-    return _answer(replace(state, exchange=None), "line_too_long", "line-too-long")
+def line_too_long(state: POP3State, limit: int | None = None) -> POP3Decision:
+    """A line over the limit is discarded (and ends an AUTH exchange); the limit, when known, is the detail."""
+    return Decision((Reply("line_too_long"),), replace(state, exchange=None), (), "line-too-long", limit)
 
 
 def bad_characters(state: POP3State) -> POP3Decision:

@@ -148,17 +148,16 @@ def _answer(state: SMTPState, key: str, why: str = "", effects: tuple[Effect, ..
 # --- the line ----------------------------------------------------------------------------------------
 
 
-def line_limit(state: SMTPState, persona: "Profile") -> int:
-    policies = persona.policies
-    return policies.max_auth_line if state.exchange else policies.max_command_line
-
-
 def line_limit_for(state: SMTPState, persona: "Profile", start: bytes) -> int:
-    """MAIL lines may be longer: SIZE= adds 26 octets (RFC 1870 4), AUTH= adds 500 (RFC 4954 5)."""
-    limit = line_limit(state, persona)
-    if state.exchange is None and start[:4].upper() == b"MAIL":
-        limit += 526
-    return limit
+    """Octets (CRLF included) a line starting with `start` may take before the server's framing
+    discards it unread, also what the validator holds a typed line to. MAIL lines may be longer:
+    SIZE= adds 26 octets (RFC 1870 4), AUTH= adds 500 (RFC 4954 5); `parse` then holds the line
+    to what its own parameters allow.
+    """
+    policies = persona.policies
+    if state.exchange is not None:
+        return policies.max_auth_line
+    return policies.max_command_line + (526 if start[:4].upper() == b"MAIL" else 0)
 
 
 def length_allowance(state: SMTPState, persona: "Profile", verb: str, argument: str) -> int:
@@ -170,11 +169,12 @@ def length_allowance(state: SMTPState, persona: "Profile", verb: str, argument: 
     return (26 if "SIZE" in params and "SIZE" in extensions else 0) + (500 if "AUTH" in params and "AUTH" in extensions else 0)
 
 
-def line_too_long(state: SMTPState) -> SMTPDecision:
-    """A line over the limit is discarded; inside AUTH it also ends the exchange."""
+def line_too_long(state: SMTPState, limit: int | None = None) -> SMTPDecision:
+    """A line over the limit is discarded; inside AUTH it also ends the exchange. The limit, when
+    known, is the detail (a teacher names it)."""
     if state.exchange is not None:
-        return _answer(replace(state, exchange=None), "auth_line_too_long", "line-too-long")
-    return _answer(state, "line_too_long", "line-too-long")
+        return Decision((Reply("auth_line_too_long"),), replace(state, exchange=None), (), "line-too-long", limit)
+    return Decision((Reply("line_too_long"),), state, (), "line-too-long", limit)
 
 
 def bad_characters(state: SMTPState) -> SMTPDecision:
@@ -197,8 +197,9 @@ def parse(state: SMTPState, persona: "Profile", line: str) -> Command | SMTPDeci
         return unknown_command(state, persona)
     argument = argument.strip()
     octets = len(line.encode("utf-8", "surrogateescape"))
-    if octets + 2 > persona.policies.max_command_line + length_allowance(state, persona, verb, argument):
-        return _answer(state, "line_too_long", "line-too-long")
+    limit = persona.policies.max_command_line + length_allowance(state, persona, verb, argument)
+    if octets + 2 > limit:
+        return line_too_long(state, limit)
     return Command(verb, argument)
 
 

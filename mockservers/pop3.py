@@ -41,8 +41,8 @@ class POP3Session(LineSession):
 
     # --- LineSession hooks -------------------------------------------------------------------
 
-    def line_limit(self) -> int:
-        return core.line_limit(self.state, self.profile)
+    def line_limit_for(self, start: bytes) -> int:
+        return core.line_limit_for(self.state, self.profile, start)
 
     def idle_timeout(self) -> float:
         return self.profile.policies.pop3_idle_timeout

@@ -252,13 +252,9 @@ class LineSession(protocol.Protocol, TimeoutMixin):
 
     # --- limits the subclass decides ---------------------------------------------------------
 
-    def line_limit(self) -> int:
-        """Octets a command line may take, CRLF included."""
-        raise NotImplementedError
-
     def line_limit_for(self, start: bytes) -> int:
-        """The limit for a line that starts with `start` (extensions may allow more)."""
-        return self.line_limit()
+        """Octets (CRLF included) a line that starts with `start` may take: the core's `line_limit_for`."""
+        raise NotImplementedError
 
     def idle_timeout(self) -> float:
         raise NotImplementedError

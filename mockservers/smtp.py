@@ -133,9 +133,6 @@ class SMTPSession(LineSession):
 
     # --- LineSession hooks -------------------------------------------------------------------
 
-    def line_limit(self) -> int:
-        return core.line_limit(self.state, self.profile)
-
     def line_limit_for(self, start: bytes) -> int:
         return core.line_limit_for(self.state, self.profile, start)
 

@@ -11,9 +11,11 @@ from __future__ import annotations
 import email.utils
 import re
 import time
+from types import ModuleType
 from typing import Any, Iterable
 
 from mailprotocol import smtp
+from mailprotocol.decision import Decision
 from mailprotocol.faults import DATA_END, FaultAction, FaultScript, FaultTracker
 from mockservers.profile import Profile
 
@@ -39,6 +41,11 @@ class LineCheck:
     """Collects the diagnostics of one line; subclasses know one protocol."""
 
     protocol = "?"
+    #: The protocol core (`mailprotocol.smtp` or `.pop3`): parse, limits, decisions.
+    core: ModuleType
+    #: The core's state of the server as the client can know it, and its decision for this line.
+    state: Any
+    decision: Any = None
 
     def __init__(self, line: str, session: Any, profile: Profile, lang: Lang, client_ip: str) -> None:
         self.line = line
@@ -96,6 +103,35 @@ class LineCheck:
         """True once a diagnostic carries the server's refusal (later checks only add advice)."""
         return any(is_refusal(d.code) for d in self.found)
 
+    # --- the line as the server frames it -------------------------------------------------------
+
+    def too_long(self) -> bool:
+        """Report a line the server never reads: over the limit of the servers' framing (the core's
+        `line_limit_for`) or of the core's parse (an SMTP MAIL's parameters); True when it is."""
+        encoded = self.line.encode("utf-8", "surrogateescape")
+        length = len(encoded) + 2
+        decision = self.decision
+        if decision is None or decision.reason != "line-too-long" or decision.detail is None:
+            limit = self.core.line_limit_for(self.state, self.profile, encoded)
+            if length <= limit:
+                return False
+            self.decision = self.core.line_too_long(self.state, limit)
+        self.add("line-too-long", "error", length=length, limit=self.decision.detail)
+        return True
+
+    def blank_state(self) -> Any:
+        """The state a history line is parsed in: a new session (TLS as now, for SMTP's verbs)."""
+        raise NotImplementedError
+
+    def server_verb(self, text: str) -> tuple[str, str] | None:
+        """(VERB, argument) as the server dispatches a history line; None when it is not dispatched."""
+        blank = self.blank_state()
+        encoded = text.encode("utf-8", "surrogateescape")
+        if len(encoded) + 2 > self.core.line_limit_for(blank, self.profile, encoded):
+            return None
+        parsed = self.core.parse(blank, self.profile, text)
+        return None if isinstance(parsed, Decision) else (parsed.verb, parsed.argument)
+
     # --- faults --------------------------------------------------------------------------------
 
     def fault(self, command: str, argument: str = "") -> FaultAction | None:
@@ -106,10 +142,6 @@ class LineCheck:
         if command == DATA_END:
             return tracker.end_of_data(client=self.client_ip)
         return tracker.command(command, argument, client=self.client_ip)
-
-    def server_verb(self, text: str) -> tuple[str, str] | None:
-        """(VERB, argument) as the server dispatches a history line; None when it is not dispatched."""
-        raise NotImplementedError
 
     def account_now(self) -> str | None:
         raise NotImplementedError

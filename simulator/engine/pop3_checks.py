@@ -74,6 +74,7 @@ def predict_decision(profile: Profile, decision: core.POP3Decision, client_ip: s
 
 class POP3Check(LineCheck):
     protocol = "pop3"
+    core = core
 
     def __init__(self, *args: Any) -> None:
         super().__init__(*args)
@@ -107,11 +108,8 @@ class POP3Check(LineCheck):
             return None
         return credentials.login_address(self.profile, self.session.authenticated_user)
 
-    def server_verb(self, text: str) -> tuple[str, str] | None:
-        if len(text.encode("utf-8", "surrogateescape")) + 2 > core.line_limit(core.POP3State(), self.profile):
-            return None
-        parsed = core.parse(core.POP3State(), self.profile, text)
-        return None if isinstance(parsed, Decision) else (parsed.verb, parsed.argument)
+    def blank_state(self) -> core.POP3State:
+        return core.POP3State()
 
     def prediction(self) -> Prediction | None:
         return predict_decision(self.profile, self.decision, self.client_ip) if self.decision else None
@@ -140,11 +138,7 @@ class POP3Check(LineCheck):
 
     def command(self) -> None:
         line = self.line
-        octets = len(line.encode("utf-8", "surrogateescape"))
-        limit = core.line_limit(self.state, self.profile)
-        if octets + 2 > limit:
-            self.decision = core.line_too_long(self.state)
-            self.refuse("line-too-long", length=octets + 2, limit=limit)
+        if self.too_long():
             return
         text = line.strip()
         if line != line.lstrip() and text and "\0" not in line:
@@ -265,11 +259,7 @@ class POP3Check(LineCheck):
 
     def auth_line(self) -> None:
         line = self.line
-        octets = len(line.encode("utf-8", "surrogateescape"))
-        limit = core.line_limit(self.state, self.profile)
-        if octets + 2 > limit:
-            self.decision = core.line_too_long(self.state)
-            self.refuse("line-too-long", length=octets + 2, limit=limit)
+        if self.too_long():
             return
         self.decision = core.auth_line(self.state, self.profile, line)
         self.sasl_step(core_sasl.respond(self.state.exchange, line), self.session.auth.mechanism, line)  # type: ignore[arg-type]

@@ -39,6 +39,7 @@ _SYNTAX_WITH_EXAMPLE = {"MAIL": "MAIL FROM:<{address}>", "RCPT": "RCPT TO:<{addr
 
 class SMTPCheck(LineCheck):
     protocol = "smtp"
+    core = core
 
     # --- rendering -----------------------------------------------------------------------------
 
@@ -128,9 +129,8 @@ class SMTPCheck(LineCheck):
     def strict(self) -> bool:
         return bool(self.policies.strict_syntax)
 
-    def server_verb(self, text: str) -> tuple[str, str] | None:
-        parsed = core.parse(core.SMTPState(tls=self.tls), self.profile, text)
-        return None if isinstance(parsed, Decision) else (parsed.verb, parsed.argument)
+    def blank_state(self) -> core.SMTPState:
+        return core.SMTPState(tls=self.tls)
 
     # --- entry point ---------------------------------------------------------------------------
 
@@ -178,10 +178,7 @@ class SMTPCheck(LineCheck):
         verb_token, _, argument = text.partition(" ")
         verb = verb_token.upper()
         argument = argument.strip()
-        octets = len(line.encode("utf-8", "surrogateescape"))
-        limit = self.policies.max_command_line + core.length_allowance(self.state, self.profile, verb, argument)
-        if octets + 2 > limit:  # the session's framing discards the line before the core sees it
-            self.add("line-too-long", "error", "line_too_long", length=octets + 2, limit=limit)
+        if self.too_long():
             return
         if self.reason == "bad-characters":
             self.add("nul-character", "error")
@@ -350,11 +347,7 @@ class SMTPCheck(LineCheck):
     def auth_line(self) -> None:
         exchange = self.session.auth
         line = self.line
-        octets = len(line.encode("utf-8", "surrogateescape"))
-        limit = core.line_limit(self.state, self.profile)
-        if octets + 2 > limit:
-            self.decision = core.line_too_long(self.state)
-            self.add("line-too-long", "error", "auth_line_too_long", length=octets + 2, limit=limit)
+        if self.too_long():
             return
         self.decision = core.auth_line(self.state, self.profile, line)
         if exchange.mechanism in IMPLEMENTED_MECHANISMS:
