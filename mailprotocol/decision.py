@@ -81,8 +81,9 @@ class Decision(Generic[State]):
     """The answer to one line: replies in order, the state after it, and the effects.
 
     `reason` names why a refusal happened (`needs-login`, `message-deleted`), so a teacher can
-    explain it; the server never shows it. `detail` is the typed problem behind a grammar refusal
-    (an `AddressSyntaxError`, a `ParameterProblem`), so the explanation need not redo the check.
+    explain it; the server never shows it. `detail` is what the grammar made of the argument: the
+    typed problem behind a refusal (an `AddressSyntaxError`, a `ParameterProblem`) or, for an
+    accepted MAIL/RCPT, its `PathArgument`, so the explanation need not parse the line again.
     """
 
     replies: tuple[Reply, ...]

@@ -27,6 +27,9 @@ DATA_END = "DATA-END"
 #: Commands a fault rule may name: the protocol core's verb tables.
 SMTP_COMMANDS = smtp.VERB_NAMES
 POP3_COMMANDS = pop3.VERB_NAMES
+#: Verbs whose success starts TLS, and those whose success logs someone in (the verb tables).
+TLS_VERBS = frozenset({"STARTTLS", "STLS"})
+LOGIN_VERBS = pop3.LOGIN_VERBS | {verb.name for verb in smtp.VERBS if verb.logs_in}
 
 
 class FaultError(ValueError):
@@ -288,11 +291,10 @@ class FaultTracker:
     """One session's fault counting: which events count, and the account and recipients a rule sees.
 
     The server feeds it live and the validator feeds it the client-side history, with the same
-    events, so both count every rule alike: `connect()` at the greeting, `command()` for each line
-    the core dispatches as a command (before its answer), then what the answer changed -
-    `tls_started()` (STARTTLS/STLS: no account any more), `logged_in()`, `mail_started()`,
-    `recipient_accepted()` (the core's `smtp.recipient_key`) - and `end_of_data()` for a complete
-    message, whose argument is the transaction's recipients.
+    calls, so both count every rule alike: `connect()` at the greeting, `command()` for each line
+    the core dispatches as a command (before its answer), `answered()` with the answer (which
+    events it means is decided there, once), and `end_of_data()` for a complete message, whose
+    argument is the transaction's recipients.
     """
 
     script: FaultScript
@@ -316,6 +318,22 @@ class FaultTracker:
         return self.script.match(
             self.counter, self.protocol, DATA_END, " ".join(recipients), account=self.account, client=client, elapsed=elapsed
         )
+
+    def answered(self, verb: str, accepted: bool, *, account: str | None = None, recipient: str | None = None) -> None:
+        """What the answer to `verb` (AUTH for a SASL line) changes for the rules: an accepted
+        STARTTLS/STLS forgets the account, a login sets it (`account`), MAIL starts a transaction
+        and RCPT adds `recipient` (the core's `smtp.recipient_key`). A refusal changes nothing.
+        """
+        if not accepted:
+            return
+        if verb in TLS_VERBS:
+            self.tls_started()
+        elif verb in LOGIN_VERBS:
+            self.logged_in(account)
+        elif verb == "MAIL":
+            self.mail_started()
+        elif verb == "RCPT" and recipient is not None:
+            self.recipient_accepted(recipient)
 
     def tls_started(self) -> None:
         """RFC 3207 4.2 / RFC 2595 4: the session starts over, nobody is logged in."""

@@ -15,7 +15,7 @@ import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Mapping
 
-from .addresses import AddressSyntaxError, MissingBrackets, parse_path, split_keyword, valid_helo_argument
+from .addresses import AddressSyntaxError, MissingBrackets, PathArgument, parse_path, split_keyword, valid_helo_argument
 from .parameters import ParameterProblem, first_parameter_problem
 from .persona_rules import end_of_data_reply, helo_refused_at, missing_brackets_key
 
@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 
 #: Effect kinds of SMTP besides the shared ones.
 AUTHENTICATED = "authenticated"  # an AUTH succeeded: reset the client's failure count
-GREYLIST = "greylist"  # a recipient is accepted unless the (client, sender, recipient) triplet must wait
+RECIPIENT_CHECK = "recipient-check"  # a recipient accepted, pending the server's greylist and quota checks
 START_DATA = "start-data"  # after the 354: the message text follows, up to CRLF.CRLF
 READ_CHUNK = "read-chunk"  # BDAT: read `size` octets, then `chunk_done`
 QUEUE_COUNT = "queue-count"  # ETRN/ATRN: how much mail waits for these domains, then `queue_answer`
@@ -406,14 +406,11 @@ def _mail(state: SMTPState, persona: "Profile", argument: str) -> SMTPDecision:
         return _answer(state, "tls_required", "needs-tls")
     if policies.require_auth_for_mail and state.authenticated_as is None:
         return _answer(state, "auth_required", "needs-auth")
-    strict = policies.strict_syntax
-    split = split_keyword(argument, "FROM", strict=strict)
-    if split is None:
+    path = path_argument(persona, "MAIL", argument)
+    if path is None:
         return _answer(state, "mail_syntax", "path-syntax")
-    try:
-        path = parse_path(split[0], strict=strict, allow_null=True)
-    except AddressSyntaxError as problem:
-        return _path_refused(state, "MAIL", problem)
+    if isinstance(path, AddressSyntaxError):
+        return _path_refused(state, "MAIL", path)
     refused = first_parameter_problem("MAIL", path.params, persona.smtp_extensions(state.tls), policies.max_message_size)
     if refused is not None:
         return _parameter_refused(state, refused)
@@ -421,7 +418,27 @@ def _mail(state: SMTPState, persona: "Profile", argument: str) -> SMTPDecision:
         return _answer(state, "utf8_not_declared", "utf8-not-declared")
     if policies.sender_must_match_auth and state.authenticated_as is not None and path.address.lower() != state.authenticated_as:
         return _answer(state, "sender_not_owned", "sender-not-owned", address=path.address, user=state.authenticated_as)
-    return _answer(replace(state, envelope=Envelope(path.address, dict(path.params))), "mail_ok", address=path.address)
+    state = replace(state, envelope=Envelope(path.address, dict(path.params)))
+    return Decision((Reply("mail_ok", {"address": path.address}),), state, (), "", path)
+
+
+#: The keyword before the path of the verbs that carry one.
+_PATH_KEYWORDS = {"MAIL": "FROM", "RCPT": "TO"}
+
+
+def path_argument(persona: "Profile", verb: str, argument: str) -> PathArgument | AddressSyntaxError | None:
+    """`MAIL FROM:`/`RCPT TO:` as the server reads the argument: the path, the grammar's typed
+    problem with it, or None without the keyword. MAIL may name the null sender `<>`, RCPT the bare
+    `<Postmaster>` (RFC 5321 4.1.1.3); the persona says how strict the grammar is.
+    """
+    strict = persona.policies.strict_syntax
+    split = split_keyword(argument, _PATH_KEYWORDS[verb], strict=strict)
+    if split is None:
+        return None
+    try:
+        return parse_path(split[0], strict=strict, allow_null=verb == "MAIL", allow_postmaster=verb == "RCPT")
+    except AddressSyntaxError as problem:
+        return problem
 
 
 def _path_refused(state: SMTPState, verb: str, problem: AddressSyntaxError) -> SMTPDecision:
@@ -442,16 +459,13 @@ def _rcpt(state: SMTPState, persona: "Profile", argument: str) -> SMTPDecision:
     if envelope is None:  # RFC 5321 3.3: sequence before syntax
         return _answer(state, "need_mail", "needs-mail")
     policies = persona.policies
-    strict = policies.strict_syntax
-    split = split_keyword(argument, "TO", strict=strict)
-    if split is None:
+    path = path_argument(persona, "RCPT", argument)
+    if path is None:
         return _answer(state, "rcpt_syntax", "path-syntax")
     envelope = replace(envelope, rcpt_attempts=envelope.rcpt_attempts + 1)
     state = replace(state, envelope=envelope)
-    try:
-        path = parse_path(split[0], strict=strict, allow_null=False, allow_postmaster=True)
-    except AddressSyntaxError as problem:
-        return _path_refused(state, "RCPT", problem)
+    if isinstance(path, AddressSyntaxError):
+        return _path_refused(state, "RCPT", path)
     refused = first_parameter_problem("RCPT", path.params, persona.smtp_extensions(state.tls))
     if refused is not None:
         return _parameter_refused(state, refused)
@@ -466,14 +480,14 @@ def _rcpt(state: SMTPState, persona: "Profile", argument: str) -> SMTPDecision:
     if "@" not in address or (address.lower().startswith("postmaster@") and persona.is_local_domain(path.domain)):
         # RFC 5321 4.5.1: every server MUST accept mail for its postmaster.
         local = address if "@" in address else f"postmaster@{_postmaster_domain(persona)}"
-        return _accept(state, envelope, address, recipient_key(persona, address), "local", "rcpt_ok", greylist_as=local)
+        return _accept(state, envelope, path, recipient_key(persona, address), "local", "rcpt_ok", greylist_as=local)
     if persona.is_local_domain(path.domain):
         if persona.find_account(address) is None:
             return _answer(state, "unknown_user", "unknown-user", address=address)
-        return _accept(state, envelope, address, recipient_key(persona, address), "local", "rcpt_ok")
+        return _accept(state, envelope, path, recipient_key(persona, address), "local", "rcpt_ok")
     relay = policies.relay
     if relay == "open" or path.domain in persona.relay_domains or (relay == "authenticated" and state.authenticated_as is not None):
-        return _accept(state, envelope, address, recipient_key(persona, address), "relay", "rcpt_relay_ok")
+        return _accept(state, envelope, path, recipient_key(persona, address), "relay", "rcpt_relay_ok")
     event = Effect(EVENT, {"kind": "relay denied", "detail": address, "address": address})
     return _answer(state, "relay_denied", "relay-denied", (event,), address=address)
 
@@ -499,33 +513,29 @@ def recipient_key(persona: "Profile", address: str) -> str:
 
 def recipient_of(persona: "Profile", argument: str) -> str | None:
     """The envelope key an accepted `RCPT TO:` argument adds (None when the grammar refuses it)."""
-    strict = persona.policies.strict_syntax
-    split = split_keyword(argument, "TO", strict=strict)
-    if split is None:
-        return None
-    try:
-        path = parse_path(split[0], strict=strict, allow_null=False, allow_postmaster=True)
-    except AddressSyntaxError:
-        return None
-    return recipient_key(persona, path.address)
+    path = path_argument(persona, "RCPT", argument)
+    return recipient_key(persona, path.address) if isinstance(path, PathArgument) else None
 
 
 def _accept(
-    state: SMTPState, envelope: Envelope, address: str, stored: str, kind: str, key: str, greylist_as: str | None = None
+    state: SMTPState, envelope: Envelope, path: PathArgument, stored: str, kind: str, key: str, greylist_as: str | None = None
 ) -> SMTPDecision:
-    """A recipient accepted (once, however often it is named); greylisting may still delay it."""
+    """A recipient accepted (once, however often it is named); the server's greylist and quota
+    checks (`RECIPIENT_CHECK`) may still turn it away. The parsed path rides along as the detail.
+    """
     before = state
     current = getattr(envelope, kind)
     if stored not in current:
         envelope = replace(envelope, **{kind: current + (stored,)})
     state = replace(state, envelope=envelope)
-    check = Effect(GREYLIST, {"sender": envelope.sender, "address": greylist_as or address, "unless": before, "key": stored})
-    return _answer(state, key, effects=(check,), address=address)
+    address = path.address
+    check = Effect(RECIPIENT_CHECK, {"sender": envelope.sender, "address": greylist_as or address, "unless": before, "key": stored})
+    return Decision((Reply(key, {"address": address}),), state, (check,), "", path)
 
 
 def greylisted(decision: SMTPDecision, seconds: float) -> SMTPDecision:
     """The first attempt of a (client, sender, recipient) triplet waits (a temporary 4xx)."""
-    check = decision.effect(GREYLIST)
+    check = decision.effect(RECIPIENT_CHECK)
     assert check is not None
     event = Effect(EVENT, {"kind": "greylisted", "detail": f"{check['sender'] or '<>'} -> {check['address']}, {seconds:.0f} s to go"})
     return _answer(check["unless"], "greylisted", "greylisted", (event,), address=check["address"], seconds=max(1, round(seconds)))
@@ -537,7 +547,7 @@ def mailbox_full(decision: SMTPDecision, temporary: bool) -> SMTPDecision:
     552 5.2.2 (RFC 3463 "mailbox full"), or 452 4.2.2 where the persona's server is set to make
     it temporary (Dovecot's quota_full_tempfail).
     """
-    check = decision.effect(GREYLIST)
+    check = decision.effect(RECIPIENT_CHECK)
     assert check is not None
     key = "mailbox_full_temp" if temporary else "mailbox_full"
     event = Effect(EVENT, {"kind": "mailbox full", "detail": check["address"]})

@@ -59,6 +59,7 @@ class POP3Session(LineSession):
 
     def line_too_long(self) -> None:
         self.record_client("<line over the limit, discarded>")
+        self.answering = ""
         self.carry_out(core.line_too_long(self.state))
 
     def internal_error(self) -> None:
@@ -82,6 +83,7 @@ class POP3Session(LineSession):
     # --- lines in, decisions out -------------------------------------------------------------
 
     def line_received(self, line: bytes) -> defer.Deferred | None:
+        self.answering = "AUTH" if self.state.exchange is not None else ""
         if self.state.exchange is not None:
             text = line.decode("utf-8", "replace")
             self.record_client(mask_line(text, in_sasl_exchange=True), text)
@@ -101,6 +103,7 @@ class POP3Session(LineSession):
         return self.dispatch(parsed)
 
     def dispatch(self, command: core.Command) -> defer.Deferred | None:
+        self.answering = command.verb
         if command.verb == "AUTH":  # a fresh CRAM-MD5 challenge for every exchange (RFC 2195)
             self.state = replace(self.state, challenge=auth.new_challenge(self.profile.pop3_hostname))
         return self.carry_out(core.dispatch(self.state, self.profile, command))
@@ -135,7 +138,7 @@ class POP3Session(LineSession):
             return self._send_message(decision, message)
         self.send_decision(decision)
         if decision.has(START_TLS):
-            self.fault_tracker.tls_started()
+            self.fault_tracker.answered(self.answering, True)
             self._pending, self._pos = b"", 0
             self.transport.startTLS(self.context.tls_options)
             self.tls_active = True
@@ -189,7 +192,7 @@ class POP3Session(LineSession):
             maildrop = core.Maildrop.of(tuple(core.Message(m.size, m.uid) for m in messages))
             decision = core.logged_in(self.state, self.profile, login, maildrop)
             self.state = decision.state
-            self.fault_tracker.logged_in(address)
+            self.fault_tracker.answered(self.answering, True, account=address)
             self.event("authenticated", address, user=address)
             self.send_decision(decision)
 

@@ -247,6 +247,8 @@ class LineSession(protocol.Protocol, TimeoutMixin):
         assert context.faults is not None
         #: Fault counting; the subclass feeds it what the core's answers change (login, TLS, envelope).
         self.fault_tracker = FaultTracker(context.faults, self.protocol_name.lower())
+        #: The verb whose answer is being carried out (AUTH for a SASL line), for `FaultTracker.answered`.
+        self.answering = ""
 
     # --- limits the subclass decides ---------------------------------------------------------
 

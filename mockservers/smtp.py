@@ -166,6 +166,7 @@ class SMTPSession(LineSession):
 
     def line_too_long(self) -> None:
         self.record_client("<line over the limit, discarded>")
+        self.answering = ""
         self.carry_out(core.line_too_long(self.state))
 
     def internal_error(self) -> None:
@@ -174,7 +175,8 @@ class SMTPSession(LineSession):
         self._raw_handler = None
         self.reply("storage_failed")
 
-    def reply(self, key: str, **values: Any) -> None:
+    def reply(self, key: str, **values: Any) -> list[str]:
+        """Send one reply; its lines, whose code says whether the command succeeded."""
         values = {**self.common_values(), **values}
         if key == "ehlo":
             lines = self.profile.ehlo_reply(self.state.tls, **values)
@@ -183,6 +185,7 @@ class SMTPSession(LineSession):
         self.send_lines(lines)
         if key in self.profile.smtp_close_after or lines[-1].startswith("421"):
             self.close()  # 421 always closes (RFC 5321 3.8); a persona may close after others
+        return lines
 
     def render_fault(self, lines: tuple[str, ...]) -> list[str]:
         return render_smtp(lines, self.profile.values(**self.common_values()))
@@ -190,6 +193,7 @@ class SMTPSession(LineSession):
     # --- lines in, decisions out -------------------------------------------------------------
 
     def line_received(self, line: bytes) -> defer.Deferred | None:
+        self.answering = "AUTH" if self.state.exchange is not None else ""
         if self.state.exchange is not None:
             text = line.decode("utf-8", "replace")
             self.record_client(mask_line(text, in_sasl_exchange=True), text)
@@ -209,6 +213,7 @@ class SMTPSession(LineSession):
         return self.dispatch(parsed)
 
     def dispatch(self, command: core.Command) -> defer.Deferred | None:
+        self.answering = command.verb
         if command.verb == "AUTH":  # what the server remembers, and a fresh CRAM-MD5 challenge (RFC 2195)
             if self.auth_locked_out():
                 return self._carry_out(core.locked_out(self.state))
@@ -231,15 +236,15 @@ class SMTPSession(LineSession):
 
     def _carry_out(self, decision: core.SMTPDecision) -> defer.Deferred | None:
         """Adopt the decision's state, do what only a server can do, send the replies."""
-        greylist = decision.effect(core.GREYLIST)
-        if greylist is not None and self.profile.policies.greylist_delay:
+        check = decision.effect(core.RECIPIENT_CHECK)
+        if check is not None and self.profile.policies.greylist_delay:
             wait = self.context.limits.greylisted(
-                self.client_ip, greylist["sender"], greylist["address"], self.context.now(), self.profile.policies.greylist_delay
+                self.client_ip, check["sender"], check["address"], self.context.now(), self.profile.policies.greylist_delay
             )
             if wait > 0:
                 decision = core.greylisted(decision, wait)
-        greylist = decision.effect(core.GREYLIST)
-        if greylist is not None and self._mailbox_full(greylist["address"]):
+        check = decision.effect(core.RECIPIENT_CHECK)
+        if check is not None and self._mailbox_full(check["address"]):
             decision = core.mailbox_full(decision, self.profile.policies.quota_full_tempfail)
         self._adopt(decision.state)
         for effect in decision.effects:
@@ -256,13 +261,14 @@ class SMTPSession(LineSession):
         failed = decision.effect(AUTH_FAILED)
         if failed is not None:
             self._auth_failure_logged(failed)
-        self._track_faults(decision)
         authenticated = decision.effect(core.AUTHENTICATED)
         if authenticated is not None:  # the event comes before the 235: graders attribute the session by it
             self.context.limits.auth_succeeded(self.client_ip, authenticated["address"])
             self.event("authenticated", authenticated["address"], user=authenticated["address"])
+        lines: list[str] = []
         for reply in decision.replies:
-            self.reply(reply.key, **reply.values)
+            lines = self.reply(reply.key, **reply.values)
+        self._track_faults(decision, lines)
         if decision.has(START_TLS):
             # Input pipelined after STARTTLS belongs to the plain-text session: discard it (RFC 3207 5).
             self._pending, self._pos = b"", 0
@@ -280,18 +286,16 @@ class SMTPSession(LineSession):
             self.close()
         return None
 
-    def _track_faults(self, decision: core.SMTPDecision) -> None:
-        """What the answer changes for fault rules: the account, the transaction's recipients."""
+    def _track_faults(self, decision: core.SMTPDecision, lines: list[str]) -> None:
+        """Tell the fault tracker the answer as the client sees it (its code), as the validator does."""
         tracker = self.fault_tracker
-        if not tracker.script.rules:  # nothing to count for (most servers): skip the effect look-ups
+        if not tracker.script.rules or not lines:  # nothing to count for (most servers)
             return
-        authenticated, recipient = decision.effect(core.AUTHENTICATED), decision.effect(core.GREYLIST)
-        if decision.has(START_TLS):
-            tracker.tls_started()
-        elif authenticated is not None:
-            tracker.logged_in(authenticated["address"])
-        elif recipient is not None:  # still there: neither greylisted nor over quota, so accepted
-            tracker.recipient_accepted(recipient["key"])
+        recipient = decision.effect(core.RECIPIENT_CHECK)  # still there: neither greylisted nor over quota
+        tracker.answered(
+            self.answering, lines[-1][:1] == "2", account=self.state.authenticated_as,
+            recipient=recipient["key"] if recipient is not None else None,
+        )
 
     def _mailbox_full(self, address: str) -> bool:
         """A local account's mailbox already at its quota (usage is counted once, then kept)."""
@@ -305,7 +309,6 @@ class SMTPSession(LineSession):
             self.envelope = None
         elif self.envelope is None:
             self.envelope = Envelope(state.envelope)
-            self.fault_tracker.mail_started()
         else:
             self.envelope.core = state.envelope
 

@@ -182,6 +182,7 @@ SMTP_CASES = [
     C("rfc", RFC_MAIL, "RCPT TO:<someone@remote.example>", "rcpt-relay-denied", "error", "554"),
     C("rfc", RFC_MAIL, "RCPT TO:<postmaster@example.com>", "rcpt-postmaster", "info", None),
     C("rfc", RFC_MAIL, "RCPT TO:<Postmaster>", "rcpt-postmaster", "info", None),
+    C("rfc", RFC_MAIL, "RCPT TO:<Postmaster> NOTIFY=NEVER", "rcpt-postmaster", "info", None),  # the core's parse: not a relay
     C("rfc", RFC_MAIL, "RCPT TO:<>", "rcpt-empty-address", "error", "501"),
     C("postfix", [HELO, "MAIL FROM:<alice@example.com>"] + [f"RCPT TO:<{u}@example.com>" for u in ("alice", "bob", "carol", "alice", "bob")],
       "RCPT TO:<carol@example.com>", "rcpt-duplicate", "info", None),

@@ -106,14 +106,21 @@ def test_tracker_account_and_recipients():
     )
     tracker = FaultTracker(script, "smtp")
     assert tracker.command("NOOP", "") is None
-    tracker.logged_in("alice@example.com")
-    assert tracker.command("NOOP", "") is not None
-    tracker.tls_started()
+    tracker.answered("AUTH", False, account="alice@example.com")  # a refusal changes nothing
     assert tracker.command("NOOP", "") is None
-    tracker.mail_started()
+    tracker.answered("AUTH", True, account="alice@example.com")
+    assert tracker.command("NOOP", "") is not None
+    tracker.answered("STARTTLS", True)
+    assert tracker.command("NOOP", "") is None
+    tracker.answered("PASS", True, account="alice@example.com")  # every login verb of both protocols
+    assert tracker.account == "alice@example.com"
+    tracker.answered("STLS", True)
+    assert tracker.account is None
+    tracker.answered("MAIL", True)
     for key in ("bob@example.com", "alice@example.com", "bob@example.com"):
-        tracker.recipient_accepted(key)
-    assert tracker.end_of_data() is not None  # each recipient once, in the order accepted
+        tracker.answered("RCPT", True, recipient=key)
+    tracker.answered("RCPT", False, recipient="carol@example.com")
+    assert tracker.end_of_data() is not None  # each accepted recipient once, in the order accepted
     assert tracker.recipients == [] and tracker.end_of_data() is None
 
 

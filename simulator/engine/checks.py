@@ -13,7 +13,7 @@ import re
 import time
 from typing import Any, Iterable
 
-from mailprotocol import pop3, smtp
+from mailprotocol import smtp
 from mailprotocol.faults import DATA_END, FaultAction, FaultScript, FaultTracker
 from mockservers.profile import Profile
 
@@ -132,7 +132,7 @@ class LineCheck:
 
 
 def replay_faults(check: LineCheck) -> FaultTracker:
-    """The server's fault tracker as the session so far left it: the events it was fed, read from the replies."""
+    """The server's fault tracker as the session so far left it: the history told to it as the server tells it."""
     profile = check.profile
     tracker = FaultTracker(FaultScript(tuple(profile.faults), profile.seed), check.protocol)
     ip = check.client_ip
@@ -143,29 +143,17 @@ def replay_faults(check: LineCheck) -> FaultTracker:
             tracker.connect(client=ip)
         elif exchange.kind == "end-of-data":
             tracker.end_of_data(client=ip)
-        elif exchange.kind == "auth-response" and accepted:
-            tracker.logged_in(check.account_now())
+        elif exchange.kind == "auth-response":
+            tracker.answered("AUTH", accepted, account=check.account_now())
         elif exchange.kind in ("command", "bdat") and exchange.sent is not None:
             parsed = check.server_verb(exchange.sent)
             if parsed is None:
                 continue
             verb, argument = parsed
             tracker.command(verb, argument, client=ip)
-            if not accepted:
-                continue
-            if verb in ("STARTTLS", "STLS"):
-                tracker.tls_started()
-            elif verb == "MAIL":
-                tracker.mail_started()
-            elif verb == "RCPT" and (key := smtp.recipient_of(profile, argument)) is not None:
-                tracker.recipient_accepted(key)
-            elif verb in _LOGIN_VERBS:
-                tracker.logged_in(check.account_now())
+            recipient = smtp.recipient_of(profile, argument) if verb == "RCPT" and accepted else None
+            tracker.answered(verb, accepted, account=check.account_now(), recipient=recipient)
     return tracker
-
-
-#: Verbs whose success means someone logged in (the core's verb tables).
-_LOGIN_VERBS = pop3.LOGIN_VERBS | {verb.name for verb in smtp.VERBS if verb.logs_in}
 
 
 def _code_of_reply(reply: Any) -> str:

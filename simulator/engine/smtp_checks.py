@@ -18,7 +18,7 @@ from mailprotocol import sasl as core_sasl
 from mailprotocol import smtp as core
 from mailprotocol.decision import Decision, Reply
 from mailprotocol.sasl import IMPLEMENTED_MECHANISMS
-from mailprotocol.addresses import MAX_PATH, AddressProblem, AddressSyntaxError, MailboxProblem, PathArgument, is_domain, parse_path, split_keyword
+from mailprotocol.addresses import MAX_PATH, AddressProblem, AddressSyntaxError, MailboxProblem, PathArgument, is_domain
 from mailprotocol.parameters import ParameterProblem, ParameterWhy
 from mailprotocol.persona_rules import helo_refused_at, is_fqdn_helo
 from mockservers.profile import Profile
@@ -77,7 +77,7 @@ class SMTPCheck(LineCheck):
         if decision is None:
             return None
         policies = self.profile.policies
-        if decision.effect(core.GREYLIST) is not None and policies.greylist_delay:
+        if decision.effect(core.RECIPIENT_CHECK) is not None and policies.greylist_delay:
             decision = core.greylisted(decision, policies.greylist_delay)
         query = decision.effect(core.QUEUE_COUNT)
         if query is not None:
@@ -363,7 +363,7 @@ class SMTPCheck(LineCheck):
     # --- the transaction -------------------------------------------------------------------------
 
     def teach_MAIL(self, argument: str) -> None:  # noqa: N802
-        path = self.path("MAIL", "FROM", argument, allow_null=True)
+        path = self.path("MAIL", "FROM", argument)
         if path is None or self.decided:
             return
         if path.address == "":
@@ -373,18 +373,17 @@ class SMTPCheck(LineCheck):
 
     def teach_RCPT(self, argument: str) -> None:  # noqa: N802
         envelope = self.state.envelope
-        split = split_keyword(argument, "TO", strict=self.strict())
-        if split is not None and re.fullmatch(r"<postmaster>", split[0].strip(), re.IGNORECASE):
+        path = self.path("RCPT", "TO", argument)
+        if path is not None and "@" not in path.address:
             # RFC 5321 4.1.1.3 / 4.5.1: `RCPT TO:<Postmaster>` without a domain MUST be accepted.
             if envelope is not None:
                 self.add("rcpt-postmaster", "info")
             return
-        path = self.path("RCPT", "TO", argument, allow_null=False)
         if path is None or envelope is None or self.decided and self.reason:
             return
         address = path.address
         local = self.profile.is_local_domain(path.domain)
-        if self.prediction() and self.decision.effect(core.GREYLIST) is not None and self.policies.greylist_delay:  # type: ignore[union-attr]
+        if self.prediction() and self.decision.effect(core.RECIPIENT_CHECK) is not None and self.policies.greylist_delay:  # type: ignore[union-attr]
             seconds = round(self.policies.greylist_delay)
             self.add("greylisted", "error", reply=self.prediction().shown(), seconds=seconds)  # type: ignore[union-attr]
         elif local and address.rpartition("@")[0].lower() == "postmaster":
@@ -400,16 +399,16 @@ class SMTPCheck(LineCheck):
             return account
         return self.profile.accounts[0].address if self.profile.accounts else "you@example.com"
 
-    def path(self, verb: str, keyword: str, argument: str, *, allow_null: bool) -> PathArgument | None:
-        """`MAIL FROM:` / `RCPT TO:` as the learner typed it: which grammar mistake, and the fixed line."""
+    def path(self, verb: str, keyword: str, argument: str) -> PathArgument | None:
+        """`MAIL FROM:` / `RCPT TO:` as the server read it (`parsed_path`): which grammar mistake, and the fixed line."""
         strict = self.strict()
         low = verb.lower()
         example = _SYNTAX_WITH_EXAMPLE[verb].format(address=self.guess_address(argument) or "user@example.com")
         before = re.match(rf"^{keyword}(\s+):", argument, re.IGNORECASE)
         after = re.match(rf"^{keyword}\s*:(\s+)", argument, re.IGNORECASE)
-        split = split_keyword(argument, keyword, strict=strict)
+        path = self.parsed_path(verb, argument)
         fixed = self.fixed_line(verb, keyword, argument)
-        if split is None:
+        if path is None:
             if not re.match(rf"^{keyword}\s*:", argument, re.IGNORECASE):
                 self.add(f"{low}-missing-keyword", "error", suggestion=example, keyword=f"{keyword}:")
             else:
@@ -419,11 +418,8 @@ class SMTPCheck(LineCheck):
             self.add(f"{low}-space-before-colon", "warning", suggestion=fixed, keyword=keyword)
         if not strict and after:
             self.add(f"{low}-space-after-colon", "warning", suggestion=fixed, keyword=keyword)
-        rest = split[0]
-        try:
-            path = parse_path(rest, strict=strict, allow_null=allow_null, allow_postmaster=not allow_null)
-        except AddressSyntaxError as problem:
-            self.address_problem(verb, problem, example, fixed)
+        if isinstance(path, AddressSyntaxError):
+            self.address_problem(verb, path, example, fixed)
             return None
         if not path.bracketed:
             self.add(f"{low}-missing-brackets", "info", suggestion=fixed, keyword=keyword)
@@ -434,6 +430,14 @@ class SMTPCheck(LineCheck):
         elif self.reason == "utf8-not-declared":
             self.utf8_not_declared(verb, argument)
         return path
+
+    def parsed_path(self, verb: str, argument: str) -> PathArgument | AddressSyntaxError | None:
+        """The path as the core read it: its decision's detail, or, when it refused the line before
+        reading the path (no MAIL yet, a nested MAIL), the core's own reading of it."""
+        detail = self.decision.detail if self.decision is not None else None
+        if isinstance(detail, (PathArgument, AddressSyntaxError)):
+            return detail
+        return core.path_argument(self.profile, verb, argument)
 
     def guess_address(self, argument: str) -> str | None:
         match = re.search(r"[^\s<>:]+@[^\s<>]+", argument)
@@ -577,8 +581,8 @@ def shadow_state(session: Any, profile: Profile) -> core.SMTPState:
                 continue
             if parsed.verb == "MAIL" and getattr(reply, "code", None) == "250":
                 break
-            if parsed.verb == "RCPT" and split_keyword(parsed.argument, "TO", strict=profile.policies.strict_syntax) is not None:
-                attempts += 1
+            if parsed.verb == "RCPT" and core.path_argument(profile, "RCPT", parsed.argument) is not None:
+                attempts += 1  # the core counts an attempt once it finds `TO:`
         chunking = "CHUNKING" in profile.smtp_extensions(tls)  # without it BDAT was an unknown command
         envelope = core.Envelope(
             session.mail_from, dict(session.mail_params), recipients, (), attempts,
