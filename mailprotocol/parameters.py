@@ -128,10 +128,12 @@ def unstuff(content: bytes) -> bytes:
     """
     if content.startswith(b".") or b"\r\n." in content:
         content = (b"\r\n" + content).replace(b"\r\n.", b"\r\n")[2:]
-    crlf = content.count(b"\r\n")
-    if (crlf != content.count(b"\n") or crlf != content.count(b"\r")) and _BARE_LINE_END.search(content):
-        content = re.sub(rb"\r\n|\r|\n", b"\r\n", content)  # counting first: C speed, no regex scan
+    # Every CR starts a CRLF (a scan at memchr speed, as the pattern starts with a literal); then
+    # the LFs are all in CRLFs exactly when there are as many as CRs. Counting the two-octet CRLF,
+    # or one pattern for both bare endings, would cost two to forty times as much per MB.
+    if _BARE_CR.search(content) is not None or content.count(b"\n") != content.count(b"\r"):
+        content = re.sub(rb"\r\n|\r|\n", b"\r\n", content)
     return content
 
 
-_BARE_LINE_END = re.compile(rb"\r(?!\n)|(?<!\r)\n")
+_BARE_CR = re.compile(rb"\r(?!\n)")

@@ -256,6 +256,25 @@ def test_data_undoes_dot_stuffing_exactly_once_and_bare_lf_never_ends(tmp_path):
     )
 
 
+@pytest.mark.parametrize(
+    "body, noticed",
+    [
+        (b"a\n.\nb\r\n.\r\n", True),  # LF . LF
+        (b"a\r\n.\nb\r\n.\r\n", True),  # CRLF . LF
+        (b"a\n.\r\nb\r\n.\r\n", True),  # LF . CRLF
+        (b"a\r\n..\r\nb\r\n.\r\n", False),  # a stuffed dot, then the real end
+    ],
+)
+def test_a_dot_line_with_a_bare_lf_is_named_and_does_not_end_data(tmp_path, body, noticed):
+    h = smtp(tmp_path)
+    seen: list[str] = []
+    h.events.subscribe(lambda event: seen.append(event.kind))
+    _transaction(h)
+    assert h.send("DATA")[0].startswith("354")
+    assert h.raw(body)[0].startswith("250 2.0.0 Ok: queued as ")
+    assert ("waiting for CRLF.CRLF" in seen) is noticed
+
+
 def test_data_terminator_split_across_packets(tmp_path):
     h = smtp(tmp_path)
     _transaction(h)
@@ -524,7 +543,7 @@ def test_transcript_records_both_sides_and_redacts_secrets(tmp_path):
     assert [r["line"] for r in records if r["dir"] == "s"][0] == "220 mail.example.com ESMTP Postfix"
 
 
-from hypothesis import given, settings, strategies as st
+from hypothesis import example, given, settings, strategies as st
 
 
 @settings(max_examples=150, deadline=None)
@@ -598,3 +617,41 @@ def test_parameter_refusal_names_the_parameter_and_why():
         decision = core.decide(state, profile, line)
         assert decision.reason == "parameter"
         assert (decision.detail.key, decision.detail.why, decision.reply.key) == (key, why, reply), line
+
+
+def _bare_lf_dot_by_hand(data: bytes, pos: int) -> bool:
+    """Octet by octet: LF '.' then a line break, unless it is exactly CR LF '.' CR LF."""
+    for i in range(pos, len(data) - 2):
+        if data[i : i + 2] != b"\n.":
+            continue
+        after_crlf = data[i + 2 : i + 4] == b"\r\n"
+        if data[i + 2 : i + 3] == b"\n" or (after_crlf and (i == 0 or data[i - 1 : i] != b"\r")):
+            return True
+    return False
+
+
+@settings(max_examples=400, deadline=None)
+@example(data=[b"\n.", b"\r\n", b"a", b"\r"], pos=0)  # the first line break is the stream's own start
+@given(data=st.lists(st.sampled_from([b"\r", b"\n", b".", b"a", b"\r\n", b"\r\n."]), max_size=16), pos=st.integers(0, 40))
+def test_the_bare_lf_dot_scan_finds_what_a_walk_over_the_octets_finds(data, pos):
+    from mockservers.smtp import has_bare_lf_dot
+
+    content = b"".join(data)
+    pos = min(pos, len(content))
+    assert has_bare_lf_dot(content, pos) is _bare_lf_dot_by_hand(content, pos)
+
+
+_LINE_PIECES = [b"\r", b"\n", b"\r\n", b".", b"a", b"\n\r", b"\r\n."]
+
+
+@settings(max_examples=300, deadline=None)
+@given(pieces=st.lists(st.sampled_from(_LINE_PIECES), max_size=16))
+def test_unstuff_and_the_file_form_agree_with_their_definitions(pieces):
+    """The fast paths give what the plain rules give: dots unstuffed, every ending CRLF; in the file every CRLF or bare LF is LF."""
+    from mailprotocol.parameters import unstuff
+    from mockservers.store import to_stored
+
+    content = b"".join(pieces)
+    unstuffed = (b"\r\n" + content).replace(b"\r\n.", b"\r\n")[2:]
+    assert unstuff(content) == re.sub(rb"\r\n|\r|\n", b"\r\n", unstuffed)
+    assert to_stored(content) == content.replace(b"\r\n", b"\n")

@@ -624,7 +624,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if args.baseline is not None and "baseline" not in chosen:
         chosen.append("baseline")
     if "baseline" in chosen:
-        if args.baseline is None or not (args.baseline / "simulator" / "cli").is_dir():
+        if args.baseline is None or not (args.baseline / "simulator" / "cli").exists() and not (args.baseline / "simulator" / "cli.py").exists():
             parser.error("server 'baseline' needs --baseline DIR, a maillab source tree")
         BaselineServer.tree = args.baseline.resolve()
     args.servers = [s for s in SERVERS if s in chosen]
