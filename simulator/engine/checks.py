@@ -14,7 +14,7 @@ import time
 from types import ModuleType
 from typing import Any, Iterable
 
-from mailprotocol import smtp
+from mailprotocol import pop3, smtp
 from mailprotocol.decision import Decision
 from mailprotocol.faults import DATA_END, FaultAction, FaultScript, FaultTracker
 from mockservers.profile import Profile
@@ -41,6 +41,7 @@ class LineCheck:
     """Collects the diagnostics of one line; subclasses know one protocol."""
 
     protocol = "?"
+    other_protocol = "?"
     #: The protocol core (`mailprotocol.smtp` or `.pop3`): parse, limits, decisions.
     core: ModuleType
     #: The core's state of the server as the client can know it, and its decision for this line.
@@ -102,6 +103,53 @@ class LineCheck:
     def decided(self) -> bool:
         """True once a diagnostic carries the server's refusal (later checks only add advice)."""
         return any(is_refusal(d.code) for d in self.found)
+
+    # --- entry point ---------------------------------------------------------------------------
+
+    def run(self) -> None:
+        """The steps a line meets, in the server's order: a session that cannot take it, raw data
+        (`raw_data`), a line of an AUTH exchange, a command."""
+        session = self.session
+        if session.closed:
+            self.add("session-closed", "error")
+            return
+        if session.tls_pending:
+            self.add("tls-handshake-pending", "error")
+            return
+        if getattr(session, "reversed", False):
+            self.add("session-reversed", "error")
+            return
+        if session.greeting is None:
+            self.add("spoke-before-greeting", "warning")
+        if self.raw_data():
+            return
+        if session.auth is not None and session.auth.awaiting_client:
+            self.auth_line()
+            return
+        self.command()
+
+    def raw_data(self) -> bool:
+        """Check a line the server reads as data, not as a command; True when it was one."""
+        return False
+
+    def auth_line(self) -> None:
+        raise NotImplementedError
+
+    def command(self) -> None:
+        raise NotImplementedError
+
+    def guess_verb(self, verb_token: str, argument: str, offered: Iterable[str]) -> None:
+        """A verb the server does not know: the other protocol's, or the nearest one it offers."""
+        letters = re.match(r"[A-Za-z]*", verb_token).group(0).upper()  # type: ignore[union-attr]
+        other = pop3 if self.core is smtp else smtp
+        if letters in other.VERB_NAMES - self.core.VERB_NAMES:
+            self.add(f"{self.other_protocol}-command-in-{self.protocol}", "error", verb=letters)
+            return
+        near = nearest_verb(letters or verb_token.upper(), offered)
+        if near is not None:
+            self.add("unknown-verb", "error", suggestion=f"{near} {argument}".strip(), verb=verb_token, nearest=near)
+        else:
+            self.add("unknown-verb-no-guess", "error", verb=verb_token)
 
     # --- the line as the server frames it -------------------------------------------------------
 

@@ -17,13 +17,12 @@ from mailprotocol import pop3 as core
 from mailprotocol import sasl as core_sasl
 from mailprotocol.decision import LOGIN, REMOVE_MESSAGES, SEND_MESSAGE, Decision, Reply
 from mailprotocol.sasl import IMPLEMENTED_MECHANISMS
-from mailprotocol.faults import SMTP_COMMANDS
 from mockservers.profile import Profile
 from mailprotocol.codec import apop_digest
 
 from mailprotocol import credentials
 
-from .checks import LineCheck, common_values, nearest_verb
+from .checks import LineCheck, common_values
 from .diagnostics import secret_kind
 from .prediction import HOLE, Prediction
 from .smtp_checks import explain_sasl_step
@@ -74,6 +73,7 @@ def predict_decision(profile: Profile, decision: core.POP3Decision, client_ip: s
 
 class POP3Check(LineCheck):
     protocol = "pop3"
+    other_protocol = "smtp"
     core = core
 
     def __init__(self, *args: Any) -> None:
@@ -120,21 +120,6 @@ class POP3Check(LineCheck):
         self.add(diagnostic_id, severity, reply=prediction.shown() if prediction else None, **values)  # type: ignore[arg-type]
 
     # --- entry point -------------------------------------------------------------------------------
-
-    def run(self) -> None:
-        session = self.session
-        if session.closed:
-            self.add("session-closed", "error")
-            return
-        if session.tls_pending:
-            self.add("tls-handshake-pending", "error")
-            return
-        if session.greeting is None:
-            self.add("spoke-before-greeting", "warning")
-        if session.auth is not None and session.auth.awaiting_client:
-            self.auth_line()
-            return
-        self.command()
 
     def command(self) -> None:
         line = self.line
@@ -214,16 +199,7 @@ class POP3Check(LineCheck):
         if verb in self.profile.quirks.pop3_unimplemented:
             self.refuse("command-not-offered", verb=verb)
             return
-        letters = re.match(r"[A-Za-z]*", verb_token).group(0).upper()  # type: ignore[union-attr]
-        if letters in SMTP_COMMANDS - core.VERB_NAMES:
-            self.refuse("smtp-command-in-pop3", verb=letters)
-            return
-        offered = [v.name for v in core.VERBS if v.name not in self.profile.quirks.pop3_unimplemented]
-        near = nearest_verb(letters or verb, offered)
-        if near is not None:
-            self.refuse("unknown-verb", suggestion=f"{near} {argument}".strip(), verb=verb_token, nearest=near)
-        else:
-            self.refuse("unknown-verb-no-guess", verb=verb_token)
+        self.guess_verb(verb_token, argument, [v.name for v in core.VERBS if v.name not in self.profile.quirks.pop3_unimplemented])
 
     # --- what a teacher adds when the core accepts ---------------------------------------------------
 

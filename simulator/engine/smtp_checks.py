@@ -13,7 +13,6 @@ import re
 from typing import Any
 
 from mailprotocol import credentials
-from mailprotocol import pop3 as core_pop3
 from mailprotocol import sasl as core_sasl
 from mailprotocol import smtp as core
 from mailprotocol.decision import Decision, Reply
@@ -25,7 +24,7 @@ from mockservers.profile import Profile
 from mockservers.rendering import render_smtp
 from mailprotocol.codec import b64encode_text
 
-from .checks import LineCheck, common_values, describe_decoded, has_control_characters, looks_like_base64_text, nearest_verb
+from .checks import LineCheck, common_values, describe_decoded, has_control_characters, looks_like_base64_text
 from .data_checks import check_data_line, estimated_size
 from .diagnostics import secret_kind
 from .prediction import HOLE, Prediction
@@ -39,6 +38,7 @@ _SYNTAX_WITH_EXAMPLE = {"MAIL": "MAIL FROM:<{address}>", "RCPT": "RCPT TO:<{addr
 
 class SMTPCheck(LineCheck):
     protocol = "smtp"
+    other_protocol = "pop3"
     core = core
 
     # --- rendering -----------------------------------------------------------------------------
@@ -134,29 +134,14 @@ class SMTPCheck(LineCheck):
 
     # --- entry point ---------------------------------------------------------------------------
 
-    def run(self) -> None:
+    def raw_data(self) -> bool:
+        """A line of DATA text, or octets of a BDAT chunk."""
         session = self.session
-        if session.closed:
-            self.add("session-closed", "error")
-            return
-        if session.tls_pending:
-            self.add("tls-handshake-pending", "error")
-            return
-        if getattr(session, "reversed", False):
-            self.add("session-reversed", "error")
-            return
-        if session.greeting is None:
-            self.add("spoke-before-greeting", "warning")
         if session.data_mode:
             check_data_line(self)
-            return
-        if session.bdat_remaining:
+        elif session.bdat_remaining:
             self.add("bdat-octets", "info", remaining=session.bdat_remaining)
-            return
-        if session.auth is not None and session.auth.awaiting_client:
-            self.auth_line()
-            return
-        self.command()
+        return bool(session.data_mode or session.bdat_remaining)
 
     # --- a command line --------------------------------------------------------------------------
 
@@ -216,16 +201,10 @@ class SMTPCheck(LineCheck):
                 "verb-separator", "error",
                 suggestion=_join(letters, (rest + " " + argument).strip()), verb=verb_token,
             )
-        elif letters in core_pop3.VERB_NAMES - core.VERB_NAMES:
-            self.add("pop3-command-in-smtp", "error", verb=letters)
         else:
             offered = set(core.available_commands(self.state, self.profile)) | {"AUTH"}
             candidates = [v for v in core.SUGGESTION_ORDER if v in offered and v not in self.profile.quirks.smtp_unimplemented]
-            near = nearest_verb(letters or verb, candidates)
-            if near is not None:
-                self.add("unknown-verb", "error", suggestion=_join(near, argument), verb=verb_token, nearest=near)
-            else:
-                self.add("unknown-verb-no-guess", "error", verb=verb_token)
+            self.guess_verb(verb_token, argument, candidates)
         self.count_unknown()
 
     def count_unknown(self) -> None:
