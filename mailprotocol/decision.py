@@ -83,7 +83,8 @@ class Decision(Generic[State]):
     `reason` names why a refusal happened (`needs-login`, `message-deleted`), so a teacher can
     explain it; the server never shows it. `detail` is what the grammar made of the argument: the
     typed problem behind a refusal (an `AddressSyntaxError`, a `ParameterProblem`) or, for an
-    accepted MAIL/RCPT, its `PathArgument`, so the explanation need not parse the line again.
+    accepted MAIL/RCPT, its `PathArgument`; for an AUTH line, its SASL `Step` (what it decoded to),
+    so the explanation need not parse or decode the line again.
     """
 
     replies: tuple[Reply, ...]

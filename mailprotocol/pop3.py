@@ -322,6 +322,11 @@ def auth_line(state: POP3State, persona: "Profile", line: str) -> POP3Decision:
 
 
 def _auth_step(state: POP3State, persona: "Profile", step: sasl.Step) -> POP3Decision:
+    """The decision on one SASL step; the step rides along as the detail (what the line decoded to)."""
+    return replace(_sasl_answer(state, persona, step), detail=step)
+
+
+def _sasl_answer(state: POP3State, persona: "Profile", step: sasl.Step) -> POP3Decision:
     if step.kind == "challenge":
         return Decision((Reply(step.key, dict(step.values)),), replace(state, exchange=step.exchange), (Effect(START_SASL),))
     state = replace(state, exchange=None)

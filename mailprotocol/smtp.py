@@ -367,6 +367,11 @@ def auth_line(state: SMTPState, persona: "Profile", line: str) -> SMTPDecision:
 
 
 def _auth_step(state: SMTPState, persona: "Profile", step: sasl.Step) -> SMTPDecision:
+    """The decision on one SASL step; the step rides along as the detail (what the line decoded to)."""
+    return replace(_sasl_answer(state, persona, step), detail=step)
+
+
+def _sasl_answer(state: SMTPState, persona: "Profile", step: sasl.Step) -> SMTPDecision:
     if step.kind == "challenge":
         return Decision((Reply(step.key, dict(step.values)),), replace(state, exchange=step.exchange), (Effect(START_SASL),))
     state = replace(state, exchange=None)

@@ -229,8 +229,8 @@ class POP3Check(LineCheck):
             return
         parts = argument.split()
         initial = parts[1] if len(parts) > 1 else None
-        step = core_sasl.start(parts[0].upper(), initial, b"")
-        if step.kind != "challenge" or initial is not None:
+        step = self.decision.detail if self.decision is not None else None  # the core's SASL step
+        if isinstance(step, core_sasl.Step) and (step.kind != "challenge" or initial is not None):
             self.sasl_step(step, parts[0].upper(), initial or "")
 
     def auth_line(self) -> None:
@@ -238,7 +238,7 @@ class POP3Check(LineCheck):
         if self.too_long():
             return
         self.decision = core.auth_line(self.state, self.profile, line)
-        self.sasl_step(core_sasl.respond(self.state.exchange, line), self.session.auth.mechanism, line)  # type: ignore[arg-type]
+        self.sasl_step(self.decision.detail, self.session.auth.mechanism, line)
 
     def sasl_step(self, step: core_sasl.Step, mechanism: str, line: str) -> None:
         explain_sasl_step(self, step, mechanism, line)

@@ -317,8 +317,8 @@ class SMTPCheck(LineCheck):
             self.add("auth-mechanism-unsupported", "error", suggestion=f"AUTH {usable[0]}" if usable else None, mechanism=mechanism)
             return
         initial = parts[1] if len(parts) > 1 else None
-        step = core_sasl.start(mechanism, initial, b"")
-        if step.kind != "challenge" or initial is not None:
+        step = self.decision.detail if self.decision is not None else None  # the core's SASL step
+        if isinstance(step, core_sasl.Step) and (step.kind != "challenge" or initial is not None):
             explain_sasl_step(self, step, mechanism, initial or "")
         if not self.tls and mechanism in ("PLAIN", "LOGIN") and not self.decided:
             self.add("auth-cleartext", "info")
@@ -330,7 +330,7 @@ class SMTPCheck(LineCheck):
             return
         self.decision = core.auth_line(self.state, self.profile, line)
         if exchange.mechanism in IMPLEMENTED_MECHANISMS:
-            explain_sasl_step(self, core_sasl.respond(self.state.exchange, line), exchange.mechanism, line)  # type: ignore[arg-type]
+            explain_sasl_step(self, self.decision.detail, exchange.mechanism, line)
 
     # --- the transaction -------------------------------------------------------------------------
 
