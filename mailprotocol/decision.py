@@ -69,7 +69,7 @@ class Effect:
 #: Effect kinds (the adapters dispatch on them; the validator reads them).
 START_TLS = "start-tls"  # after the reply: switch the connection to TLS
 LOGIN = "login"  # credentials accepted: limits, maildrop lock and opening come next (POP3)
-AUTH_FAILED = "auth-failed"  # count a failed login for this client
+AUTH_FAILED = "auth-failed"  # count a failed login for this client (user, log reason, the credentials verdict)
 SEND_MESSAGE = "send-message"  # after the reply's first line: the message (or its top), dot-stuffed
 REMOVE_MESSAGES = "remove-messages"  # POP3 UPDATE: delete these messages, then reply
 CLOSE = "close"  # close the connection after the reply

@@ -340,7 +340,7 @@ def _login(state: POP3State, persona: "Profile", user: str, check: object, ok_ke
     """Credentials checked: a refusal now, or a LOGIN effect the server completes (limits, lock, open)."""
     verdict = credentials.check_login(persona, user, check)  # type: ignore[arg-type]
     if not verdict.ok:
-        effect = Effect(AUTH_FAILED, {"user": user, "reason": verdict.describe()})
+        effect = Effect(AUTH_FAILED, {"user": user, "reason": verdict.describe(), "verdict": verdict})
         return _answer(state, fail_key, verdict.reason, (effect,), user=user)
     effect = Effect(LOGIN, {"address": verdict.address, "user": user, "ok_key": ok_key, "verdict": verdict})
     return Decision((), state, (effect,))

@@ -380,7 +380,7 @@ def _sasl_answer(state: SMTPState, persona: "Profile", step: sasl.Step) -> SMTPD
     assert step.check is not None
     verdict = credentials.check_login(persona, step.user, step.check)
     if not verdict.ok:
-        effect = Effect(AUTH_FAILED, {"user": step.user, "reason": verdict.describe()})
+        effect = Effect(AUTH_FAILED, {"user": step.user, "reason": verdict.describe(), "verdict": verdict})
         return _answer(state, "auth_failed", verdict.reason, (effect,), user=step.user)
     state = replace(state, authenticated_as=verdict.address)
     return _answer(state, "auth_ok", effects=(Effect(AUTHENTICATED, {"address": verdict.address}),), user=verdict.address)

@@ -15,7 +15,7 @@ from typing import Any
 from mailprotocol import credentials
 from mailprotocol import sasl as core_sasl
 from mailprotocol import smtp as core
-from mailprotocol.decision import Decision, Reply
+from mailprotocol.decision import AUTH_FAILED, Decision, Reply
 from mailprotocol.sasl import IMPLEMENTED_MECHANISMS
 from mailprotocol.addresses import MAX_PATH, AddressProblem, AddressSyntaxError, MailboxProblem, PathArgument, is_domain
 from mailprotocol.parameters import ParameterProblem, ParameterWhy
@@ -616,7 +616,8 @@ def explain_sasl_step(check: LineCheck, step: core_sasl.Step, mechanism: str, li
     if mechanism == "LOGIN" and step.decoded is not None and session.auth is not None:
         if step.decoded.decode("utf-8", "replace") == (session.auth.username or None):
             check.add("auth-password-is-user", "warning")
-    verdict = credentials.check_login(profile, user, step.check)  # type: ignore[arg-type]
-    if not verdict.ok:
+    failed = check.decision.effect(AUTH_FAILED) if check.decision is not None else None
+    if failed is not None:  # the core's credentials verdict: why it refused the login
+        verdict = failed["verdict"]
         kind = secret_kind(verdict.account.secret_kind, check.lang) if verdict.account is not None else ""
         check.add(f"auth-{verdict.reason}", "error", user=user, kind=kind)
