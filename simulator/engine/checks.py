@@ -56,6 +56,15 @@ class LineCheck:
         self.client_ip = client_ip
         self.found: list[Diagnostic] = []
 
+    @property
+    def policies(self) -> Any:
+        return self.profile.policies
+
+    @property
+    def tls(self) -> bool:
+        """TLS is on now: what the persona offers and allows depends on it."""
+        return bool(self.session.tls_active)
+
     # --- rendering replies (subclasses) --------------------------------------------------------
 
     def render(self, key: str, values: dict[str, Any]) -> list[str]:

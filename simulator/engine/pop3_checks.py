@@ -95,14 +95,6 @@ class POP3Check(LineCheck):
             return "+OK"
         return "+" if first.startswith("+") else first[:4]
 
-    @property
-    def policies(self) -> Any:
-        return self.profile.policies
-
-    @property
-    def tls(self) -> bool:
-        return bool(self.session.tls_active)
-
     def account_now(self) -> str | None:
         if not self.session.logged_in:
             return None

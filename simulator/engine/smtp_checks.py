@@ -108,14 +108,6 @@ class SMTPCheck(LineCheck):
     # --- the server's view of the session --------------------------------------------------------
 
     @property
-    def policies(self) -> Any:
-        return self.profile.policies
-
-    @property
-    def tls(self) -> bool:
-        return bool(self.session.tls_active)
-
-    @property
     def greeted(self) -> bool:
         return self.session.helo_domain is not None
 
