@@ -106,11 +106,6 @@ class POP3Check(LineCheck):
     def prediction(self) -> Prediction | None:
         return predict_decision(self.profile, self.decision, self.client_ip) if self.decision else None
 
-    def refuse(self, diagnostic_id: str, severity: str = "error", **values: Any) -> None:
-        """A diagnostic carrying the core's reply to this line."""
-        prediction = self.prediction()
-        self.add(diagnostic_id, severity, reply=prediction.shown() if prediction else None, **values)  # type: ignore[arg-type]
-
     # --- entry point -------------------------------------------------------------------------------
 
     def command(self) -> None:
@@ -124,7 +119,7 @@ class POP3Check(LineCheck):
         if isinstance(parsed, Decision):
             self.decision = parsed
             if parsed.reason == "bad-characters":
-                self.refuse("nul-character")
+                self.add("nul-character", "error")
             else:
                 verb_token, _, argument = text.partition(" ")
                 self.unknown(verb_token, argument)
@@ -178,7 +173,7 @@ class POP3Check(LineCheck):
             account = self.profile.find_account(self.state.user or (parts[0] if parts else ""))
             values["user"] = self.state.user if verb == "PASS" else (parts[0] if parts else "")
             values["kind"] = secret_kind(account.secret_kind, self.lang) if account is not None else ""
-        self.refuse(diagnostic_id, suggestion=suggestion.format(example=self.example_user(), **values) if suggestion else None, **values)
+        self.add(diagnostic_id, "error", suggestion=suggestion.format(example=self.example_user(), **values) if suggestion else None, **values)
 
     def example_user(self) -> str:
         return self.profile.accounts[0].address if self.profile.accounts else "user@example.com"
@@ -186,10 +181,10 @@ class POP3Check(LineCheck):
     def unknown(self, verb_token: str, argument: str) -> None:
         verb = verb_token.upper()
         if not verb_token:
-            self.refuse("empty-line")
+            self.add("empty-line", "error")
             return
         if verb in self.profile.quirks.pop3_unimplemented:
-            self.refuse("command-not-offered", verb=verb)
+            self.add("command-not-offered", "error", verb=verb)
             return
         self.guess_verb(verb_token, argument, [v.name for v in core.VERBS if v.name not in self.profile.quirks.pop3_unimplemented])
 
