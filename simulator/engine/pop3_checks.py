@@ -15,7 +15,7 @@ from typing import Any
 
 from mailprotocol import pop3 as core
 from mailprotocol import sasl as core_sasl
-from mailprotocol.decision import LOGIN, REMOVE_MESSAGES, SEND_MESSAGE, Decision, Reply
+from mailprotocol.decision import AUTH_FAILED, LOGIN, REMOVE_MESSAGES, SEND_MESSAGE, Decision, Reply
 from mailprotocol.sasl import IMPLEMENTED_MECHANISMS
 from mockservers.profile import Profile
 from mailprotocol.codec import apop_digest
@@ -170,7 +170,8 @@ class POP3Check(LineCheck):
         elif diagnostic_id == "top-syntax":
             values["first"] = parts[0] if parts and parts[0].isdigit() else "1"
         elif diagnostic_id.startswith("auth-"):  # a login the server refuses: why (the web password QQ refuses ...)
-            account = self.profile.find_account(self.state.user or (parts[0] if parts else ""))
+            failed = self.decision.effect(AUTH_FAILED) if self.decision is not None else None
+            account = failed["verdict"].account if failed is not None else None  # the core's credentials verdict
             values["user"] = self.state.user if verb == "PASS" else (parts[0] if parts else "")
             values["kind"] = secret_kind(account.secret_kind, self.lang) if account is not None else ""
         self.add(diagnostic_id, "error", suggestion=suggestion.format(example=self.example_user(), **values) if suggestion else None, **values)
