@@ -28,7 +28,7 @@ DATA_END = "DATA-END"
 SMTP_COMMANDS = smtp.VERB_NAMES
 POP3_COMMANDS = pop3.VERB_NAMES
 #: Verbs whose success starts TLS, and those whose success logs someone in (the verb tables).
-TLS_VERBS = frozenset({"STARTTLS", "STLS"})
+TLS_VERBS = frozenset(verb.name for verb in (*smtp.VERBS, *pop3.VERBS) if verb.starts_tls)
 LOGIN_VERBS = pop3.LOGIN_VERBS | {verb.name for verb in smtp.VERBS if verb.logs_in}
 
 

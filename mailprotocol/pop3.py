@@ -12,7 +12,7 @@ States: AUTHORIZATION -> TRANSACTION (after a login whose maildrop could be lock
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from .codec import apop_digest
@@ -58,6 +58,7 @@ class Verb:
     capability: str = ""
     multiline: str = "never"
     logs_in: bool = False  # carries a secret (masked in transcripts)
+    starts_tls: bool = False  # accepted, the session starts over in TLS (RFC 2595 4)
     waits_for_reply: bool = False  # changes the state: even a pipelining client waits (RFC 2449 6.6)
 
     @property
@@ -90,7 +91,7 @@ VERBS: tuple[Verb, ...] = (
     Verb("CAPA", "CAPA", _BOTH, multiline="always"),
     Verb("APOP", "APOP name digest", _AUTH, logs_in=True, waits_for_reply=True),
     Verb("AUTH", "AUTH [mechanism [initial-response]]", _AUTH, "SASL", multiline="without-argument", logs_in=True, waits_for_reply=True),
-    Verb("STLS", "STLS", _AUTH, "STLS", waits_for_reply=True),
+    Verb("STLS", "STLS", _AUTH, "STLS", waits_for_reply=True, starts_tls=True),
 )
 VERB_TABLE: dict[str, Verb] = {verb.name: verb for verb in VERBS}
 VERB_NAMES: frozenset[str] = frozenset(VERB_TABLE)

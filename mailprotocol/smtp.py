@@ -53,6 +53,7 @@ class Verb:
     anytime: bool = False
     between_chunks: bool = False
     logs_in: bool = False  # carries a secret (masked in transcripts)
+    starts_tls: bool = False  # accepted, the session starts over in TLS (RFC 3207 4.2)
 
     @property
     def argument(self) -> str:
@@ -78,7 +79,7 @@ VERBS: tuple[Verb, ...] = (
     Verb("EXPN", "EXPN <mailing list>", True, rank=11, anytime=True),
     Verb("HELP", "HELP [command]", True, rank=12, anytime=True),
     Verb("QUIT", "QUIT", True, rank=5, anytime=True, between_chunks=True),
-    Verb("STARTTLS", "STARTTLS", capability="STARTTLS", rank=9),
+    Verb("STARTTLS", "STARTTLS", capability="STARTTLS", rank=9, starts_tls=True),
     Verb("AUTH", "AUTH <PLAIN|LOGIN|CRAM-MD5> [initial-response]", capability="AUTH", rank=8, logs_in=True),
     Verb("ETRN", "ETRN <domain> | @<domain> | #<queue>", capability="ETRN", rank=14),
     Verb("TURN", "TURN", True, rank=15),
